@@ -1,0 +1,13 @@
+"""Errors that reach the user as one line (the command line prints them, Slicer shows them)."""
+
+
+class InputError(Exception):
+    """A problem with what the user gave us: the message is shown as is, without a traceback."""
+
+
+class ModelNotInstalledError(InputError):
+    """No trained weights are installed, or they fail their checksum."""
+
+
+class CancelledError(Exception):
+    """The user cancelled a running job."""
