@@ -1,0 +1,478 @@
+"""Soft cord segmentation of a volume node, with its results as native MRML nodes.
+
+`segment_volume_node` needs a real MRML scene (3D Slicer, or the `slicer-core` wheel) but neither Qt nor
+`slicer.app`: the Slicer module, the tests and scripts all call it. `HeadlessSlicer` builds a scene with the
+module logics that Slicer's application would otherwise register, for tests and for headless scripts.
+
+Outputs carry an attribute naming their role and a node reference to the input, so a re-run on the same
+input finds and updates them instead of adding new nodes; the input node itself is never modified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .errors import InputError
+
+ROLE_ATTRIBUTE = "SoftSpinalCordSeg.Role"
+SOURCE_REFERENCE_ROLE = "SoftSpinalCordSegSource"
+COLOR_TABLE_NAME = "SoftSpinalCordSeg Inferno"
+SEGMENT_ID = "spinal_cord"
+SEGMENT_NAME = "spinal cord"
+SEGMENT_COLOR = (0.95, 0.84, 0.19)
+# DICOM / SNOMED-CT code of the spinal cord, in Slicer's terminology string format.
+SEGMENT_TERMINOLOGY = (
+    "Segmentation category and type - DICOM master list"
+    "~SCT^123037004^Anatomical Structure~SCT^2748008^Spinal cord~^^"
+    "~Anatomic codes - DICOM master list~^^~^^|"
+)
+CSA_X_COLUMN = "z_mm"
+CSA_Y_COLUMN = "csa_mm2"
+# Inferno (perceptually uniform, dark to bright yellow) sampled at 9 evenly spaced points.
+INFERNO_ANCHORS = (
+    (0.001, 0.000, 0.014), (0.129, 0.047, 0.291), (0.342, 0.062, 0.429),
+    (0.541, 0.135, 0.415), (0.736, 0.216, 0.330), (0.894, 0.353, 0.194),
+    (0.978, 0.558, 0.035), (0.975, 0.798, 0.206), (0.988, 0.998, 0.645),
+)
+# PAM50 / SCT integer codes of the vertebral levels (1 = C1 ... 7 = C7, 8 = T1 ...).
+VERTEBRA_NAMES = [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"]
+
+
+@dataclass
+class SegmentationOutputs:
+    """The nodes made (or updated) by `segment_volume_node`, all in the input's scene."""
+
+    probability_volume: Any
+    segmentation: Any
+    csa_table: Any
+    csa_chart: Any
+    level_table: Any = None  # per-level summary, only when levels were given
+    csa: Any = None  # the library's CsaTable behind csa_table
+
+
+def segment_volume_node(
+    volume_node,
+    *,
+    threshold: float = 0.5,
+    opacity: float = 0.6,
+    floor: float = 0.05,
+    device: str = "auto",
+    levels=None,
+    largest_component: bool = True,
+    probability: Optional[np.ndarray] = None,
+    segmenter: Optional[Callable] = None,
+    progress: Optional[Callable[[float, str], None]] = None,
+) -> SegmentationOutputs:
+    """Segment the cord in `volume_node` and show the soft result, the binary segment and the CSA along the cord.
+
+    threshold: probability above which a voxel belongs to the binary segment; opacity: of the overlay;
+    floor: probabilities below it are transparent in the overlay; levels: optional vertebral levels, a label
+    volume node (PAM50 codes, any grid) or a markups point list of disc points named like "C2/C3".
+    probability: a precomputed soft mask in the input's voxel order (i, j, k), instead of running the model;
+    segmenter: the function that computes it (default `inference.segment_image`).
+    """
+    _check_options(threshold, opacity, floor)
+    image, affine = volume_array_and_affine(volume_node)
+    level_array = _level_array(levels, volume_node, image.shape) if levels is not None else None
+    if probability is None:
+        if segmenter is None:
+            from .inference import segment_image as segmenter
+        probability = segmenter(image, affine, device=device, largest_component=largest_component, progress=progress)
+    probability = _checked_probability(probability, image.shape)
+    if progress:
+        progress(0.95, "building the scene outputs")
+
+    from .morphometry import compute_csa
+
+    csa = compute_csa(probability, affine, levels=level_array)
+    scene = volume_node.GetScene()
+    outputs = SegmentationOutputs(
+        probability_volume=_update_probability_volume(volume_node, probability, opacity, floor),
+        segmentation=_update_segmentation(volume_node, probability > threshold),
+        csa_table=_update_table(volume_node, "csa", f"{volume_node.GetName()} CSA", csa.rows),
+        csa_chart=None,
+        csa=csa,
+    )
+    outputs.csa_chart = _update_chart(volume_node, outputs.csa_table)
+    if level_array is not None:
+        outputs.level_table = _update_table(volume_node, "csa_levels", f"{volume_node.GetName()} CSA per level", _level_rows(csa))
+    _place_in_subject_hierarchy(scene, volume_node)
+    if progress:
+        progress(1.0, "done")
+    return outputs
+
+
+def volume_array_and_affine(volume_node):
+    """Copy of the node's voxels in file order (i, j, k) and its 4x4 IJK-to-RAS matrix."""
+    import slicer
+    import vtk
+
+    if volume_node is None:
+        raise InputError("no input volume selected")
+    if not volume_node.IsA("vtkMRMLScalarVolumeNode") or volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise InputError(f"input '{volume_node.GetName()}' is not a scalar (grey-level) volume")
+    if volume_node.GetScene() is None:
+        raise InputError(f"input '{volume_node.GetName()}' is not in a scene")
+    image_data = volume_node.GetImageData()
+    if image_data is None or image_data.GetNumberOfScalarComponents() != 1:
+        raise InputError(f"input '{volume_node.GetName()}' has no single-component image data")
+    if min(image_data.GetDimensions()) < 2:
+        raise InputError(f"input '{volume_node.GetName()}' is not a 3D volume (dimensions {image_data.GetDimensions()})")
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return np.array(slicer.util.arrayFromVolume(volume_node).transpose(2, 1, 0)), slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def find_output(volume_node, role: str):
+    """The output node with this role made from `volume_node` by an earlier run, or None."""
+    scene = volume_node.GetScene()
+    for index in range(scene.GetNumberOfNodes()):
+        node = scene.GetNthNode(index)
+        if node.GetAttribute(ROLE_ATTRIBUTE) == role and node.GetNodeReference(SOURCE_REFERENCE_ROLE) is volume_node:
+            return node
+    return None
+
+
+def _output_node(volume_node, role: str, class_name: str, name: str):
+    node = find_output(volume_node, role)
+    if node is None:
+        node = volume_node.GetScene().AddNewNodeByClass(class_name, name)
+        node.SetAttribute(ROLE_ATTRIBUTE, role)
+        node.SetNodeReferenceID(SOURCE_REFERENCE_ROLE, volume_node.GetID())
+    return node
+
+
+def _check_options(threshold, opacity, floor):
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
+    if not 0.0 <= opacity <= 1.0:
+        raise InputError(f"opacity must be between 0 and 1, got {opacity}")
+    if not 0.0 <= floor < 1.0:
+        raise InputError(f"overlay floor must be in [0, 1), got {floor}")
+
+
+def _checked_probability(probability, shape):
+    probability = np.asarray(probability, dtype=np.float32)
+    if probability.shape != tuple(shape):
+        raise InputError(f"probability shape {probability.shape} does not match the volume {tuple(shape)}")
+    if not np.all(np.isfinite(probability)) or probability.min() < 0.0 or probability.max() > 1.0:
+        raise InputError("probability values must be finite and within [0, 1]")
+    return probability
+
+
+# --- probability overlay -----------------------------------------------------------------------------------
+
+
+def _update_probability_volume(volume_node, probability, opacity, floor):
+    import slicer
+    import vtk
+
+    node = _output_node(volume_node, "probability", "vtkMRMLScalarVolumeNode", f"{volume_node.GetName()} cord probability")
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    node.SetIJKToRASMatrix(matrix)
+    node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(probability.transpose(2, 1, 0)))
+
+    display = node.GetDisplayNode()
+    if display is None:
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+    display.SetAndObserveColorNodeID(inferno_color_table(volume_node.GetScene()).GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.SetThreshold(floor, 1.0)
+    display.ApplyThresholdOn()  # voxels under the floor become transparent
+    display.SetInterpolate(True)
+    display.SetOpacity(opacity)
+    show_as_foreground(volume_node, node, opacity)
+    return node
+
+
+def inferno_color_table(scene):
+    """The module's Inferno colour table (created once per scene)."""
+    existing = scene.GetFirstNode(COLOR_TABLE_NAME, "vtkMRMLColorTableNode")
+    if existing is not None:
+        return existing
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
+    table.SetTypeToUser()
+    table.SetAttribute("Category", "SoftSpinalCordSeg")
+    count = 256
+    table.SetNumberOfColors(count)
+    anchors = np.array(INFERNO_ANCHORS)
+    positions = np.linspace(0.0, 1.0, len(anchors))
+    for index, value in enumerate(np.linspace(0.0, 1.0, count)):
+        rgb = [np.interp(value, positions, anchors[:, channel]) for channel in range(3)]
+        table.SetColor(index, f"p{value:.3f}", *rgb, 1.0)
+    return table
+
+
+def show_as_foreground(background_node, foreground_node, opacity):
+    """Show the overlay in every slice view (the input stays or becomes the background)."""
+    scene = background_node.GetScene()
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        if not composite.GetBackgroundVolumeID():
+            composite.SetBackgroundVolumeID(background_node.GetID())
+        composite.SetForegroundVolumeID(foreground_node.GetID())
+        composite.SetForegroundOpacity(opacity)
+
+
+# --- binary segmentation -----------------------------------------------------------------------------------
+
+
+def _update_segmentation(volume_node, mask):
+    import slicer
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    node = _output_node(volume_node, "segmentation", "vtkMRMLSegmentationNode", f"{volume_node.GetName()} cord segmentation")
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    node.SetAndObserveTransformNodeID(volume_node.GetTransformNodeID())
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    segmentation = node.GetSegmentation()
+    if segmentation.GetSegment(SEGMENT_ID) is None:
+        segmentation.AddEmptySegment(SEGMENT_ID, SEGMENT_NAME, SEGMENT_COLOR)
+    segmentation.GetSegment(SEGMENT_ID).SetTerminology(SEGMENT_TERMINOLOGY)
+
+    labelmap = slicer.vtkOrientedImageData()
+    labelmap.SetDimensions(*mask.shape)
+    labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    vtk_to_numpy(labelmap.GetPointData().GetScalars())[:] = mask.transpose(2, 1, 0).ravel()
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    labelmap.SetImageToWorldMatrix(matrix)
+    mode = slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE
+    if not slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(labelmap, node, SEGMENT_ID, mode):
+        raise InputError("could not store the cord segment in the segmentation node")
+
+    segmentation.CreateRepresentation("Closed surface", True)  # rebuilt on every run
+    display = node.GetDisplayNode()
+    display.SetPreferredDisplayRepresentationName3D("Closed surface")
+    display.SetVisibility3D(True)
+    return node
+
+
+# --- CSA table, per-level summary and plot -----------------------------------------------------------------
+
+
+def _update_table(volume_node, role, name, rows):
+    import vtk
+
+    node = _output_node(volume_node, role, "vtkMRMLTableNode", name)
+    table = vtk.vtkTable()
+    columns = list(rows[0].keys()) if rows else [CSA_X_COLUMN, CSA_Y_COLUMN]
+    for column in columns:
+        values = [row[column] for row in rows]
+        if all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in values) and values:
+            array = vtk.vtkIntArray()
+        elif all(isinstance(value, (int, float, np.number)) for value in values):
+            array = vtk.vtkDoubleArray()
+        else:
+            array = vtk.vtkStringArray()
+        array.SetName(column)
+        for value in values:
+            array.InsertNextValue(str(value) if array.IsA("vtkStringArray") else value)
+        table.AddColumn(array)
+    node.SetAndObserveTable(table)
+    node.SetUseColumnTitleAsColumnHeader(True)
+    return node
+
+
+def _level_rows(csa):
+    from .morphometry import summarize_levels
+
+    return summarize_levels(csa)
+
+
+def _update_chart(volume_node, table_node):
+    scene = volume_node.GetScene()
+    series = _output_node(volume_node, "csa_series", "vtkMRMLPlotSeriesNode", f"{volume_node.GetName()} CSA")
+    series.SetAndObserveTableNodeID(table_node.GetID())
+    series.SetXColumnName(CSA_X_COLUMN)
+    series.SetYColumnName(CSA_Y_COLUMN)
+    series.SetPlotType(series.PlotTypeScatter)
+    series.SetMarkerStyle(series.MarkerStyleCircle)
+    series.SetColor(*INFERNO_ANCHORS[5])
+
+    chart = _output_node(volume_node, "csa_chart", "vtkMRMLPlotChartNode", f"{volume_node.GetName()} CSA along the cord")
+    chart.RemoveAllPlotSeriesNodeIDs()
+    chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    chart.SetTitle(f"Cord cross-sectional area: {volume_node.GetName()}")
+    chart.SetXAxisTitle("position along the cord, z (mm)")
+    chart.SetYAxisTitle("CSA (mm\u00b2)")
+    chart.SetLegendVisibility(False)
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode")):
+        scene.GetNthNodeByClass(index, "vtkMRMLPlotViewNode").SetPlotChartNodeID(chart.GetID())
+    return chart
+
+
+# --- vertebral levels --------------------------------------------------------------------------------------
+
+
+def _level_array(levels, volume_node, shape):
+    """Vertebral level codes in the input's voxel grid, from a label volume or from disc points."""
+    if levels.IsA("vtkMRMLVolumeNode"):
+        return _resampled_labels(levels, volume_node, shape)
+    if levels.IsA("vtkMRMLMarkupsNode"):
+        return levels_from_disc_points(_disc_points(levels), volume_node, shape)
+    raise InputError(f"levels '{levels.GetName()}' must be a label volume or a markups point list of discs")
+
+
+def _resampled_labels(label_node, volume_node, shape):
+    """Nearest-neighbour resampling of a label volume into the input's grid (identity when they match)."""
+    import scipy.ndimage
+
+    labels, label_affine = _any_volume_array_and_affine(label_node)
+    _, affine = _any_volume_array_and_affine(volume_node)
+    if labels.shape == tuple(shape) and np.allclose(label_affine, affine, atol=1e-4):
+        return labels.astype(np.int32)
+    voxel_to_label_voxel = np.linalg.inv(label_affine) @ affine
+    return scipy.ndimage.affine_transform(
+        labels.astype(np.int32), voxel_to_label_voxel, output_shape=tuple(shape), order=0, mode="constant", cval=0
+    )
+
+
+def _any_volume_array_and_affine(node):
+    import slicer
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array(slicer.util.arrayFromVolume(node).transpose(2, 1, 0)), slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def _disc_points(markups_node):
+    """{disc label: RAS position} from control points named like "C2/C3" (or "C2-C3")."""
+    points = {}
+    for index in range(markups_node.GetNumberOfControlPoints()):
+        label = markups_node.GetNthControlPointLabel(index).strip().upper().replace("-", "/")
+        position = [0.0, 0.0, 0.0]
+        markups_node.GetNthControlPointPositionWorld(index, position)
+        points[label] = np.array(position)
+    return points
+
+
+def levels_from_disc_points(disc_points, volume_node, shape):
+    """Label each voxel with the vertebra between the two discs around it along the superior-inferior axis.
+
+    disc_points: {"C2/C3": RAS position, ...}; vertebra k lies between the disc above it ("Ck-1/Ck" -> Ck)
+    and the disc below it; voxels above the top disc or below the bottom one stay unlabelled (0).
+    """
+    discs = []
+    for label, position in disc_points.items():
+        upper, _, lower = label.partition("/")
+        if upper not in VERTEBRA_NAMES or lower not in VERTEBRA_NAMES:
+            raise InputError(f"disc point '{label}' is not named like C2/C3 (upper/lower vertebra)")
+        discs.append((float(position[2]), VERTEBRA_NAMES.index(lower) + 1))
+    if len(discs) < 2:
+        raise InputError("at least two disc points (for example C2/C3 and C3/C4) are needed to define levels")
+    discs.sort(reverse=True)  # superior first
+    _, affine = _any_volume_array_and_affine(volume_node)
+    grid = np.indices(shape).reshape(3, -1)
+    superior = (affine[2, :3] @ grid + affine[2, 3]).reshape(shape)
+    levels = np.zeros(shape, dtype=np.int32)
+    for (top, code), (bottom, _) in zip(discs[:-1], discs[1:]):
+        levels[(superior <= top) & (superior > bottom)] = code
+    return levels
+
+
+# --- subject hierarchy -------------------------------------------------------------------------------------
+
+
+def _place_in_subject_hierarchy(scene, volume_node):
+    """Put every output in the input's study (or wherever the input sits) in the subject hierarchy."""
+    hierarchy = scene.GetSubjectHierarchyNode()
+    input_item = hierarchy.GetItemByDataNode(volume_node)
+    if not input_item:
+        return
+    parent = hierarchy.GetItemParent(input_item)
+    for role in ("probability", "segmentation", "csa", "csa_levels", "csa_chart", "csa_series"):
+        node = find_output(volume_node, role)
+        if node is None:
+            continue
+        item = hierarchy.GetItemByDataNode(node)
+        if item:
+            hierarchy.SetItemParent(item, parent)
+        else:
+            hierarchy.CreateItem(parent, node)
+
+
+# --- headless scene ----------------------------------------------------------------------------------------
+
+
+class HeadlessSlicer:
+    """An MRML scene with the application and module logics that Slicer's GUI would register.
+
+    For tests and scripts outside Slicer (slicer-core wheel); inside Slicer use `slicer.mrmlScene`.
+    """
+
+    def __init__(self, cache_directory: str):
+        import slicer
+
+        self.scene = slicer.vtkMRMLScene()
+        cache = slicer.vtkCacheManager()
+        cache.SetRemoteCacheDirectory(cache_directory)
+        self.scene.SetCacheManager(cache)
+        data_io = slicer.vtkDataIOManager()  # needed to read .mrb bundles
+        data_io.SetCacheManager(cache)
+        self.scene.SetDataIOManager(data_io)
+
+        self.app_logic = slicer.vtkSlicerApplicationLogic()
+        self.app_logic.SetMRMLScene(self.scene)
+        color_logic = self.app_logic.GetColorLogic()
+        color_logic.SetMRMLScene(self.scene)
+        color_logic.AddDefaultColorNodes()
+        self.logics = {"Colors": color_logic}
+        self.app_logic.SetModuleLogic("Colors", color_logic)
+        for name, logic_class in (
+            ("Volumes", slicer.vtkSlicerVolumesLogic),
+            ("Segmentations", slicer.vtkSlicerSegmentationsModuleLogic),
+            ("Tables", slicer.vtkSlicerTablesLogic),
+            ("Plots", slicer.vtkSlicerPlotsLogic),
+            ("Markups", slicer.vtkSlicerMarkupsLogic),
+        ):
+            logic = logic_class()
+            logic.SetMRMLApplicationLogic(self.app_logic)
+            logic.SetMRMLScene(self.scene)
+            self.app_logic.SetModuleLogic(name, logic)
+            self.logics[name] = logic
+        self.slice_logics = {}
+
+    def load_volume(self, path: str, name: Optional[str] = None, labelmap: bool = False):
+        """Load an image file as a volume node (ITK reader, exactly as Slicer's Add Data does)."""
+        from pathlib import Path
+
+        name = name or Path(path).name.split(".")[0]
+        node = self.logics["Volumes"].AddArchetypeVolume(str(path), name, 1 if labelmap else 0)
+        if node is None:
+            raise InputError(f"could not load '{path}' as a volume")
+        return node
+
+    def add_slice_view(self, name: str = "Red", orientation: str = "Axial", size=(512, 512)):
+        """A slice view without a render window: its logic composites the layers into an RGBA image."""
+        import slicer
+
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLApplicationLogic(self.app_logic)
+        logic.SetMRMLScene(self.scene)
+        slice_node = logic.AddSliceNode(name)
+        slice_node.SetOrientation(orientation)
+        slice_node.SetDimensions(size[0], size[1], 1)
+        self.slice_logics[name] = logic
+        return logic
+
+    def render_slice(self, name: str = "Red") -> np.ndarray:
+        """RGBA uint8 image (rows top to bottom) of what the named slice view shows."""
+        from vtk.util.numpy_support import vtk_to_numpy
+
+        blend = self.slice_logics[name].GetBlend()
+        blend.Update()
+        image = blend.GetOutput()
+        width, height, _ = image.GetDimensions()
+        pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
+        return pixels[::-1].copy()
