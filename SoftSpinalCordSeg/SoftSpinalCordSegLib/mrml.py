@@ -88,17 +88,19 @@ def segment_volume_node(
     from .morphometry import compute_csa
 
     csa = compute_csa(probability, affine, levels=level_array)
+    per_level = csa.summarize(per_level=True) if level_array is not None else None  # errors before any node is made
     scene = volume_node.GetScene()
+    name = volume_node.GetName()
     outputs = SegmentationOutputs(
         probability_volume=_update_probability_volume(volume_node, probability, opacity, floor),
         segmentation=_update_segmentation(volume_node, probability > threshold),
-        csa_table=_update_table(volume_node, "csa", f"{volume_node.GetName()} CSA", csa.rows),
+        csa_table=_update_table(volume_node, "csa", f"{name} CSA", csa),
         csa_chart=None,
         csa=csa,
     )
     outputs.csa_chart = _update_chart(volume_node, outputs.csa_table)
-    if level_array is not None:
-        outputs.level_table = _update_table(volume_node, "csa_levels", f"{volume_node.GetName()} CSA per level", _level_rows(csa))
+    if per_level is not None:
+        outputs.level_table = _update_table(volume_node, "csa_levels", f"{name} CSA per level", per_level)
     _place_in_subject_hierarchy(scene, volume_node)
     if progress:
         progress(1.0, "done")
@@ -260,33 +262,30 @@ def _update_segmentation(volume_node, mask):
 # --- CSA table, per-level summary and plot -----------------------------------------------------------------
 
 
-def _update_table(volume_node, role, name, rows):
+def _update_table(volume_node, role, name, table):
+    """Fill a table node with a library Table: numeric columns as numbers (NaN where empty), others as text."""
     import vtk
 
     node = _output_node(volume_node, role, "vtkMRMLTableNode", name)
-    table = vtk.vtkTable()
-    columns = list(rows[0].keys()) if rows else [CSA_X_COLUMN, CSA_Y_COLUMN]
-    for column in columns:
-        values = [row[column] for row in rows]
-        if all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in values) and values:
+    vtk_table = vtk.vtkTable()
+    for column in table.columns:
+        values = [row.get(column) for row in table.rows]
+        present = [value for value in values if value is not None]
+        if present and all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in values):
             array = vtk.vtkIntArray()
-        elif all(isinstance(value, (int, float, np.number)) for value in values):
+        elif all(isinstance(value, (int, float, np.number)) for value in present):
             array = vtk.vtkDoubleArray()
+            values = [np.nan if value is None else value for value in values]
         else:
             array = vtk.vtkStringArray()
+            values = ["" if value is None else str(value) for value in values]
         array.SetName(column)
         for value in values:
-            array.InsertNextValue(str(value) if array.IsA("vtkStringArray") else value)
-        table.AddColumn(array)
-    node.SetAndObserveTable(table)
+            array.InsertNextValue(value)
+        vtk_table.AddColumn(array)
+    node.SetAndObserveTable(vtk_table)
     node.SetUseColumnTitleAsColumnHeader(True)
     return node
-
-
-def _level_rows(csa):
-    from .morphometry import summarize_levels
-
-    return summarize_levels(csa)
 
 
 def _update_chart(volume_node, table_node):

@@ -1,0 +1,211 @@
+"""Run `inference.segment_image` in a separate process that reports progress and can be killed.
+
+Slicer starts it with its own Python (`PythonSlicer -m SoftSpinalCordSegLib.worker IN.npz OUT.npz`) so the
+application stays responsive and Cancel can stop it at once. The worker reads the image (`image`, in voxel
+order i, j, k) and its `affine` from IN.npz and prints one line per event on stdout:
+
+    PROGRESS <fraction> <message>
+    DEVICE <cpu|cuda> [note, when a GPU was asked for but the CPU is used]
+    ERROR <ExceptionClass> <message>
+    DONE
+
+The probability is written to OUT.npz atomically (temporary file + rename), so a killed worker leaves none.
+`WorkerProcess` is the parent side; `segment_in_subprocess` is a blocking drop-in for `segment_image`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from .errors import CancelledError, InputError, ModelNotInstalledError
+
+_ERRORS = {"InputError": InputError, "ModelNotInstalledError": ModelNotInstalledError}
+
+
+@dataclass
+class WorkerEvent:
+    kind: str  # PROGRESS, DEVICE, ERROR, DONE or LOG (any other output line)
+    fraction: Optional[float] = None
+    message: str = ""
+
+
+def parse_line(line: str) -> WorkerEvent:
+    """One stdout line of the worker as an event (unknown lines become LOG events)."""
+    line = line.rstrip("\r\n")
+    kind, _, rest = line.partition(" ")
+    if kind == "PROGRESS":
+        fraction, _, message = rest.partition(" ")
+        try:
+            return WorkerEvent("PROGRESS", min(max(float(fraction), 0.0), 1.0), message)
+        except ValueError:
+            return WorkerEvent("LOG", message=line)
+    if kind in ("DEVICE", "ERROR", "DONE"):
+        return WorkerEvent(kind, message=rest)
+    return WorkerEvent("LOG", message=line)
+
+
+def _resolved_device(device: str):
+    """(device to use, note): asking for a GPU where there is none falls back to the CPU with a note."""
+    from .inference import resolve_device
+
+    try:
+        resolved = resolve_device(device)
+    except InputError:
+        if device != "cuda":
+            raise
+        resolved = "cpu"
+    note = "no CUDA GPU found: running on the CPU (slower)" if resolved == "cpu" and device != "cpu" else ""
+    return resolved, note
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m SoftSpinalCordSegLib.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", help=".npz with 'image' (i, j, k) and 'affine' (4x4 voxel to RAS)")
+    parser.add_argument("output", help=".npz to write with 'probability'")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--all-components", action="store_true", help="keep every connected component")
+    args = parser.parse_args(argv)
+
+    def report(fraction, message=""):
+        print(f"PROGRESS {fraction:.4f} {message}", flush=True)
+
+    try:
+        with np.load(args.input) as data:
+            image, affine = data["image"], data["affine"]
+        device, note = _resolved_device(args.device)
+        print(f"DEVICE {device} {note}".rstrip(), flush=True)
+        from .inference import segment_image
+
+        probability = segment_image(image, affine, device=device, largest_component=not args.all_components, progress=report)
+        _save_atomically(args.output, probability=np.asarray(probability, dtype=np.float32))
+    except InputError as error:
+        print(f"ERROR {type(error).__name__} {error}", flush=True)
+        return 2
+    print("DONE", flush=True)
+    return 0
+
+
+def _save_atomically(path, **arrays):
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class WorkerProcess:
+    """The parent side: start the worker, collect its events without blocking, cancel it, fetch the result."""
+
+    def __init__(self, image, affine, *, device="auto", largest_component=True, python: Optional[str] = None, env=None):
+        self._directory = Path(tempfile.mkdtemp(prefix="softseg-"))
+        self._output = self._directory / "probability.npz"
+        np.savez(self._directory / "input.npz", image=np.asarray(image), affine=np.asarray(affine, dtype=float))
+        command = [python or sys.executable, "-u", "-m", "SoftSpinalCordSegLib.worker",
+                   str(self._directory / "input.npz"), str(self._output), "--device", device]
+        if not largest_component:
+            command.append("--all-components")
+        package_root = str(Path(__file__).resolve().parent.parent)
+        environment = dict(os.environ if env is None else env)
+        environment["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, environment.get("PYTHONPATH", "")) if p)
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=environment
+        )
+        self._events: "queue.Queue[WorkerEvent]" = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.cancelled = False
+        self.error: Optional[WorkerEvent] = None
+        self.device: Optional[str] = None
+        self.device_note = ""  # set when a GPU was asked for (or auto) but the CPU is used
+        self.log: List[str] = []
+
+    def _read(self):
+        for line in self._process.stdout:
+            self._events.put(parse_line(line))
+        self._process.stdout.close()
+
+    def poll(self) -> List[WorkerEvent]:
+        """Events received since the last call (never blocks)."""
+        events = []
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return events
+            if event.kind == "ERROR":
+                self.error = event
+            elif event.kind == "DEVICE":
+                self.device, _, self.device_note = event.message.partition(" ")
+            elif event.kind == "LOG":
+                self.log.append(event.message)
+            events.append(event)
+
+    @property
+    def running(self) -> bool:
+        return self._process.poll() is None or self._reader.is_alive()
+
+    def cancel(self):
+        """Kill the worker and remove its files; the result is then unavailable."""
+        self.cancelled = True
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._reader.join(timeout=5)
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def result(self) -> np.ndarray:
+        """The probability once the worker has finished; raises its error, or CancelledError."""
+        if self.cancelled:
+            raise CancelledError("segmentation cancelled")
+        self._process.wait()
+        self._reader.join()
+        self.poll()
+        try:
+            if self.error is not None:
+                class_name, _, message = self.error.message.partition(" ")
+                raise _ERRORS.get(class_name, InputError)(message)
+            if self._process.returncode != 0 or not self._output.exists():
+                tail = "\n".join(self.log[-20:])
+                raise InputError(f"segmentation process failed (exit code {self._process.returncode}): {tail}")
+            with np.load(self._output) as data:
+                return data["probability"]
+        finally:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def segment_in_subprocess(image, affine, *, device="auto", largest_component=True,
+                          progress: Optional[Callable[[float, str], None]] = None, python: Optional[str] = None,
+                          poll_seconds: float = 0.1):
+    """Blocking drop-in for `inference.segment_image` that runs it in a worker process."""
+    worker = WorkerProcess(image, affine, device=device, largest_component=largest_component, python=python)
+    try:
+        while worker.running:
+            for event in worker.poll():
+                if event.kind == "PROGRESS" and progress:
+                    progress(event.fraction, event.message)
+            time.sleep(poll_seconds)
+        return worker.result()
+    except BaseException:
+        worker.cancel()  # Ctrl+C or any error: never leave the process running
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
