@@ -68,7 +68,7 @@ def segment_volume_node(
 ) -> SegmentationOutputs:
     """Segment the cord in `volume_node` and show the soft result, the binary segment and the CSA along the cord.
 
-    threshold: probability above which a voxel belongs to the binary segment; opacity: of the overlay;
+    threshold: probability from which a voxel belongs to the binary segment; opacity: of the overlay;
     floor: probabilities below it are transparent in the overlay; levels: optional vertebral levels, a label
     volume node (PAM50 codes, any grid) or a markups point list of disc points named like "C2/C3".
     probability: a precomputed soft mask in the input's voxel order (i, j, k), instead of running the model;
@@ -93,7 +93,7 @@ def segment_volume_node(
     name = volume_node.GetName()
     outputs = SegmentationOutputs(
         probability_volume=_update_probability_volume(volume_node, probability, opacity, floor),
-        segmentation=_update_segmentation(volume_node, probability > threshold),
+        segmentation=_update_segmentation(volume_node, probability >= threshold),
         csa_table=_update_table(volume_node, "csa", f"{name} CSA", csa),
         csa_chart=None,
         csa=csa,
@@ -160,9 +160,10 @@ def _checked_probability(probability, shape):
     probability = np.asarray(probability, dtype=np.float32)
     if probability.shape != tuple(shape):
         raise InputError(f"probability shape {probability.shape} does not match the volume {tuple(shape)}")
-    if not np.all(np.isfinite(probability)) or probability.min() < 0.0 or probability.max() > 1.0:
+    tolerance = 1e-5  # float rounding of a model output; anything further out is a wrong input
+    if not np.all(np.isfinite(probability)) or probability.min() < -tolerance or probability.max() > 1.0 + tolerance:
         raise InputError("probability values must be finite and within [0, 1]")
-    return probability
+    return np.clip(probability, 0.0, 1.0)  # as `softseg segment` does before measuring
 
 
 # --- probability overlay -----------------------------------------------------------------------------------

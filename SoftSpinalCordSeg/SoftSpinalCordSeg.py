@@ -1,0 +1,355 @@
+"""Soft Spinal Cord Segmentation: thin Slicer glue over the Slicer-free SoftSpinalCordSegLib.
+
+Module (metadata, sample data), parameter node, Widget (GUI only), Logic (dependencies, running the model
+in a worker process, showing results) and Test. The work itself is `SoftSpinalCordSegLib.mrml.segment_volume_node`.
+"""
+
+import importlib.util
+import logging
+import os
+import shutil
+from typing import Annotated, Optional, Union
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+DEVICES = ["auto", "cpu", "cuda"]
+TORCH_REQUIREMENT = ">=2.0"
+# Python packages the library needs beyond what Slicer bundles: import name -> pinned requirement (tested ranges).
+REQUIREMENTS = {
+    "monai": "monai>=1.3,<1.7",
+    "nibabel": "nibabel>=5.0",
+    "scipy": "scipy>=1.9",
+    "skimage": "scikit-image>=0.19",
+}
+SAMPLE_NAME = "SpinalCordT2w"
+# T2-weighted axial cervical MRI of an MS patient from the SCT course data (MIT licence), pinned to a commit.
+SAMPLE_URL = (
+    "https://github.com/spinalcordtoolbox/sct_tutorial_data/raw/"
+    "31eac550558ea933348bffc27f349e30c41c687b/single_subject/data/t2_ms/t2.nii.gz"
+)
+SAMPLE_SHA256 = "5b25b71646e363cf0c24415db0eb0d836f0deb4ae0b024d1b939d505ab63783b"
+
+
+class SoftSpinalCordSeg(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Soft Spinal Cord Segmentation")
+        self.parent.categories = [_("Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["SoftSpinalCordSeg developers"]
+        self.parent.helpText = _(
+            "Contrast-agnostic soft (probabilistic) spinal cord segmentation and angle-corrected cross-sectional "
+            "area (CSA) per slice, identical to the <code>softseg</code> command line. "
+            "See the <a href='https://github.com/softspinalcordseg/SlicerSoftSpinalCordSeg'>documentation</a>."
+        )
+        self.parent.acknowledgementText = _(
+            "CSA follows the Spinal Cord Toolbox (De Leener et al., NeuroImage 2017); soft segmentation after "
+            "Bedard et al., 'Towards contrast-agnostic soft segmentation of the spinal cord' (2023)."
+        )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Add the sample spinal-cord MRI to the Sample Data module (downloaded on first use, checked by SHA-256)."""
+    import SampleData
+
+    iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="Spinal cord",
+        sampleName=SAMPLE_NAME,
+        thumbnailFileName=os.path.join(iconsPath, "SpinalCordT2w.png"),
+        uris=SAMPLE_URL,
+        fileNames="SpinalCordT2w.nii.gz",
+        checksums=f"SHA256:{SAMPLE_SHA256}",
+        nodeNames=SAMPLE_NAME,
+    )
+
+
+@parameterNodeWrapper
+class SoftSpinalCordSegParameterNode:
+    """Settings saved with the scene; each is bound to the widget named in the .ui (SlicerParameterName)."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    levels: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLMarkupsFiducialNode]] = None
+    device: Annotated[str, Choice(DEVICES)] = "auto"
+    threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
+    opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
+
+
+class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self.worker = None  # the running WorkerProcess, if any
+        self.runningVolume = None
+        self.outputs = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SoftSpinalCordSeg.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SoftSpinalCordSegLogic()
+        self.ui.progressBar.hide()
+        self.pollTimer = qt.QTimer()
+        self.pollTimer.setInterval(200)
+        self.pollTimer.connect("timeout()", self.onPollWorker)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
+        self.ui.exportPngButton.connect("clicked(bool)", self.onExportPng)
+        self.ui.csaTableView.connect("clicked(QModelIndex)", self.onTableRowClicked)
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        self.cancel()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+
+    def onSceneStartClose(self, caller, event):
+        self.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.onParameterNodeModified()
+
+    def onParameterNodeModified(self, caller=None, event=None):
+        """Enable Apply when there is an input, and show that input's earlier results if any."""
+        from SoftSpinalCordSegLib.mrml import find_output
+
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        if not self.worker:
+            self.ui.applyButton.enabled = volume is not None
+        table = find_output(volume, "csa") if volume else None
+        self.ui.csaTableView.setMRMLTableNode(table)
+        self.ui.exportPngButton.enabled = table is not None
+        self.ui.exportCsvButton.enabled = self.outputs is not None and self.outputs.csa_table is table
+
+    # --- running ---------------------------------------------------------------------------------------------
+
+    def onApplyButton(self):
+        if self.worker:  # the button reads Cancel while running
+            self.cancel()
+            self.ui.statusLabel.text = _("Cancelled: the scene is unchanged.")
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
+            self.runningVolume = self._parameterNode.inputVolume
+            self.worker = self.logic.startProcessing(self.runningVolume, device=self._parameterNode.device)
+            self.setRunning(True)
+
+    def onPollWorker(self):
+        for event in self.worker.poll():
+            if event.kind == "PROGRESS":
+                self.ui.progressBar.value = int(round(100 * event.fraction))
+                self.ui.statusLabel.text = event.message
+            elif event.kind == "DEVICE":
+                self.ui.deviceNoteLabel.text = self.worker.device_note
+        if self.worker.running:
+            return
+        worker, self.worker = self.worker, None
+        self.setRunning(False)
+        parameters = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
+            self.outputs = self.logic.finishProcessing(
+                worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity, levels=parameters.levels
+            )
+            self.ui.statusLabel.text = _("Done: {rows} slices measured.").format(rows=len(self.outputs.csa.rows))
+        self.onParameterNodeModified()
+
+    def cancel(self):
+        if self.worker:
+            self.worker.cancel()
+            self.worker = None
+            self.setRunning(False)
+
+    def setRunning(self, running):
+        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
+        self.ui.progressBar.visible = running
+        self.ui.progressBar.value = 0
+        self.ui.inputsCollapsibleButton.enabled = self.ui.optionsCollapsibleButton.enabled = not running
+        if running:
+            self.ui.statusLabel.text = _("Starting the model...")
+            self.ui.deviceNoteLabel.text = ""
+            self.pollTimer.start()
+        else:
+            self.pollTimer.stop()
+
+    # --- results ---------------------------------------------------------------------------------------------
+
+    def onTableRowClicked(self, index):
+        """Move the slice views to the cord centre of the clicked slice."""
+        table = self.ui.csaTableView.mrmlTableNode()
+        if table:
+            position = [float(table.GetCellText(index.row(), table.GetColumnIndex(name))) for name in ("x_mm", "y_mm", "z_mm")]
+            slicer.modules.markups.logic().JumpSlicesToLocation(*position, True)
+
+    def onExportCsv(self):
+        path = qt.QFileDialog.getSaveFileName(None, _("Export CSA table"), "csa.csv", "CSV (*.csv)")
+        if path:
+            with slicer.util.tryWithErrorDisplay(_("Could not export the table."), waitCursor=True):
+                self.outputs.csa.write_csv(path)  # the library's writer: the same file as `softseg csa`
+
+    def onExportPng(self):
+        path = qt.QFileDialog.getSaveFileName(None, _("Export CSA plot"), "csa.png", "PNG (*.png)")
+        if path:
+            with slicer.util.tryWithErrorDisplay(_("Could not export the plot."), waitCursor=True):
+                self.logic.exportPlotPng(path)
+
+
+class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
+    """Slicer-side logic: dependencies, the worker process, showing results. The work is in SoftSpinalCordSegLib."""
+
+    def getParameterNode(self):
+        return SoftSpinalCordSegParameterNode(super().getParameterNode())
+
+    def process(self, inputVolume, threshold=0.5, opacity=0.6, device="auto", levels=None, showResults=True):
+        """Blocking run in Slicer's own process (Python console, scripts, tests); returns the output nodes."""
+        from SoftSpinalCordSegLib.mrml import segment_volume_node
+
+        outputs = segment_volume_node(inputVolume, threshold=threshold, opacity=opacity, device=device, levels=levels)
+        if showResults:
+            self.showResults(outputs)
+        return outputs
+
+    def startProcessing(self, inputVolume, device="auto"):
+        """Start the model in a separate process (PythonSlicer); poll the returned worker, cancel to kill it."""
+        from SoftSpinalCordSegLib.mrml import volume_array_and_affine
+        from SoftSpinalCordSegLib.worker import WorkerProcess
+
+        image, affine = volume_array_and_affine(inputVolume)
+        return WorkerProcess(image, affine, device=device, python=shutil.which("PythonSlicer"))
+
+    def finishProcessing(self, worker, inputVolume, **options):
+        """Build the output nodes from a finished worker's probability."""
+        from SoftSpinalCordSegLib.mrml import segment_volume_node
+
+        outputs = segment_volume_node(inputVolume, probability=worker.result(), **options)
+        self.showResults(outputs)
+        return outputs
+
+    def showResults(self, outputs):
+        """Slice views with the overlay, a plot view with the CSA chart, the cord surface in 3D."""
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
+        slicer.modules.plots.logic().ShowChartInLayout(outputs.csa_chart)
+
+    def exportPlotPng(self, path):
+        plotWidget = slicer.app.layoutManager().plotWidget(0)
+        if not plotWidget or not plotWidget.plotView().grab().save(path):
+            raise OSError(_("Could not write {path}").format(path=path))
+
+    # --- dependencies ----------------------------------------------------------------------------------------
+
+    def missingPackages(self):
+        return [requirement for module, requirement in REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
+
+    def ensureDependencies(self, askConfirmation=True):
+        """Install what is missing (torch through the PyTorch extension, the rest with pip), asking once."""
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise RuntimeError(_("This module needs the PyTorch extension: install 'PyTorch' from the Extensions Manager and restart Slicer."))
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        needTorch = not torchLogic.torchInstalled()
+        missing = self.missingPackages()
+        if not needTorch and not missing:
+            return True
+        listed = (["torch" + TORCH_REQUIREMENT] if needTorch else []) + missing
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+            _("Soft Spinal Cord Segmentation needs these Python packages, which will be downloaded and installed now "
+              "(this can take several minutes):\n\n{packages}").format(packages="\n".join(listed))
+        ):
+            return False
+        if needTorch and torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
+            raise RuntimeError(_("PyTorch could not be installed; see the Python console."))
+        if missing:
+            slicer.util.pip_install(missing)
+        still = self.missingPackages()
+        if still:
+            if slicer.util.confirmYesNoDisplay(_("Restart Slicer to finish installing {packages}?").format(packages=", ".join(still))):
+                slicer.util.restart()
+            return False
+        return True
+
+
+class SoftSpinalCordSegTest(ScriptedLoadableModuleTest):
+    """Runs inside Slicer: load the sample data, segment it, check the outputs."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SampleData()
+
+    def test_SampleData(self):
+        import numpy as np
+        import SampleData
+        from SoftSpinalCordSegLib.errors import ModelNotInstalledError
+
+        registerSampleData()
+        inputVolume = SampleData.downloadSample(SAMPLE_NAME)
+        self.delayDisplay("Loaded the sample data")
+        before = slicer.util.arrayFromVolume(inputVolume).copy()
+        logic = SoftSpinalCordSegLogic()
+        try:
+            outputs = logic.process(inputVolume)
+        except ModelNotInstalledError as error:
+            logging.warning(f"Skipped: {error}")
+            return
+        probability = slicer.util.arrayFromVolume(outputs.probability_volume)
+        self.assertEqual(probability.shape, before.shape)
+        self.assertGreaterEqual(probability.min(), 0.0)
+        self.assertLessEqual(probability.max(), 1.0)
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(inputVolume), before))
+        self.assertEqual(outputs.segmentation.GetSegmentation().GetNumberOfSegments(), 1)
+        self.assertGreater(outputs.csa_table.GetNumberOfRows(), 5)
+        csa = np.array(outputs.csa.column("csa_mm2"))
+        self.assertTrue(30 < np.nanmedian(csa) < 150, f"median CSA {np.nanmedian(csa)} mm2")
+        nodes = slicer.mrmlScene.GetNumberOfNodes()
+        logic.process(inputVolume)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
+        self.delayDisplay("Test passed")
