@@ -1,0 +1,286 @@
+"""Angle-corrected cord cross-sectional area (CSA) and shape per axial slice, as SCT's sct_process_segmentation.
+
+Frame. Slices are taken on the acquisition grid, along the array axis whose slice planes are closest to
+axial (for a sagittal 3x0.8x0.8 mm stack that is the 0.8 mm S-I axis), so no resampling blurs the soft
+mask. All geometry is physical (the affine), and each row is keyed on `z_mm`, the S coordinate (RAS) of the
+cord centre in that slice, so RAS, LPS, PSR, left-handed and oblique files of one cord give one table.
+Angles are reported in the canonical RAS frame: `angle_ap_deg` / `angle_rl_deg` are the centreline's lean
+from the S axis towards A / R (signed, as seen in the sagittal / coronal plane).
+
+CSA. The centreline is the soft-weighted centre of mass of each slice, smoothed by a smoothing spline
+(penalty set by a length in mm) along the slice normal; its tangent t gives theta, the angle between t and
+the acquisition slice normal n, and
+
+    CSA = sum(soft values in the slice) * in-plane voxel area * cos(theta).
+
+This keeps the partial volume and is exact for a straight tube at any tilt and for oblique slices (the cut
+of a tube by a plane has area A / cos(theta)). SCT multiplies by cos(angle_AP) * cos(angle_RL) instead,
+which differs from cos(theta) by under 0.5% at the usual angles (< 15 degrees each).
+
+Shape. On the >= 0.5 mask of the slice, projected along t onto the plane perpendicular to the cord:
+the ellipse with the region's second moments gives diameters, eccentricity and the orientation of its major
+axis (degrees from R towards A); `diameter_rl_mm` is the ellipse axis closer to R-L, `diameter_ap_mm` the
+other. Solidity (area / convex-hull area) is computed by scikit-image in pixel units: it is invariant to
+the in-plane affine map.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .errors import InputError
+
+SLICE_COLUMNS = [
+    "slice", "z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm",
+    "eccentricity", "solidity", "orientation_deg", "level", "x_mm", "y_mm",
+]
+METRICS = ["csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm", "eccentricity", "solidity", "orientation_deg"]
+SMOOTHING_MM = 20.0  # centreline smoothing length (wavelengths shorter than this are damped)
+MIN_SLICE_AREA = 1e-3  # soft sum below this (in voxels) counts as no cord in the slice
+
+
+class Table:
+    """Rows (dicts) with fixed columns; written as CSV atomically."""
+
+    def __init__(self, rows: List[dict], columns: Sequence[str]):
+        self.rows = rows
+        self.columns = list(columns)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> np.ndarray:
+        return np.array([np.nan if row[name] is None else row[name] for row in self.rows], dtype=float)
+
+    def write_csv(self, path) -> None:
+        from .io import atomic_path
+
+        with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(self.columns)
+            for row in self.rows:
+                writer.writerow([_format(row.get(name)) for name in self.columns])
+
+
+def _format(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4f}"
+    return str(value)
+
+
+class CsaTable(Table):
+    """Per-slice morphometry, ordered from inferior to superior (increasing `z_mm`)."""
+
+    def __init__(self, rows: List[dict]):
+        super().__init__(rows, SLICE_COLUMNS)
+
+    def select(self, levels=None, slices=None, z_range=None) -> List[dict]:
+        """Rows within a level range, a slice-index range and/or a z range (each an inclusive (low, high))."""
+        chosen = []
+        for row in self.rows:
+            if levels is not None and (row["level"] is None or not levels[0] <= row["level"] <= levels[1]):
+                continue
+            if slices is not None and not slices[0] <= row["slice"] <= slices[1]:
+                continue
+            if z_range is not None and not z_range[0] <= row["z_mm"] <= z_range[1]:
+                continue
+            chosen.append(row)
+        return chosen
+
+    def summarize(self, levels=None, slices=None, z_range=None, per_level: bool = False) -> Table:
+        """Mean, SD and number of slices of every metric over a selection (SCT's -vert / -z / -perlevel)."""
+        rows = self.select(levels, slices, z_range)
+        if not rows:
+            raise InputError("no slice of the mask falls in the requested level / slice range")
+        groups: List[Tuple[object, List[dict]]]
+        if per_level:
+            found = sorted({row["level"] for row in rows if row["level"] is not None})
+            if not found:
+                raise InputError("no vertebral level is known for these slices: pass --levels LEVELS")
+            groups = [(level, [row for row in rows if row["level"] == level]) for level in found]
+        else:
+            label = "" if levels is None else (str(levels[0]) if levels[0] == levels[1] else f"{levels[0]}:{levels[1]}")
+            groups = [(label, rows)]
+        columns = ["level", "slices", "n_slices", "z_min_mm", "z_max_mm"]
+        columns += [f"{metric}_{stat}" for metric in METRICS for stat in ("mean", "sd")]
+        return Table([_aggregate(label, group) for label, group in groups], columns)
+
+
+def _aggregate(label, rows: List[dict]) -> dict:
+    indices = [row["slice"] for row in rows]
+    z = [row["z_mm"] for row in rows]
+    summary = {
+        "level": label, "slices": f"{min(indices)}:{max(indices)}", "n_slices": len(rows),
+        "z_min_mm": min(z), "z_max_mm": max(z),
+    }
+    for metric in METRICS:
+        values = np.array([row[metric] for row in rows], dtype=float)
+        values = values[np.isfinite(values)]
+        summary[f"{metric}_mean"] = float(values.mean()) if values.size else math.nan
+        summary[f"{metric}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+    return summary
+
+
+def slice_axis(affine: np.ndarray) -> int:
+    """The array axis whose slice planes are closest to axial (normal closest to S)."""
+    linear = np.asarray(affine, dtype=float)[:3, :3]
+    scores = []
+    for axis in range(3):
+        first, second = [linear[:, other] for other in range(3) if other != axis]
+        normal = np.cross(first, second)
+        scores.append(abs(normal[2]) / np.linalg.norm(normal))
+    return int(np.argmax(scores))
+
+
+def compute_csa(mask: np.ndarray, affine: np.ndarray, levels: Optional[np.ndarray] = None,
+                smoothing_mm: float = SMOOTHING_MM) -> CsaTable:
+    """Per-slice CSA and shape of a soft (0..1) or binary cord mask (file voxel order, voxel -> RAS affine)."""
+    mask = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
+    affine = np.asarray(affine, dtype=float)
+    if mask.ndim != 3:
+        raise InputError(f"the mask must be 3D, not {mask.ndim}D")
+    if levels is not None and np.shape(levels) != mask.shape:
+        raise InputError("the level map and the mask have different shapes")
+    axis = slice_axis(affine)
+    in_plane = [other for other in range(3) if other != axis]
+    linear = affine[:3, :3]
+    edge_u, edge_v = linear[:, in_plane[0]], linear[:, in_plane[1]]
+    normal = np.cross(edge_u, edge_v)
+    pixel_area = float(np.linalg.norm(normal))
+    normal /= pixel_area
+    if normal[2] < 0:
+        normal = -normal
+    slice_step = float(abs(normal @ linear[:, axis]))  # distance between slice planes along the normal
+
+    plane = np.moveaxis(mask, axis, 0)
+    sums = plane.reshape(plane.shape[0], -1).sum(axis=1)
+    indices = np.flatnonzero(sums > MIN_SLICE_AREA)
+    if indices.size == 0:
+        raise InputError("the mask is empty")
+    grid_u, grid_v = np.meshgrid(np.arange(plane.shape[1]), np.arange(plane.shape[2]), indexing="ij")
+    centres = np.empty((indices.size, 3))
+    for row, index in enumerate(indices):
+        weights = plane[index]
+        voxel = np.zeros(3)
+        voxel[axis] = index
+        voxel[in_plane[0]] = (weights * grid_u).sum() / sums[index]
+        voxel[in_plane[1]] = (weights * grid_v).sum() / sums[index]
+        centres[row] = affine[:3, :3] @ voxel + affine[:3, 3]
+    # Slices that hold only part of the cord (its ends, cut by the field of view) have shifted centres:
+    # they count less in the centreline fit.
+    completeness = np.clip(sums[indices] / np.median(sums[indices]), 0.05, 1.0) ** 2
+    tangents = centreline_tangents(centres, indices * slice_step, smoothing_mm, completeness)
+    tangents *= np.sign(tangents @ normal)[:, None]
+
+    level_planes = None if levels is None else np.moveaxis(np.asarray(levels), axis, 0)
+    rows = []
+    for row, index in enumerate(indices):
+        tangent = tangents[row]
+        cos_theta = float(tangent @ normal)
+        shape = slice_shape(plane[index] >= 0.5, edge_u, edge_v, tangent)
+        rows.append({
+            "slice": int(index),
+            "z_mm": float(centres[row, 2]),
+            "csa_mm2": float(sums[index]) * pixel_area * cos_theta,
+            "angle_ap_deg": math.degrees(math.atan2(tangent[1], tangent[2])),
+            "angle_rl_deg": math.degrees(math.atan2(tangent[0], tangent[2])),
+            **shape,
+            "level": None if level_planes is None else slice_level(level_planes[index], plane[index]),
+            "x_mm": float(centres[row, 0]),
+            "y_mm": float(centres[row, 1]),
+        })
+    rows.sort(key=lambda item: item["z_mm"])
+    return CsaTable(rows)
+
+
+def centreline_tangents(centres: np.ndarray, positions: np.ndarray, smoothing_mm: float,
+                        weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """Unit tangents of the centre-of-mass curve, smoothed along `positions` (mm along the slice normal).
+
+    A cubic smoothing spline with penalty (smoothing_mm / 2 pi)^4 damps wavelengths shorter than about
+    `smoothing_mm` (staircase of the voxel grid, segmentation noise) and leaves straight lines exact.
+    Fewer than 5 slices: a straight-line fit.
+    """
+    from scipy.interpolate import make_smoothing_spline
+
+    positions = np.asarray(positions, dtype=float)
+    if positions.size < 2:
+        derivative = np.zeros_like(centres)
+        derivative[:, 2] = 1.0
+        return derivative
+    if positions.size < 5:
+        slopes = np.polyfit(positions, centres, 1, w=None if weights is None else np.sqrt(weights))[0]
+        derivative = np.tile(slopes, (positions.size, 1))
+    else:
+        penalty = (smoothing_mm / (2 * math.pi)) ** 4
+        derivative = np.column_stack([
+            make_smoothing_spline(positions, centres[:, column], w=weights, lam=penalty).derivative()(positions)
+            for column in range(3)
+        ])
+    return derivative / np.linalg.norm(derivative, axis=1, keepdims=True)
+
+
+def slice_shape(region: np.ndarray, edge_u: np.ndarray, edge_v: np.ndarray, tangent: np.ndarray) -> dict:
+    """Diameters, eccentricity, orientation and solidity of a 2D binary region, in the plane normal to `tangent`."""
+    empty = dict.fromkeys(["diameter_ap_mm", "diameter_rl_mm", "eccentricity", "solidity", "orientation_deg"], math.nan)
+    points = np.argwhere(region)
+    if points.shape[0] == 0:
+        return empty
+    right = np.array([1.0, 0.0, 0.0]) - tangent[0] * tangent
+    right /= np.linalg.norm(right)
+    basis = np.vstack([right, np.cross(tangent, right)])  # rows: R-like and A-like directions normal to the cord
+    pixel = basis @ np.column_stack([edge_u, edge_v])  # pixel edges projected along the cord
+    coordinates = points @ pixel.T
+    covariance = np.cov(coordinates.T, bias=True) if len(points) > 1 else np.zeros((2, 2))
+    covariance = covariance + pixel @ pixel.T / 12.0  # each pixel is a small parallelogram, not a point
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    minor, major = 4.0 * np.sqrt(np.maximum(eigenvalues, 0.0))  # ellipse diameter = 4 * sqrt(variance)
+    axis = eigenvectors[:, 1]
+    orientation = math.degrees(math.atan2(axis[1], axis[0]))
+    orientation = (orientation + 90.0) % 180.0 - 90.0
+    major_is_rl = abs(orientation) <= 45.0
+    return {
+        "diameter_ap_mm": float(minor if major_is_rl else major),
+        "diameter_rl_mm": float(major if major_is_rl else minor),
+        "eccentricity": float(math.sqrt(max(0.0, 1.0 - eigenvalues[0] / eigenvalues[1]))) if eigenvalues[1] > 0 else 0.0,
+        "solidity": _solidity(region),
+        "orientation_deg": orientation,
+    }
+
+
+def _solidity(region: np.ndarray) -> float:
+    from skimage.measure import regionprops
+
+    properties = regionprops(region.astype(np.uint8))
+    return float(properties[0].solidity) if properties else math.nan
+
+
+def slice_level(labels: np.ndarray, weights: np.ndarray) -> Optional[int]:
+    """The label carrying most of the slice's cord (mask-weighted), else the most frequent positive label."""
+    positive = labels > 0
+    if not positive.any():
+        return None
+    in_cord = positive & (weights > 0)
+    chosen = in_cord if in_cord.any() else positive
+    totals = np.bincount(labels[chosen].astype(np.int64), weights=weights[chosen] if in_cord.any() else None)
+    return int(np.argmax(totals))
+
+
+def parse_range(text: str, what: str) -> Tuple[float, float]:
+    """'2:3' -> (2, 3), '2' -> (2, 2); a one-line InputError otherwise."""
+    parts = text.split(":")
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise InputError(f"{what} must be a number or a range like 2:3, not {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or values[0] > values[1]:
+        raise InputError(f"{what} must be a number or a range like 2:3 (low:high), not {text!r}")
+    return values[0], values[1]

@@ -1,0 +1,131 @@
+"""The jobs behind `softseg segment` / `softseg csa` (and each image of `softseg batch`), Slicer-free."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+
+from .errors import InputError
+from .io import load_labels, load_mask, load_volume, save_like
+from .morphometry import CsaTable, Table, compute_csa
+
+Progress = Optional[Callable[[float, str], None]]
+
+
+@dataclass
+class SegmentResult:
+    probability_path: Path
+    mask_path: Optional[Path]
+    csa_path: Optional[Path]
+    plot_path: Optional[Path]
+    qc_path: Optional[Path]
+    table: CsaTable
+
+
+@dataclass
+class MeasureResult:
+    csa_path: Path
+    plot_path: Optional[Path]
+    table: CsaTable  # per slice
+    written: Table  # what went into the CSV: the per-slice table, or its per-level / range summary
+
+
+def _report(progress: Progress, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(fraction, message)
+
+
+def _check_outputs(inputs, outputs) -> None:
+    """Refuse to overwrite an input or to write two outputs to one file."""
+    given = [Path(path) for path in outputs if path is not None]
+    resolved = [path.resolve() for path in given]
+    if len(set(resolved)) != len(resolved):
+        raise InputError("two outputs have the same file name")
+    for source in inputs:
+        if source is not None and Path(source).resolve() in resolved:
+            raise InputError(f"{source}: an output would overwrite this input; choose another output name")
+
+
+def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
+                 qc_path=None, device="auto", volume_index=None, largest_component=True,
+                 progress: Progress = None) -> SegmentResult:
+    """Segment one image: soft cord probability (float32, the image's grid), optional binary mask, CSA CSV,
+    CSA plot and QC mosaic. Raises InputError (incl. ModelNotInstalledError) on bad input."""
+    from . import inference
+
+    if not 0.0 < float(threshold) < 1.0:
+        raise InputError(f"--threshold must be between 0 and 1 (exclusive), not {threshold}")
+    _check_outputs([image_path], [output_path, mask_path, csa_path, plot_path, qc_path])
+    _report(progress, 0.0, "loading the image")
+    volume = load_volume(image_path, volume_index)
+
+    def segmentation_progress(fraction: float, message: str) -> None:
+        _report(progress, 0.05 + 0.8 * fraction, message)
+
+    probability = inference.segment_image(volume.array, volume.affine, device=device,
+                                          largest_component=largest_component, progress=segmentation_progress)
+    probability = np.clip(np.asarray(probability, dtype=np.float32), 0.0, 1.0)
+    _report(progress, 0.85, "writing the probability map")
+    save_like(probability, volume, output_path, dtype=np.float32)
+    if mask_path is not None:
+        save_like(probability >= threshold, volume, mask_path, dtype=np.uint8)
+    table = None
+    if csa_path is not None or plot_path is not None:
+        if not np.any(probability > 0):
+            raise InputError(f"{image_path}: no spinal cord was found in the image, so no CSA can be measured")
+        _report(progress, 0.9, "measuring the cord")
+        table = compute_csa(probability, volume.affine)
+        if csa_path is not None:
+            table.write_csv(csa_path)
+        if plot_path is not None:
+            from .plot import plot_csa
+
+            plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}")
+    if qc_path is not None:
+        from .qc import qc_mosaic
+
+        _report(progress, 0.95, "drawing the QC mosaic")
+        qc_mosaic(volume.array, probability, volume.affine, qc_path, title=f"{Path(image_path).name}: soft cord segmentation")
+    _report(progress, 1.0, "done")
+    return SegmentResult(
+        probability_path=Path(output_path), mask_path=_path(mask_path), csa_path=_path(csa_path),
+        plot_path=_path(plot_path), qc_path=_path(qc_path), table=table,
+    )
+
+
+def _path(value) -> Optional[Path]:
+    return None if value is None else Path(value)
+
+
+def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_path=None, *,
+                 vert: Optional[Tuple[float, float]] = None, slices: Optional[Tuple[float, float]] = None,
+                 progress: Progress = None, truth_mm2: Optional[float] = None) -> MeasureResult:
+    """CSA of a soft or binary cord mask (`softseg csa`).
+
+    The CSV holds one row per slice; with `perlevel` one row per vertebral level, with `vert` / `slices`
+    (inclusive ranges) one row summarising that range (one per level in it with `perlevel`).
+    """
+    _check_outputs([mask_path, levels_path], [csa_path, plot_path])
+    if (perlevel or vert is not None) and levels_path is None:
+        raise InputError("--perlevel and --vert need the vertebral levels: pass --levels LEVELS")
+    _report(progress, 0.0, "loading the mask")
+    mask = load_mask(mask_path)
+    levels = None if levels_path is None else load_labels(levels_path, mask).array
+    _report(progress, 0.3, "measuring the cord")
+    table = compute_csa(mask.array, mask.affine, levels)
+    written: Table = table
+    if perlevel or vert is not None or slices is not None:
+        written = table.summarize(levels=vert, slices=slices, per_level=perlevel)
+    written.write_csv(csa_path)
+    if plot_path is not None:
+        from .plot import plot_csa
+
+        _report(progress, 0.8, "drawing the plot")
+        plot_csa(table, plot_path, title=f"CSA of {os.path.basename(str(mask_path))}", truth_mm2=truth_mm2)
+    _report(progress, 1.0, "done")
+    return MeasureResult(csa_path=Path(csa_path), plot_path=_path(plot_path), table=table, written=written)
+

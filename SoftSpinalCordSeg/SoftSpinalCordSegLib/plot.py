@@ -1,0 +1,66 @@
+"""CSA along the cord as a PNG: CSA and centreline angles against S position, vertebral levels marked."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .io import atomic_path
+from .morphometry import CsaTable
+
+LEVEL_PREFIXES = (("C", 7), ("T", 12), ("L", 5), ("S", 5))
+
+
+def level_name(level: Optional[int]) -> str:
+    """1 -> 'C1', 8 -> 'T1', 20 -> 'L1' (PAM50 numbering); '' when unknown."""
+    if level is None:
+        return ""
+    number = int(level)
+    for prefix, count in LEVEL_PREFIXES:
+        if number <= count:
+            return f"{prefix}{number}"
+        number -= count
+    return str(level)
+
+
+def plot_csa(table: CsaTable, path, title: Optional[str] = None, truth_mm2: Optional[float] = None) -> None:
+    """Write the CSA plot of `table` to `path` (PNG, atomically)."""
+    from matplotlib.figure import Figure  # the object API needs no display and no global state
+
+    z = table.column("z_mm")
+    figure = Figure(figsize=(8, 6), dpi=100)
+    csa_axes, angle_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    csa_axes.plot(z, table.column("csa_mm2"), marker=".", color="tab:blue", label="CSA (angle-corrected)")
+    if truth_mm2 is not None:
+        csa_axes.axhline(truth_mm2, color="black", linestyle="--", linewidth=1, label=f"truth {truth_mm2:g} mm²")
+    csa_axes.set_ylabel("CSA (mm²)")
+    csa_axes.legend(loc="best", fontsize="small")
+    angle_axes.plot(z, table.column("angle_ap_deg"), color="tab:orange", label="AP angle")
+    angle_axes.plot(z, table.column("angle_rl_deg"), color="tab:green", label="RL angle")
+    angle_axes.set_ylabel("angle (deg)")
+    angle_axes.set_xlabel("S position of the slice (mm), inferior → superior")
+    angle_axes.legend(loc="best", fontsize="small")
+    _mark_levels(table, z, [csa_axes, angle_axes])
+    for axes in (csa_axes, angle_axes):
+        axes.grid(alpha=0.3)
+    csa_axes.set_title(title or "Cord cross-sectional area along the cord")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(str(temporary), format="png")
+
+
+def _mark_levels(table: CsaTable, z: np.ndarray, axes_list) -> None:
+    """Shade every other vertebral level and name each one at the top of the CSA panel."""
+    levels = [row["level"] for row in table.rows]
+    known = [level for level in levels if level is not None]
+    if not known:
+        return
+    for rank, level in enumerate(sorted(set(known))):
+        positions = z[[value == level for value in levels]]
+        low, high = positions.min(), positions.max()
+        for axes in axes_list:
+            if rank % 2 == 0:
+                axes.axvspan(low, high, color="grey", alpha=0.12, linewidth=0)
+        axes_list[0].text((low + high) / 2, 1.0, level_name(level), transform=axes_list[0].get_xaxis_transform(),
+                          ha="center", va="bottom", fontsize="small")

@@ -1,0 +1,61 @@
+"""Quality-control mosaic: axial slices of the image around the cord with the soft mask overlaid."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .io import atomic_path, reorient
+
+CROP_MM = 40.0  # side of the square shown around the cord in each tile
+
+
+def qc_mosaic(image: np.ndarray, probability: np.ndarray, affine: np.ndarray, path, tiles: int = 12,
+              title: str = "") -> None:
+    """Write a PNG mosaic of up to `tiles` axial slices evenly spread along the cord (atomically).
+
+    Both volumes are shown in the closest RAS axes (no resampling), R on the image's right, A up.
+    """
+    from matplotlib.figure import Figure
+
+    image, canonical = reorient(np.asarray(image, dtype=np.float32), affine, "RAS")
+    probability, _ = reorient(np.asarray(probability, dtype=np.float32), affine, "RAS")
+    cord_slices = np.flatnonzero(probability.max(axis=(0, 1)) >= 0.5)
+    if cord_slices.size == 0:
+        cord_slices = np.flatnonzero(probability.max(axis=(0, 1)) > 0)
+    if cord_slices.size == 0:
+        cord_slices = np.arange(image.shape[2])
+    chosen = np.unique(cord_slices[np.linspace(0, cord_slices.size - 1, min(tiles, cord_slices.size)).round().astype(int)])
+    spacing = np.linalg.norm(canonical[:3, :3], axis=0)
+    half = np.maximum(1, np.round(CROP_MM / 2 / spacing[:2])).astype(int)
+    columns = min(6, chosen.size)
+    rows = math.ceil(chosen.size / columns)
+    figure = Figure(figsize=(2 * columns, 2 * rows + 0.4), dpi=100)
+    low, high = np.percentile(image, [1, 99.5])
+    for tile, index in enumerate(chosen, start=1):
+        axes = figure.add_subplot(rows, columns, tile)
+        centre = _cord_centre(probability[:, :, index], image.shape[:2])
+        window = tuple(slice(max(0, c - h), c + h + 1) for c, h in zip(centre, half))
+        image_tile, mask_tile = image[window + (index,)].T, probability[window + (index,)].T
+        extent_aspect = spacing[1] / spacing[0]
+        axes.imshow(image_tile, cmap="gray", origin="lower", vmin=low, vmax=high, aspect=extent_aspect)
+        overlay = np.ma.masked_less_equal(mask_tile, 0.02)
+        axes.imshow(overlay, cmap="autumn", origin="lower", alpha=0.45, vmin=0, vmax=1, aspect=extent_aspect)
+        if mask_tile.max() >= 0.5 and mask_tile.min() < 0.5:
+            axes.contour(mask_tile, levels=[0.5], colors="cyan", linewidths=0.7)
+        axes.set_title(f"slice {index}", fontsize="x-small")
+        axes.set_xticks([])
+        axes.set_yticks([])
+    figure.suptitle(title or "Cord segmentation QC (R right, A up; cyan: 0.5 contour)", fontsize="small")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(str(temporary), format="png")
+
+
+def _cord_centre(probability_slice: np.ndarray, shape) -> tuple:
+    total = probability_slice.sum()
+    if total <= 0:
+        return tuple(n // 2 for n in shape)
+    grid = np.indices(probability_slice.shape)
+    return tuple(int(round((axis * probability_slice).sum() / total)) for axis in grid)
