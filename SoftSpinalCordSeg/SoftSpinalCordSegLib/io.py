@@ -114,14 +114,30 @@ def _read(path, volume_index: Optional[int]) -> Volume:
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as error:  # nibabel/SimpleITK/gzip raise many types for corrupt files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"{path}: cannot read the image ({reason[:200]})") from None
+        raise InputError(f"{path}: {_read_failure(error)}") from None
     array = _select_3d(array, path, volume_index)
     if not np.all(np.isfinite(array)):
         raise InputError(f"{path}: the image has NaN or infinite voxels")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise InputError(f"{path}: the image affine is degenerate (zero voxel size)")
     return Volume(array=array, affine=affine, path=str(path), header=header)
+
+
+def _read_failure(error: Exception) -> str:
+    """A short reason for a file that could not be read."""
+    import gzip
+    import zlib
+
+    from nibabel.filebasedimages import ImageFileError
+
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    if isinstance(error, ImageFileError):
+        return "not a valid NIfTI image"
+    if "SimpleITK" in reason:  # its messages name C++ source lines, not the problem
+        return "not a readable NRRD image"
+    if isinstance(error, (EOFError, gzip.BadGzipFile, zlib.error)):
+        return f"the file is truncated or corrupt ({reason})"
+    return f"cannot read the image ({reason})"
 
 
 def _read_nifti(path: Path):

@@ -21,7 +21,8 @@ Shape. On the >= 0.5 mask of the slice, projected along t onto the plane perpend
 the ellipse with the region's second moments gives diameters, eccentricity and the orientation of its major
 axis (degrees from R towards A); `diameter_rl_mm` is the ellipse axis closer to R-L, `diameter_ap_mm` the
 other. Solidity (area / convex-hull area) is computed by scikit-image in pixel units: it is invariant to
-the in-plane affine map.
+the in-plane affine map. Binarising costs accuracy on coarse pixels: on 1 mm pixels a grid-aligned 8.5 mm
+AP diameter reads up to 8% high; at 0.8 mm and below the diameters are within about 2%.
 """
 
 from __future__ import annotations

@@ -1,0 +1,73 @@
+"""Shared test fixtures: the data folder, one torch thread, phantom files written to a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the CPU is shared; before torch/numpy threads start
+
+try:  # an in-tree run (no `pip install -e .`) still finds the library
+    import SoftSpinalCordSegLib  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(REPO_ROOT / "SoftSpinalCordSeg"))
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("SOFTSEG_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared data folder ($SOFTSEG_DATA or ../shared/data); tests using it skip where it is absent."""
+    root = data_root()
+    if not (root / "README.md").is_file():
+        pytest.skip(f"shared data not found at {root} (set SOFTSEG_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_file(data_dir):
+    """shared_file('labels/PAM50/PAM50_cord.nii.gz') -> its path, or skip when that file is missing."""
+
+    def find(relative: str) -> Path:
+        path = data_dir / relative
+        if not path.is_file():
+            pytest.skip(f"{relative} is missing from the shared data at {data_dir}")
+        return path
+
+    return find
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_torch_thread():
+    """Tests share the CPU with a training job: keep torch to one thread when it is installed."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def write_phantom(tmp_path):
+    """write_phantom(phantom, spacing, axcodes, oblique_deg, name) -> path of its soft mask (NIfTI unless the
+    name ends with .nrrd); the mask and affine are also returned."""
+    from SoftSpinalCordSegLib.io import Volume, save_like
+    from SoftSpinalCordSegLib.phantom import make_phantom_mask
+
+    def write(phantom, spacing=(0.8, 0.8, 0.8), axcodes="RAS", oblique_deg=0.0, name=None):
+        mask, affine = make_phantom_mask(phantom, spacing, axcodes, oblique_deg)
+        path = tmp_path / (name or f"phantom_{axcodes}_{oblique_deg:g}.nii.gz")
+        save_like(mask, Volume(array=mask, affine=affine), path)
+        return path, mask, affine
+
+    return write
