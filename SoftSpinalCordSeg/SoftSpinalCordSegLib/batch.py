@@ -1,0 +1,378 @@
+"""`softseg batch`: the `softseg segment` pipeline over a whole cohort, distributed with Dask.
+
+The client (this process) finds the images, skips those whose outputs are already there, sends the rest to
+Dask workers (a local cluster of N processes, or an existing scheduler), then aggregates every per-image CSA
+table into cohort CSVs and a self-contained HTML report. Each worker process keeps its own model in memory
+(inference caches it per process), so the weights are loaded once per worker, not once per image.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from . import __version__
+from .bids import SourceImage, default_output_dir, discover
+from .errors import InputError, ModelNotInstalledError
+
+DEFAULT_WORKERS = 2
+FAILURES_FILE = "softseg_failures.tsv"
+SUMMARY_FILE = "softseg_csa_summary.csv"
+SPREAD_FILE = "softseg_contrast_spread.csv"
+REPORT_FILE = "softseg_report.html"
+
+
+@dataclass
+class ImageResult:
+    """What happened to one image: status is 'done', 'skipped' (outputs up to date) or 'failed'."""
+
+    image: SourceImage
+    status: str
+    reason: str = ""
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    worker: str = ""
+    outputs: Dict[str, str] = field(default_factory=dict)
+    bad_input: bool = False  # failed because of the file itself: not retried until the file changes
+
+
+@dataclass
+class BatchResult:
+    output_dir: Path
+    results: List[ImageResult]
+    summary_csv: Path
+    spread_csv: Path
+    report_html: Path
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failures(self) -> List[ImageResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+
+def default_segment_file():
+    from .pipeline import segment_file
+
+    return segment_file
+
+
+# --------------------------------------------------------------------------------------------- worker side
+def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Callable, options: dict) -> dict:
+    """Run the per-image pipeline on a worker; a bad input comes back as a failure instead of an exception.
+
+    ModelNotInstalledError is raised on: it concerns every image, so the client stops the whole batch.
+    """
+    start = time.perf_counter()
+    Path(outputs["probseg"]).parent.mkdir(parents=True, exist_ok=True)
+    reason, bad_input = "", False
+    try:
+        segment_file(
+            image.path,
+            outputs["probseg"],
+            mask_path=outputs["mask"],
+            csa_path=outputs["csa"],
+            qc_path=outputs["qc"],
+            **options,
+        )
+    except ModelNotInstalledError:
+        raise
+    except InputError as error:
+        reason, bad_input = str(error), True
+    except Exception as error:  # noqa: BLE001 - one broken image must not stop the cohort
+        reason = f"{type(error).__name__}: {error}"
+    if reason:
+        # Each output is written atomically, but an incomplete set would look half done: remove it.
+        for path in outputs.values():
+            Path(path).unlink(missing_ok=True)
+    return {
+        "status": "failed" if reason else "done",
+        "reason": reason,
+        "bad_input": bad_input,
+        "seconds": time.perf_counter() - start,
+        "peak_rss_mb": peak_rss_mb(),
+        "worker": f"{os.uname().nodename}:{os.getpid()}",
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is kB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+# --------------------------------------------------------------------------------------------- client side
+def outputs_up_to_date(image: SourceImage, outputs: Dict[str, Path]) -> bool:
+    """All outputs exist and none is older than the image (outputs are atomic, so existing means complete)."""
+    source_mtime = os.stat(image.path).st_mtime_ns
+    try:
+        return all(os.stat(p).st_mtime_ns >= source_mtime for p in outputs.values())
+    except FileNotFoundError:
+        return False
+
+
+def _file_signature(path) -> str:
+    status = os.stat(path)
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def read_known_failures(output_dir: Path) -> Dict[str, dict]:
+    """Failures recorded by the previous run, keyed by image path."""
+    path = output_dir / FAILURES_FILE
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        return {row["file"]: row for row in csv.DictReader(handle, delimiter="\t")}
+
+
+def write_failures(output_dir: Path, results: Sequence[ImageResult]) -> Path:
+    """The failures of this run; those caused by the input itself are not retried until the file changes."""
+    rows = []
+    for result in results:
+        if result.status != "failed":
+            continue
+        try:
+            signature = _file_signature(result.image.path) if result.bad_input else ""
+        except OSError:
+            signature = ""
+        rows.append({"file": result.image.path, "reason": result.reason, "signature": signature})
+    path = output_dir / FAILURES_FILE
+    write_atomically(path, _tsv(rows, ["file", "reason", "signature"]))
+    return path
+
+
+def _tsv(rows, columns) -> str:
+    lines = ["\t".join(columns)]
+    for row in rows:
+        lines.append("\t".join(str(row[c]).replace("\t", " ").replace("\n", " ") for c in columns))
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write text to a temporary file beside path, then rename it over path."""
+    from .io import atomic_path
+
+    with atomic_path(path) as temporary:
+        temporary.write_text(text)
+
+
+def write_dataset_description(output_dir: Path, input_path: Path) -> Path:
+    path = output_dir / "dataset_description.json"
+    description = {
+        "Name": "SoftSpinalCordSeg soft spinal-cord segmentation and CSA",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [
+            {
+                "Name": "softseg",
+                "Version": __version__,
+                "Description": "contrast-agnostic soft spinal-cord segmentation and angle-corrected CSA (softseg batch)",
+            }
+        ],
+        "SourceDatasets": [{"URL": Path(input_path).resolve().as_uri()}],
+    }
+    write_atomically(path, json.dumps(description, indent=2) + "\n")
+    return path
+
+
+class ProgressBar:
+    """One line per finished image on stderr, with a bar of the whole cohort."""
+
+    def __init__(self, total: int, quiet: bool = False, width: int = 24):
+        self.total, self.done, self.quiet, self.width = total, 0, quiet, width
+
+    def update(self, result: ImageResult) -> None:
+        self.done += 1
+        if self.quiet:
+            return
+        filled = self.width * self.done // max(self.total, 1)
+        bar = "#" * filled + "." * (self.width - filled)
+        detail = f" ({result.seconds:.1f} s)" if result.status == "done" else ""
+        if result.status == "failed":
+            detail = f": {result.reason}"
+        print(f"[{bar}] {self.done}/{self.total} {result.status} {result.image.stem}{detail}", file=sys.stderr, flush=True)
+
+
+def open_client(workers: int, scheduler: Optional[str]):
+    """A Dask client on an existing scheduler, or on a new local cluster of single-threaded worker processes.
+
+    Local workers share the machine's cores: each gets cores/workers threads for torch (OMP_NUM_THREADS is
+    read when torch is imported in the worker).
+    """
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as error:
+            raise InputError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads},
+    )
+    client = Client(cluster)
+    client.owned_cluster = cluster  # closed with the client in close_client
+    return client
+
+
+def close_client(client) -> None:
+    cluster = getattr(client, "owned_cluster", None)
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
+def run_batch(
+    input_path,
+    output_dir=None,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    scheduler: Optional[str] = None,
+    overwrite: bool = False,
+    include: Sequence[str] = (),
+    threshold: float = 0.5,
+    device: str = "auto",
+    largest_component: bool = True,
+    segment_file: Optional[Callable] = None,
+    quiet: bool = False,
+) -> BatchResult:
+    """Segment every image of a cohort and write the derivatives, the cohort CSVs and the HTML report.
+
+    segment_file: the per-image pipeline (default `pipeline.segment_file`, what `softseg segment` runs); it must
+    be importable or picklable by the workers.
+    """
+    start = time.perf_counter()
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, not {workers}")
+    if not 0.0 < threshold < 1.0:
+        raise InputError(f"--threshold must be between 0 and 1, not {threshold}")
+    input_path = Path(input_path)
+    output_dir = Path(output_dir) if output_dir else default_output_dir(input_path)
+    images = discover(input_path, include, exclude_dirs=[output_dir])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    segment_file = segment_file or default_segment_file()
+    options = {"threshold": threshold, "device": device, "largest_component": largest_component}
+
+    known_failures = {} if overwrite else read_known_failures(output_dir)
+    results: Dict[str, ImageResult] = {}
+    pending: List[SourceImage] = []
+    for image in images:
+        outputs = image.outputs(output_dir)
+        as_text = {k: str(v) for k, v in outputs.items()}
+        known = known_failures.get(image.path)
+        if not overwrite and outputs_up_to_date(image, outputs):
+            results[image.path] = ImageResult(image, "skipped", outputs=as_text)
+        elif known and known["signature"] and known["signature"] == _file_signature(image.path):
+            results[image.path] = ImageResult(image, "failed", reason=known["reason"], outputs=as_text, bad_input=True)
+        else:
+            pending.append(image)
+
+    progress = ProgressBar(len(images), quiet)
+    for result in results.values():
+        progress.update(result)
+    if pending:
+        results.update(_run_on_dask(pending, output_dir, segment_file, options, workers, scheduler, progress))
+
+    ordered = [results[image.path] for image in images]
+    write_dataset_description(output_dir, input_path)
+    write_failures(output_dir, ordered)
+    from .report import write_cohort_outputs
+
+    summary_csv, spread_csv, report_html = write_cohort_outputs(output_dir, ordered, input_path)
+    return BatchResult(output_dir, ordered, summary_csv, spread_csv, report_html, time.perf_counter() - start)
+
+
+def _run_on_dask(pending, output_dir, segment_file, options, workers, scheduler, progress) -> Dict[str, ImageResult]:
+    from dask.distributed import as_completed
+
+    results = {}
+    client = open_client(min(workers, len(pending)), scheduler)
+    try:
+        futures = {}
+        for image in pending:
+            outputs = {k: str(v) for k, v in image.outputs(output_dir).items()}
+            future = client.submit(process_image, image, outputs, segment_file, options, pure=False, key=f"softseg-{image.stem}-{len(futures)}")
+            futures[future] = (image, outputs)
+        for future in as_completed(futures):
+            image, outputs = futures[future]
+            try:
+                record = future.result()
+            except ModelNotInstalledError as error:
+                client.cancel(list(futures))
+                raise InputError(str(error)) from None
+            except Exception as error:  # noqa: BLE001 - e.g. the worker died (out of memory) on this image
+                record = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+            result = ImageResult(image, outputs=outputs, **record)
+            results[image.path] = result
+            progress.update(result)
+    finally:
+        close_client(client)
+    return results
+
+
+# --------------------------------------------------------------------------------------------- command line
+def add_parser(subparsers):
+    """Add `softseg batch` to the command line's subparsers."""
+    parser = subparsers.add_parser(
+        "batch",
+        help="segment a whole cohort (BIDS dataset, folder or file list) on a Dask cluster",
+        description=(
+            "Run the `softseg segment` pipeline on every image of a BIDS dataset, a folder or a file list "
+            "(one path a line), on a local Dask cluster or an existing scheduler. Writes BIDS derivatives "
+            "(<stem>_label-SC_probseg.nii.gz, <stem>_label-SC_mask.nii.gz, <stem>_csa.csv, <stem>_qc.png), "
+            f"{SUMMARY_FILE}, {SPREAD_FILE} (CSA spread across contrasts per subject) and {REPORT_FILE}. "
+            "A re-run skips images whose outputs are up to date."
+        ),
+    )
+    parser.add_argument("input", help="BIDS dataset folder, folder of NIfTI/NRRD images, or text file listing images")
+    parser.add_argument("--output", "-o", help="derivatives folder (default: INPUT/derivatives/softseg)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", "-j", type=int, default=DEFAULT_WORKERS, help=f"local worker processes (default {DEFAULT_WORKERS})")
+    where.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://HOST:8786")
+    parser.add_argument("--overwrite", action="store_true", help="redo every image, even those already done or known to fail")
+    parser.add_argument("--include", action="append", default=[], metavar="GLOB", help="only images whose relative path or name matches (repeatable), e.g. '*T2w*'")
+    parser.add_argument("--threshold", type=float, default=0.5, help="threshold of the binary mask (default 0.5)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where each worker runs the model")
+    parser.add_argument("--keep-all-components", action="store_true", help="keep every connected component of the mask")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    parser.set_defaults(func=main)
+    return parser
+
+
+def main(args) -> int:
+    result = run_batch(
+        args.input,
+        args.output,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        overwrite=args.overwrite,
+        include=args.include,
+        threshold=args.threshold,
+        device=args.device,
+        largest_component=not args.keep_all_components,
+        quiet=args.quiet,
+    )
+    print(
+        f"{len(result.results)} images: {result.count('done')} done, {result.count('skipped')} already done, "
+        f"{result.count('failed')} failed in {result.seconds:.1f} s\n"
+        f"CSA summary: {result.summary_csv}\nreport: {result.report_html}"
+    )
+    for failure in result.failures:
+        print(f"failed: {failure.image.path}: {failure.reason}", file=sys.stderr)
+    return 1 if result.failures else 0

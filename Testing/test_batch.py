@@ -1,0 +1,381 @@
+"""`softseg batch`: cohort discovery, Dask orchestration, skipping finished work, aggregation and the HTML report.
+
+The orchestration tests run the real `pipeline.segment_file` (what `softseg segment` runs) on a 2-worker local
+Dask cluster, with the model replaced inside each worker by a stand-in that returns a soft cord of known
+cross-section, so they run before (and independently of) the trained weights. One test runs the shipped
+model end to end and skips while no model is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from SoftSpinalCordSegLib import batch, bids, cli, report
+from SoftSpinalCordSegLib.errors import InputError, ModelNotInstalledError
+from SoftSpinalCordSegLib.morphometry import SLICE_COLUMNS, CsaTable
+from SoftSpinalCordSegLib.phantom import CordPhantom, soft_mask
+
+from conftest import data_root
+
+STAND_IN_AREA_MM2 = 50.0
+UNF01_CONTRASTS = ("T1w", "T2w", "T2star")
+UNREADABLE = re.compile("corrupt|cannot read")  # what io says of a truncated file
+UNF01_CROP = (slice(44, 92), slice(30, 78), slice(None))  # 48x48x16 voxels of 1 mm around the cord
+
+
+# ------------------------------------------------------------------------------------------ the stand-in model
+def stand_in_model(array, affine, *, device="auto", largest_component=True, progress=None, cancel=None):
+    """A straight soft cord of known cross-section along S through the image centre (exact partial volume)."""
+    centre = affine[:3, :3] @ ((np.array(array.shape) - 1) / 2) + affine[:3, 3]
+    shifted = np.array(affine, dtype=float)
+    shifted[:3, 3] -= centre
+    return soft_mask(CordPhantom(area_mm2=STAND_IN_AREA_MM2, aspect=1.3, length_mm=1e4), array.shape, shifted)
+
+
+@contextmanager
+def stand_in_installed():
+    from SoftSpinalCordSegLib import inference
+
+    original = inference.segment_image
+    inference.segment_image = stand_in_model
+    try:
+        yield
+    finally:
+        inference.segment_image = original
+
+
+def segment_file_with_stand_in(image_path, output_path, **options):
+    """pipeline.segment_file with the stand-in model (runs on the Dask workers)."""
+    from SoftSpinalCordSegLib.pipeline import segment_file
+
+    with stand_in_installed():
+        return segment_file(image_path, output_path, **options)
+
+
+# ------------------------------------------------------------------------------------------ the test cohort
+def write_image(array, affine, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.float32), affine), str(path))
+    return path
+
+
+def phantom_mri(shape, affine, seed):
+    """An MRI-like phantom: cord in a CSF tube in darker tissue, with noise."""
+    centre = affine[:3, :3] @ ((np.array(shape) - 1) / 2) + affine[:3, 3]
+    shifted = np.array(affine, dtype=float)
+    shifted[:3, 3] -= centre
+    cord = soft_mask(CordPhantom(area_mm2=70.0, length_mm=1e4), shape, shifted)
+    canal = soft_mask(CordPhantom(area_mm2=200.0, aspect=1.2, length_mm=1e4), shape, shifted)
+    noise = np.random.default_rng(seed).normal(0, 5, shape)
+    return 60 + 240 * (canal - cord) + 110 * cord + noise
+
+
+def build_cohort(root: Path) -> dict:
+    """A BIDS dataset: unf01's three contrasts (cropped, when the shared data is there), phantoms of two
+    subjects (one with a session, one sagittal LPS) and one truncated (corrupt) file. Returns its parts."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "batch test", "BIDSVersion": "1.9.0"}))
+    good = []
+    unf01 = data_root() / "real" / "unf01"
+    if all((unf01 / f"sub-unf01_{c}.nii.gz").is_file() for c in UNF01_CONTRASTS):
+        for contrast in UNF01_CONTRASTS:
+            source = nib.load(str(unf01 / f"sub-unf01_{contrast}.nii.gz"))
+            crop = source.slicer[UNF01_CROP]
+            good.append(write_image(crop.get_fdata(), crop.affine, root / "sub-unf01" / "anat" / f"sub-unf01_{contrast}.nii.gz"))
+    axial = np.diag([1.0, 1.0, 1.0, 1.0])
+    axial[:3, 3] = (-10, 30, -200)
+    good.append(write_image(phantom_mri((24, 24, 10), axial, 1), axial, root / "sub-ph01" / "ses-01" / "anat" / "sub-ph01_ses-01_T2w.nii.gz"))
+    sagittal_lps = np.array([[-2.0, 0, 0, 8], [0, -1.0, 0, 40], [0, 0, 1.0, -210], [0, 0, 0, 1]])  # 2 mm R-L slices
+    good.append(write_image(phantom_mri((12, 24, 14), sagittal_lps, 2), sagittal_lps,
+                            root / "sub-ph01" / "ses-01" / "anat" / "sub-ph01_ses-01_acq-sag_T1w.nii.gz"))
+    good.append(write_image(phantom_mri((20, 22, 8), axial, 3), axial, root / "sub-ph02" / "anat" / "sub-ph02_T2star.nii.gz"))
+    corrupt = root / "sub-ph02" / "anat" / "sub-ph02_T2w.nii.gz"
+    whole = gzip.compress(nib.Nifti1Image(phantom_mri((20, 22, 8), axial, 4).astype(np.float32), axial).to_bytes())
+    corrupt.write_bytes(whole[: len(whole) // 2])
+    # Never processed: another pipeline's derivatives and a BIDS sourcedata folder.
+    for folder in (root / "derivatives" / "other" / "sub-ph02" / "anat", root / "sourcedata"):
+        folder.mkdir(parents=True)
+        shutil.copy(good[-1], folder / good[-1].name)
+    return {"good": good, "corrupt": corrupt, "has_unf01": len(good) == 6}
+
+
+class ReportParser(HTMLParser):
+    """Collects what a reader sees: title, images, table cells, section ids, external resources."""
+
+    def __init__(self):
+        super().__init__()
+        self.title, self.images, self.cells, self.sections, self.external = "", [], [], [], []
+        self._in = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag in ("title", "td"):
+            self._in = tag
+            if tag == "td":
+                self.cells.append("")
+        if tag == "img":
+            self.images.append(attrs)
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+        if tag in ("link", "script") and (attrs.get("href") or attrs.get("src")):
+            self.external.append(attrs)
+
+    def handle_endtag(self, tag):
+        self._in = None if tag == self._in else self._in
+
+    def handle_data(self, data):
+        if self._in == "title":
+            self.title += data
+        elif self._in == "td":
+            self.cells[-1] += data
+
+
+def parse_report(path: Path) -> ReportParser:
+    parser = ReportParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    parser.close()
+    return parser
+
+
+def read_rows(path: Path, delimiter=","):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle, delimiter=delimiter))
+
+
+# ------------------------------------------------------------------------------------------ discovery
+def test_discovery_reads_bids_entities_and_names_derivatives(tmp_path):
+    cohort = build_cohort(tmp_path / "ds")
+    images = bids.discover(tmp_path / "ds")
+    paths = sorted(Path(image.path) for image in images)
+    assert paths == sorted(cohort["good"] + [cohort["corrupt"]])  # nothing from derivatives/ or sourcedata/
+    sagittal = next(image for image in images if "acq-sag" in image.path)
+    assert (sagittal.subject, sagittal.session, sagittal.contrast) == ("ph01", "01", "T1w")
+    assert report.contrast_label(sagittal) == "acq-sag_T1w"
+    outputs = sagittal.outputs(tmp_path / "out")
+    assert outputs["probseg"] == tmp_path / "out" / "sub-ph01" / "ses-01" / "anat" / "sub-ph01_ses-01_acq-sag_T1w_label-SC_probseg.nii.gz"
+    assert outputs["mask"].name == "sub-ph01_ses-01_acq-sag_T1w_label-SC_mask.nii.gz"
+    assert outputs["csa"].name == "sub-ph01_ses-01_acq-sag_T1w_csa.csv"
+    only_t2 = bids.discover(tmp_path / "ds", include=["*_T2w.nii.gz"])
+    assert sorted(image.stem for image in only_t2) == sorted(
+        ["sub-ph01_ses-01_T2w", "sub-ph02_T2w"] + (["sub-unf01_T2w"] if cohort["has_unf01"] else []))
+    assert bids.default_output_dir(tmp_path / "ds") == tmp_path / "ds" / "derivatives" / "softseg"
+
+
+def test_discovery_of_a_plain_folder_and_a_file_list(tmp_path):
+    folder = tmp_path / "scans"
+    affine = np.eye(4)
+    write_image(phantom_mri((16, 16, 6), affine, 5), affine, folder / "site_a" / "patient7_t2.nii.gz")
+    write_image(np.ones((16, 16, 6)), affine, folder / "site_a" / "patient7_t2_seg-manual.nii.gz")
+    write_image(np.ones((16, 16, 6)), affine, folder / "patient8_T2w_label-SC_mask.nii.gz")
+    (folder / "notes.txt").write_text("not an image")
+    images = bids.discover(folder)
+    assert [image.stem for image in images] == ["patient7_t2"]  # masks and other derivatives left out
+    assert images[0].output_dir == "site_a" and images[0].subject == "patient7_t2"
+
+    listing = tmp_path / "cohort.txt"
+    listing.write_text("# my cohort\nscans/site_a/patient7_t2.nii.gz\n\n")
+    listed = bids.discover(listing)
+    assert [Path(image.path).resolve() for image in listed] == [(folder / "site_a" / "patient7_t2.nii.gz").resolve()]
+    assert bids.default_output_dir(listing) == tmp_path / "derivatives" / "softseg"
+
+
+def test_discovery_errors_are_one_line(tmp_path):
+    with pytest.raises(InputError, match="no such dataset"):
+        bids.discover(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images found"):
+        bids.discover(tmp_path / "empty")
+    image = write_image(np.ones((4, 4, 4)), np.eye(4), tmp_path / "one.nii.gz")
+    with pytest.raises(InputError, match="softseg segment"):
+        bids.discover(image)
+    bad_list = tmp_path / "list.txt"
+    bad_list.write_text("scan.dcm\n")
+    with pytest.raises(InputError, match=r"list.txt:1: scan.dcm is not a NIfTI"):
+        bids.discover(bad_list)
+    write_image(np.ones((4, 4, 4)), np.eye(4), tmp_path / "twice" / "a" / "scan.nii.gz")
+    write_image(np.ones((4, 4, 4)), np.eye(4), tmp_path / "twice" / "a" / "scan.nii")
+    with pytest.raises(InputError, match="would write the same outputs"):
+        bids.discover(tmp_path / "twice")
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+def csa_table(z_values, csa, levels=None):
+    """A CsaTable with only slice, z, CSA and level known."""
+    levels = [None] * len(z_values) if levels is None else levels
+    return CsaTable([{**dict.fromkeys(SLICE_COLUMNS), "slice": i, "z_mm": float(z), "csa_mm2": float(c), "level": level}
+                     for i, (z, c, level) in enumerate(zip(z_values, csa, levels))])
+
+
+def test_contrast_spread_compares_contrasts_over_their_common_z_range():
+    # T1w covers z 0..19 (CSA 60 below 10 mm, 80 above), T2w covers 10..29 at 80: over the shared 10..19 they agree.
+    z = np.arange(20.0)
+    t1 = csa_table(z, np.where(z < 10, 60.0, 80.0))
+    t2 = csa_table(z + 10, np.full(20, 80.0))
+    t2s = csa_table(z + 5, np.full(20, 84.0))
+    spread = report.contrast_spread({("01", ""): {"T1w": t1, "T2w": t2, "T2star": t2s}, ("02", ""): {"T1w": t1}})
+    assert len(spread) == 1  # a subject with one contrast has no spread
+    row = spread[0]
+    assert (row["subject"], row["level"], row["n_contrasts"]) == ("01", "all", 3)
+    assert (row["z_min_mm"], row["z_max_mm"]) == (10.0, 19.0)
+    assert row["mean_csa_mm2"] == pytest.approx(244 / 3, abs=1e-3)
+    assert row["sd_across_contrasts_mm2"] == pytest.approx(np.std([80, 80, 84], ddof=1), abs=1e-3)
+    assert row["range_mm2"] == pytest.approx(4.0)
+    assert row["contrast_means_mm2"] == "T1w=80.00 T2star=84.00 T2w=80.00"
+
+
+def test_summary_rows_per_level_when_levels_are_known(tmp_path):
+    image = bids.describe(tmp_path / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    table = csa_table(range(6), [70.0 + i for i in range(6)], [2, 2, 2, 3, 3, 3])
+    rows = report.summarise(image, table, "sub-01/anat/sub-01_T2w_csa.csv")
+    assert [(r["level"], r["n_slices"], r["mean_csa_mm2"]) for r in rows] == [("all", 6, 72.5), ("C2", 3, 71.0), ("C3", 3, 74.0)]
+    assert rows[1]["slices"] == "0:2" and rows[0]["contrast"] == "T2w"
+
+
+# ------------------------------------------------------------------------------------------ the whole batch
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """The cohort and its first batch run (2 local Dask workers, stand-in model)."""
+    root = tmp_path_factory.mktemp("batch") / "ds"
+    cohort = build_cohort(root)
+    result = batch.run_batch(root, workers=2, segment_file=segment_file_with_stand_in, quiet=True)
+    return cohort, root, result
+
+
+def test_batch_processes_every_good_file_and_reports_the_corrupt_one(first_run, tmp_path):
+    cohort, root, result = first_run
+    output = root / "derivatives" / "softseg"
+    assert result.output_dir == output
+    statuses = {Path(r.image.path): r.status for r in result.results}
+    assert statuses == {**{p: "done" for p in cohort["good"]}, cohort["corrupt"]: "failed"}
+    failure = result.failures[0]
+    assert failure.reason.startswith(str(cohort["corrupt"])) and UNREADABLE.search(failure.reason)
+    assert not list(output.rglob("sub-ph02_T2w_*"))  # no output, not even a partial one, for the corrupt file
+    assert not list(output.rglob(".*tmp*"))  # no temporary file left anywhere
+    assert len({r.worker for r in result.results if r.status == "done"}) == 2  # the work was spread over both workers
+
+    # Every output is exactly what `softseg segment` writes for that image.
+    for image_path in cohort["good"]:
+        record = next(r for r in result.results if Path(r.image.path) == image_path)
+        reference = tmp_path / image_path.name
+        with stand_in_installed():
+            code = cli.main(["segment", str(image_path), "-o", str(reference / "p.nii.gz"), "--mask", str(reference / "m.nii.gz"),
+                             "--csa", str(reference / "c.csv"), "--quiet"])
+        assert code == 0
+        for key, name in (("probseg", "p.nii.gz"), ("mask", "m.nii.gz")):
+            written, expected = nib.load(record.outputs[key]), nib.load(str(reference / name))
+            np.testing.assert_array_equal(np.asanyarray(written.dataobj), np.asanyarray(expected.dataobj))
+            np.testing.assert_array_equal(written.affine, nib.load(str(image_path)).affine)
+        assert Path(record.outputs["csa"]).read_text() == (reference / "c.csv").read_text()
+        assert Path(record.outputs["qc"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    description = json.loads((output / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "softseg"
+    failures = read_rows(output / batch.FAILURES_FILE, "\t")
+    assert [row["file"] for row in failures] == [str(cohort["corrupt"])]
+
+
+def test_batch_aggregates_csa_and_its_spread_across_contrasts(first_run):
+    cohort, root, result = first_run
+    summary = read_rows(result.summary_csv)
+    whole = {(row["subject"], row["contrast"]): row for row in summary if row["level"] == "all"}
+    assert len(whole) == len(cohort["good"])
+    for row in whole.values():  # the stand-in cord has a known cross-section, in every grid and orientation
+        assert float(row["mean_csa_mm2"]) == pytest.approx(STAND_IN_AREA_MM2, rel=0.02)
+        assert int(row["n_slices"]) > 0 and row["file"].endswith("_csa.csv")
+    assert ("ph01", "acq-sag_T1w") in whole and whole[("ph01", "acq-sag_T1w")]["session"] == "01"
+    spread = {row["subject"]: row for row in read_rows(result.spread_csv)}
+    assert set(spread) == ({"ph01", "unf01"} if cohort["has_unf01"] else {"ph01"})
+    assert spread["ph01"]["n_contrasts"] == "2" and float(spread["ph01"]["sd_across_contrasts_mm2"]) < 1.0
+    if cohort["has_unf01"]:
+        assert spread["unf01"]["n_contrasts"] == "3" and float(spread["unf01"]["sd_across_contrasts_mm2"]) < 0.1
+
+
+def test_batch_report_opens_offline_and_lists_the_failure(first_run):
+    cohort, root, result = first_run
+    parsed = parse_report(result.report_html)
+    assert "softseg" in parsed.title
+    assert parsed.sections[:3] == ["failures", "spread", "summary"]
+    assert str(cohort["corrupt"]) in parsed.cells
+    assert any(UNREADABLE.search(cell) for cell in parsed.cells)
+    assert not parsed.external
+    sources = [image["src"] for image in parsed.images]
+    assert all(src.startswith("data:image/png;base64,") for src in sources)
+    qc = [image for image in parsed.images if image.get("class") == "qc"]
+    assert len(qc) == len(cohort["good"])
+    subjects_with_plot = 3 if cohort["has_unf01"] else 2
+    assert len(sources) == len(qc) + subjects_with_plot
+    import base64
+
+    assert all(base64.b64decode(src.split(",", 1)[1])[:4] == b"\x89PNG" for src in sources)
+
+
+def test_rerun_skips_finished_work_and_redoes_only_what_changed(first_run, capsys):
+    cohort, root, result = first_run
+    output = root / "derivatives" / "softseg"
+    before = {p: p.stat().st_mtime_ns for p in output.rglob("*_label-SC_probseg.nii.gz")}
+
+    # Second run, through the command line: nothing to compute, so no cluster is even started.
+    code = cli.main(["batch", str(root), "--workers", "2", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1  # a file failed (from the first run's record, as the corrupt file did not change)
+    assert f"{len(cohort['good'])} already done, 1 failed" in captured.out
+    assert f"failed: {cohort['corrupt']}" in captured.err and UNREADABLE.search(captured.err)
+    assert {p: p.stat().st_mtime_ns for p in output.rglob("*_label-SC_probseg.nii.gz")} == before
+    assert str(cohort["corrupt"]) in parse_report(output / batch.REPORT_FILE).cells
+
+    # An updated image and an output lost by an interrupted run are redone; nothing else is.
+    updated, interrupted = cohort["good"][0], cohort["good"][-1]
+    os.utime(updated, ns=(before[next(iter(before))] + 10**9,) * 2)
+    interrupted_result = next(r for r in result.results if Path(r.image.path) == interrupted)
+    Path(interrupted_result.outputs["csa"]).unlink()
+    third = batch.run_batch(root, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
+    done = sorted(Path(r.image.path) for r in third.results if r.status == "done")
+    assert done == sorted([updated, interrupted])
+    assert Path(interrupted_result.outputs["csa"]).is_file()
+    assert third.count("skipped") == len(cohort["good"]) - 2 and third.count("failed") == 1
+
+
+def test_batch_command_line_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["batch", str(tmp_path / "missing")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("softseg: error:") and "no such dataset" in error and "\n" not in error
+    assert cli.main(["batch", str(tmp_path), "--workers", "0"]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert cli.main(["batch", "--help"]) == 0
+    assert "--scheduler" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ the shipped model
+def test_batch_with_the_shipped_model_matches_softseg_segment(tmp_path):
+    from SoftSpinalCordSegLib import inference
+    from SoftSpinalCordSegLib.pipeline import segment_file
+
+    try:
+        inference.load_network("cpu")
+    except ModelNotInstalledError as error:
+        pytest.skip(f"no trained model installed yet: {error}")
+    root = tmp_path / "ds"
+    cohort = build_cohort(root)
+    if not cohort["has_unf01"]:
+        pytest.skip(f"unf01 images not found under {data_root()} (set SOFTSEG_DATA)")
+    result = batch.run_batch(root, workers=2, include=["sub-unf01_*"], device="cpu", quiet=True)
+    assert [r.status for r in result.results] == ["done"] * 3, [r.reason for r in result.results]
+    for record in result.results:
+        expected = tmp_path / f"{record.image.stem}_expected.nii.gz"
+        segment_file(record.image.path, expected, device="cpu")
+        np.testing.assert_allclose(nib.load(record.outputs["probseg"]).get_fdata(), nib.load(str(expected)).get_fdata(), atol=1e-5)
+    spread = read_rows(result.spread_csv)
+    assert spread and spread[0]["subject"] == "unf01" and spread[0]["n_contrasts"] == "3"
+    print(f"unf01 crops, shipped model: CSA per contrast {spread[0]['contrast_means_mm2']}, SD {spread[0]['sd_across_contrasts_mm2']} mm2")
