@@ -193,3 +193,50 @@ def test_python_dash_m_runs_the_command_line():
     completed = subprocess.run([sys.executable, "-m", "SoftSpinalCordSegLib", "--version"], capture_output=True,
                                text=True, env={**os.environ, "PYTHONPATH": ":".join(sys.path)})
     assert completed.returncode == 0 and completed.stdout.startswith("softseg ")
+
+
+def test_segment_pipeline_writes_every_output_in_the_input_grid(write_phantom, tmp_path, capsys, monkeypatch):
+    """The pipeline around the model (which has its own tests): here the model is replaced by the known cord."""
+    from SoftSpinalCordSegLib import inference
+    from SoftSpinalCordSegLib.io import load_volume
+
+    phantom = CordPhantom(area_mm2=80.0, tilt_rl_deg=20.0, length_mm=40.0)
+    mask_path, cord, affine = write_phantom(phantom, (0.8, 0.8, 0.8), "LPS", oblique_deg=8.0)
+    image = write_nifti(tmp_path / "image.nii.gz", (100 * cord + random_image(cord.shape)).astype(np.float32), affine)
+    calls = []
+
+    def known_cord(array, image_affine, *, device="auto", largest_component=True, progress=None):
+        calls.append(device)
+        np.testing.assert_allclose(image_affine, affine, atol=1e-5)  # the model sees the file's own geometry
+        progress(1.0, "segmented")
+        return cord
+
+    monkeypatch.setattr(inference, "segment_image", known_cord)
+    outputs = {name: tmp_path / "out" / name for name in ("prob.nrrd", "mask.nii.gz", "csa.csv", "csa.png", "qc.png")}
+    code, out, err = run(["segment", image, "-o", outputs["prob.nrrd"], "--mask", outputs["mask.nii.gz"],
+                          "--csa", outputs["csa.csv"], "--plot", outputs["csa.png"], "--qc", outputs["qc.png"],
+                          "--device", "cpu", "--threshold", "0.3"], capsys)
+    assert code == 0, err
+    assert calls == ["cpu"] and "segmented" in err and "CSA: mean" in out
+    probability = load_volume(outputs["prob.nrrd"])
+    np.testing.assert_allclose(probability.affine, affine, atol=1e-4)
+    np.testing.assert_allclose(probability.array, cord, atol=1e-6)
+    binary = nib.load(str(outputs["mask.nii.gz"]))
+    assert binary.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asanyarray(binary.dataobj), cord >= 0.3)
+    rows = read_csv(outputs["csa.csv"])
+    interior = is_interior(phantom, np.array([float(row["z_mm"]) for row in rows]), 8.0)
+    csa = np.array([float(row["csa_mm2"]) for row in rows])[interior]
+    assert np.all(np.abs(csa - 80.0) <= 1.6)
+    for name in ("csa.png", "qc.png"):
+        assert outputs[name].read_bytes()[:4] == b"\x89PNG"
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == sorted(outputs)  # no temporary files
+
+
+def test_bad_threshold_and_output_over_input(tmp_path, capsys):
+    image = write_nifti(tmp_path / "image.nii.gz", random_image(), np.eye(4))
+    code, _, err = run(["segment", image, "-o", tmp_path / "prob.nii.gz", "--threshold", "1.5"], capsys)
+    assert_one_line_error(code, err, "--threshold")
+    code, _, err = run(["segment", image, "-o", image], capsys)
+    assert_one_line_error(code, err, "overwrite")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["image.nii.gz"]

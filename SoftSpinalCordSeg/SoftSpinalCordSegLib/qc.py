@@ -31,7 +31,8 @@ def qc_mosaic(image: np.ndarray, probability: np.ndarray, affine: np.ndarray, pa
     half = np.maximum(1, np.round(CROP_MM / 2 / spacing[:2])).astype(int)
     columns = min(6, chosen.size)
     rows = math.ceil(chosen.size / columns)
-    figure = Figure(figsize=(2 * columns, 2 * rows + 0.4), dpi=100)
+    figure = Figure(figsize=(2 * columns, 2.3 * rows + 0.4), dpi=100)
+    file_slice = _file_slice_numbering(affine, image.shape[2])
     low, high = np.percentile(image, [1, 99.5])
     for tile, index in enumerate(chosen, start=1):
         axes = figure.add_subplot(rows, columns, tile)
@@ -44,13 +45,22 @@ def qc_mosaic(image: np.ndarray, probability: np.ndarray, affine: np.ndarray, pa
         axes.imshow(overlay, cmap="autumn", origin="lower", alpha=0.45, vmin=0, vmax=1, aspect=extent_aspect)
         if mask_tile.max() >= 0.5 and mask_tile.min() < 0.5:
             axes.contour(mask_tile, levels=[0.5], colors="cyan", linewidths=0.7)
-        axes.set_title(f"slice {index}", fontsize="x-small")
+        axes.set_title(f"slice {file_slice(index)}", fontsize="x-small")
         axes.set_xticks([])
         axes.set_yticks([])
     figure.suptitle(title or "Cord segmentation QC (R right, A up; cyan: 0.5 contour)", fontsize="small")
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(str(temporary), format="png")
+
+
+def _file_slice_numbering(affine: np.ndarray, count: int):
+    """Map a slice index of the RAS-reoriented volume to the file's own slice index (as in the CSA table)."""
+    import nibabel.orientations as orientations
+
+    orientation = orientations.io_orientation(affine)
+    flipped = orientation[int(np.flatnonzero(orientation[:, 0] == 2)[0]), 1] < 0
+    return lambda index: count - 1 - index if flipped else index
 
 
 def _cord_centre(probability_slice: np.ndarray, shape) -> tuple:
