@@ -409,6 +409,7 @@ class HeadlessSlicer:
     """An MRML scene with the application and module logics that Slicer's GUI would register.
 
     For tests and scripts outside Slicer (slicer-core wheel); inside Slicer use `slicer.mrmlScene`.
+    Use it as a context manager (or call `close`) so the logics are torn down in a safe order.
     """
 
     def __init__(self, cache_directory: str):
@@ -442,6 +443,28 @@ class HeadlessSlicer:
             self.app_logic.SetModuleLogic(name, logic)
             self.logics[name] = logic
         self.slice_logics = {}
+
+    def close(self):
+        """Detach the logics from the scene, views first: VTK would otherwise free them in any order and a
+        logic could call back into one already freed (a crash when the color logic removes its nodes)."""
+        if self.scene is None:
+            return
+        for logic in list(self.slice_logics.values()) + list(self.logics.values()):
+            logic.SetMRMLScene(None)
+        self.slice_logics.clear()
+        self.logics.clear()
+        self.app_logic.SetMRMLScene(None)
+        self.scene.Clear(True)
+        self.scene = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __del__(self):
+        self.close()
 
     def load_volume(self, path: str, name: Optional[str] = None, labelmap: bool = False):
         """Load an image file as a volume node (ITK reader, exactly as Slicer's Add Data does)."""

@@ -1,0 +1,313 @@
+"""segment_volume_node on a real MRML scene (slicer-core): geometry, display, segment, table, chart, re-runs, .mrb."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (real MRML) is not installed")
+vtk = pytest.importorskip("vtk")
+
+from SoftSpinalCordSegLib import mrml  # noqa: E402
+from SoftSpinalCordSegLib.errors import InputError, ModelNotInstalledError  # noqa: E402
+from SoftSpinalCordSegLib.morphometry import compute_csa  # noqa: E402
+from SoftSpinalCordSegLib.phantom import CordPhantom  # noqa: E402
+
+PHANTOM = CordPhantom(area_mm2=80.0, aspect=1.4, tilt_ap_deg=10.0, length_mm=24.0)
+
+
+@pytest.fixture
+def app(tmp_path):
+    with mrml.HeadlessSlicer(str(tmp_path / "cache")) as headless:
+        headless.add_slice_view("Red", "Axial", size=(128, 128))
+        yield headless
+
+
+def ijk_to_ras(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def ijk_array(node) -> np.ndarray:
+    return slicer.util.arrayFromVolume(node).transpose(2, 1, 0)
+
+
+def segment_labelmap(segmentation_node, reference_node) -> np.ndarray:
+    """The cord segment exported on the reference grid, in (i, j, k) order."""
+    scene = segmentation_node.GetScene()
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "export")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(mrml.SEGMENT_ID)
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation_node, ids, labelmap, reference_node)
+    array = ijk_array(labelmap).copy()
+    scene.RemoveNode(labelmap)
+    return array
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def phantom_input(app, write_phantom, axcodes="LAS", spacing=(0.8, 0.8, 2.0)):
+    """A phantom file loaded in the scene (the image), and its soft mask on Slicer's grid (the 'probability')."""
+    path, _, _ = write_phantom(PHANTOM, spacing=spacing, axcodes=axcodes)
+    volume = app.load_volume(str(path), "phantom")
+    return path, volume, ijk_array(volume).astype(np.float32).copy()
+
+
+def test_outputs_geometry_display_segment_table_chart(app, write_phantom):
+    _, volume, probability = phantom_input(app, write_phantom)
+    before = ijk_array(volume).copy()
+    outputs = mrml.segment_volume_node(volume, probability=probability, threshold=0.5, opacity=0.7, floor=0.05)
+
+    prob_node = outputs.probability_volume
+    assert prob_node.GetScene() is app.scene
+    np.testing.assert_array_equal(ijk_to_ras(prob_node), ijk_to_ras(volume))
+    values = ijk_array(prob_node)
+    np.testing.assert_allclose(values, probability, atol=1e-7)
+    assert values.min() >= 0.0 and values.max() <= 1.0 and values.max() > 0.99
+
+    display = prob_node.GetDisplayNode()
+    assert display.GetColorNode().GetName() == mrml.COLOR_TABLE_NAME
+    assert display.GetColorNode().GetNumberOfColors() == 256
+    assert not display.GetAutoWindowLevel()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == (0.0, 1.0)
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(0.05)
+    composite = app.scene.GetNodeByID("vtkMRMLSliceCompositeNodeRed")
+    assert composite.GetForegroundVolumeID() == prob_node.GetID()
+    assert composite.GetBackgroundVolumeID() == volume.GetID()
+    assert composite.GetForegroundOpacity() == pytest.approx(0.7)
+
+    segmentation = outputs.segmentation
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    segment = segmentation.GetSegmentation().GetSegment(mrml.SEGMENT_ID)
+    assert segment.GetName() == "spinal cord"
+    assert "SCT^2748008^Spinal cord" in segment.GetTerminology()
+    assert segmentation.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is volume
+    assert segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
+    assert segmentation.GetDisplayNode().GetPreferredDisplayRepresentationName3D() == "Closed surface"
+    np.testing.assert_array_equal(segment_labelmap(segmentation, volume), (probability >= 0.5).astype(np.uint8))
+
+    expected = compute_csa(probability, ijk_to_ras(volume))
+    table = outputs.csa_table
+    assert table.GetNumberOfRows() == len(expected.rows)
+    assert [table.GetColumnName(i) for i in range(table.GetNumberOfColumns())] == expected.columns
+    for name in ("slice", "z_mm", "csa_mm2", "angle_ap_deg"):
+        column = slicer.util.arrayFromTableColumn(table, name)
+        np.testing.assert_allclose(column, expected.column(name), rtol=0, atol=1e-9)
+    interior = np.abs(expected.column("z_mm")) < PHANTOM.length_mm / 2 - 4
+    np.testing.assert_allclose(expected.column("csa_mm2")[interior], PHANTOM.area_mm2, rtol=0.03)
+
+    series = outputs.csa_chart.GetNthPlotSeriesNode(0)
+    assert outputs.csa_chart.GetNumberOfPlotSeriesNodes() == 1
+    assert series.GetTableNode() is table
+    assert (series.GetXColumnName(), series.GetYColumnName()) == ("z_mm", "csa_mm2")
+    np.testing.assert_array_equal(ijk_array(volume), before)  # the input is untouched
+
+
+def test_overlay_is_composited_in_slice_view(app, write_phantom):
+    """Slice-logic compositing (no OpenGL): inferno colours over the cord, plain grey elsewhere."""
+    _, volume, probability = phantom_input(app, write_phantom, axcodes="RAS")
+    mrml.segment_volume_node(volume, probability=probability, opacity=1.0)
+    logic = app.slice_logics["Red"]
+    logic.FitSliceToAll()
+    logic.GetSliceNode().JumpSliceByCentering(0.0, 0.0, 0.0)
+    rgba = app.render_slice("Red").astype(int)
+    red, green, blue = rgba[..., 0], rgba[..., 1], rgba[..., 2]
+    grey = (np.abs(red - green) <= 2) & (np.abs(green - blue) <= 2)  # the background image alone
+    assert 20 < (~grey).sum() < rgba.shape[0] * rgba.shape[1] / 4  # the overlay covers the cord, not the view
+    centre = rgba[rgba.shape[0] // 2, rgba.shape[1] // 2]  # cord centre (RAS 0, 0, 0): probability 1
+    assert centre[0] > 200 and centre[1] > 200 and centre[2] > 100  # inferno's pale-yellow top end
+
+
+def test_rerun_updates_in_place_and_bad_input_leaves_scene_unchanged(app, write_phantom):
+    _, volume, probability = phantom_input(app, write_phantom)
+    first = mrml.segment_volume_node(volume, probability=probability)
+    count = app.scene.GetNumberOfNodes()
+    second = mrml.segment_volume_node(volume, probability=probability * 0.8, threshold=0.3)
+    assert app.scene.GetNumberOfNodes() == count
+    for role in ("probability_volume", "segmentation", "csa_table", "csa_chart"):
+        assert getattr(first, role) is getattr(second, role)
+    np.testing.assert_allclose(ijk_array(second.probability_volume), probability * 0.8, atol=1e-6)
+    np.testing.assert_array_equal(segment_labelmap(second.segmentation, volume), (probability * 0.8 >= 0.3).astype(np.uint8))
+
+    count = app.scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="shape"):
+        mrml.segment_volume_node(volume, probability=probability[:-1])
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        mrml.segment_volume_node(volume, probability=probability * 2)
+    with pytest.raises(InputError, match="threshold"):
+        mrml.segment_volume_node(volume, probability=probability, threshold=1.0)
+    label = app.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    with pytest.raises(InputError, match="not a scalar"):
+        mrml.segment_volume_node(label, probability=probability)
+    with pytest.raises(InputError, match="no input"):
+        mrml.segment_volume_node(None)
+    assert app.scene.GetNumberOfNodes() == count + 1  # only the label node this test added
+
+
+def test_default_segmenter_gets_the_input_grid_and_reports_progress(app, write_phantom):
+    _, volume, probability = phantom_input(app, write_phantom)
+    calls, messages = [], []
+
+    def segmenter(image, affine, *, device, largest_component, progress):
+        calls.append((image.shape, affine.copy(), device, largest_component))
+        progress(0.5, "halfway")
+        return probability
+
+    mrml.segment_volume_node(volume, segmenter=segmenter, device="cpu", progress=lambda f, m: messages.append((f, m)))
+    assert calls[0][0] == probability.shape and calls[0][2:] == ("cpu", True)
+    np.testing.assert_array_equal(calls[0][1], ijk_to_ras(volume))
+    assert messages[0] == (0.5, "halfway") and messages[-1][0] == 1.0
+
+
+def test_levels_from_label_volume_and_disc_points(app, write_phantom):
+    _, volume, probability = phantom_input(app, write_phantom, axcodes="RAS")
+    affine = ijk_to_ras(volume)
+    superior = (affine[2, :3] @ np.indices(probability.shape).reshape(3, -1) + affine[2, 3]).reshape(probability.shape)
+    levels = np.where(superior > 0, 2, 3).astype(np.int16)  # C2 above S=0, C3 below
+    level_node = app.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "levels")
+    level_node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(affine))
+    slicer.util.updateVolumeFromArray(level_node, np.ascontiguousarray(levels.transpose(2, 1, 0)))
+
+    outputs = mrml.segment_volume_node(volume, probability=probability, levels=level_node)
+    rows = [dict(zip(["level", "n_slices"], [outputs.level_table.GetCellText(r, 0), outputs.level_table.GetCellText(r, 2)]))
+            for r in range(outputs.level_table.GetNumberOfRows())]
+    assert [row["level"] for row in rows] == ["2", "3"]
+    expected = compute_csa(probability, affine, levels=levels).summarize(per_level=True)
+    assert [int(row["n_slices"]) for row in rows] == [row["n_slices"] for row in expected.rows]
+
+    discs = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "discs")
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, 30), "C1/C2")
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, 0), "C2-C3")
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, -30), "C3/C4")
+    from_discs = mrml.segment_volume_node(volume, probability=probability, levels=discs)
+    assert from_discs.level_table is outputs.level_table  # updated in place
+    assert [from_discs.level_table.GetCellText(r, 0) for r in range(from_discs.level_table.GetNumberOfRows())] == ["2", "3"]
+
+    discs.RemoveAllControlPoints()
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, 0), "C2/C3")
+    with pytest.raises(InputError, match="two disc points"):
+        mrml.segment_volume_node(volume, probability=probability, levels=discs)
+
+
+def test_outputs_go_to_the_input_study_and_survive_mrb(app, write_phantom, tmp_path):
+    _, volume, probability = phantom_input(app, write_phantom)
+    hierarchy = app.scene.GetSubjectHierarchyNode()
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "patient")
+    study = hierarchy.CreateStudyItem(patient, "study")
+    hierarchy.CreateItem(study, volume)
+    outputs = mrml.segment_volume_node(volume, probability=probability)
+    for node in (outputs.probability_volume, outputs.segmentation, outputs.csa_table, outputs.csa_chart):
+        assert hierarchy.GetItemParent(hierarchy.GetItemByDataNode(node)) == study
+
+    bundle = tmp_path / "scene.mrb"
+    assert app.scene.WriteToMRB(str(bundle))
+    loaded = mrml.HeadlessSlicer(str(tmp_path / "cache2"))
+    assert loaded.scene.ReadFromMRB(str(bundle))
+    volume2 = loaded.scene.GetFirstNode("phantom", "vtkMRMLScalarVolumeNode")
+    assert volume2 is not None
+    prob2 = mrml.find_output(volume2, "probability")
+    np.testing.assert_allclose(ijk_to_ras(prob2), ijk_to_ras(outputs.probability_volume), atol=1e-9)
+    np.testing.assert_allclose(ijk_array(prob2), probability, atol=1e-7)
+    assert prob2.GetDisplayNode().GetColorNode().GetName() == mrml.COLOR_TABLE_NAME
+    segmentation2 = mrml.find_output(volume2, "segmentation")
+    np.testing.assert_array_equal(segment_labelmap(segmentation2, volume2), (probability >= 0.5).astype(np.uint8))
+    table2 = mrml.find_output(volume2, "csa")
+    # Slicer's table storage writes 6 significant digits (the CLI's CSV keeps 4 decimals).
+    np.testing.assert_allclose(slicer.util.arrayFromTableColumn(table2, "csa_mm2"), outputs.csa.column("csa_mm2"), rtol=1e-5)
+    chart2 = mrml.find_output(volume2, "csa_chart")
+    assert chart2.GetNthPlotSeriesNode(0).GetTableNode() is table2
+    count = loaded.scene.GetNumberOfNodes()
+    mrml.segment_volume_node(volume2, probability=probability)  # a re-run after reload still updates in place
+    assert loaded.scene.GetNumberOfNodes() == count
+    loaded.close()
+
+
+def compare_with_cli_csv(table_node, csv_path, tolerance=5e-5 + 1e-6):
+    """The Slicer table equals `softseg csa`'s CSV row by row, matched on z_mm (the K axis may be flipped).
+
+    The CSV prints 4 decimals, so the default tolerance is half a unit of its last digit.
+    """
+    expected = read_csv(csv_path)
+    assert table_node.GetNumberOfRows() == len(expected)
+    columns = [table_node.GetColumnName(i) for i in range(table_node.GetNumberOfColumns())]
+    assert columns == list(expected[0].keys())
+    names = ("z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "x_mm", "y_mm")
+    values = {name: slicer.util.arrayFromTableColumn(table_node, name) for name in names}
+    for row in expected:
+        index = int(np.argmin(np.abs(values["z_mm"] - float(row["z_mm"]))))
+        for name in names:
+            assert abs(values[name][index] - float(row[name])) <= tolerance, (name, values[name][index], row[name])
+
+
+def run_cli_csa(mask_path, csv_path):
+    from SoftSpinalCordSegLib.cli import main
+
+    assert main(["csa", str(mask_path), "-o", str(csv_path), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("axcodes, spacing", [("LAS", (0.8, 0.8, 2.0)), ("PSR", (3.0, 0.8, 0.8))])
+def test_table_equals_cli_csv_for_left_handed_and_sagittal_phantoms(app, write_phantom, tmp_path, axcodes, spacing):
+    path, volume, probability = phantom_input(app, write_phantom, axcodes=axcodes, spacing=spacing)
+    outputs = mrml.segment_volume_node(volume, probability=probability)
+    run_cli_csa(path, tmp_path / "cli.csv")
+    compare_with_cli_csv(outputs.csa_table, tmp_path / "cli.csv")
+
+
+@pytest.mark.parametrize("relative", ["real/tutorial/t2_ms.nii.gz", "real/tutorial/t2_lumbar.nii.gz"])
+def test_real_left_handed_and_sagittal_volumes_match_cli(app, shared_file, tmp_path, relative):
+    """Real files as Slicer loads them (t2_ms is LAS: Slicer flips its K axis; t2_lumbar is sagittal)."""
+    from SoftSpinalCordSegLib.io import load_volume, save_like
+    from SoftSpinalCordSegLib.phantom import soft_mask
+
+    path = shared_file(relative)
+    file_volume = load_volume(path)
+    centre = file_volume.affine[:3, :3] @ ((np.array(file_volume.array.shape) - 1) / 2) + file_volume.affine[:3, 3]
+    shifted = file_volume.affine.copy()
+    shifted[:3, 3] -= centre  # put the phantom cord in the middle of the field of view
+    mask = soft_mask(CordPhantom(area_mm2=70.0, length_mm=60.0), file_volume.array.shape, shifted)
+    mask_path = tmp_path / "mask.nii.gz"
+    save_like(mask, file_volume, mask_path)
+
+    volume = app.load_volume(str(path), "real")
+    before = ijk_array(volume).copy()
+    probability = ijk_array(app.load_volume(str(mask_path), "mask")).astype(np.float32).copy()
+    outputs = mrml.segment_volume_node(volume, probability=probability)
+    run_cli_csa(mask_path, tmp_path / "cli.csv")
+    # Slicer reads NIfTI geometry through ITK, which orthonormalises the oblique t2_ms direction matrix:
+    # its IJK-to-RAS differs from nibabel's by 4e-5 mm, hence 1e-4 on top of the CSV's print precision.
+    compare_with_cli_csv(outputs.csa_table, tmp_path / "cli.csv", tolerance=5e-5 + 1e-4)
+    np.testing.assert_array_equal(ijk_array(volume), before)
+
+
+def test_real_model_end_to_end(app, shared_file, tmp_path):
+    """The shipped model on a real LAS volume, through the worker process, against the CLI on its output."""
+    from SoftSpinalCordSegLib.io import load_volume
+    from SoftSpinalCordSegLib.worker import segment_in_subprocess
+
+    path = shared_file("real/tutorial/t2_ms.nii.gz")
+    volume = app.load_volume(str(path), "t2_ms")
+    before = ijk_array(volume).copy()
+    try:
+        outputs = mrml.segment_volume_node(volume, device="cpu", segmenter=segment_in_subprocess)
+    except ModelNotInstalledError as error:
+        pytest.skip(f"no trained model: {error}")
+    probability = ijk_array(outputs.probability_volume)
+    assert probability.min() >= 0.0 and probability.max() > 0.5
+    np.testing.assert_array_equal(ijk_array(volume), before)
+    median = np.median(outputs.csa.column("csa_mm2"))
+    assert 30.0 < median < 150.0, median
+
+    # The probability node saved by Slicer's own writer, measured by the command line, gives the same table.
+    prob_path = tmp_path / "prob.nii.gz"
+    storage = outputs.probability_volume.CreateDefaultStorageNode()
+    storage.SetFileName(str(prob_path))
+    assert storage.WriteData(outputs.probability_volume)
+    assert load_volume(prob_path).array.shape[2] == probability.shape[2]
+    run_cli_csa(prob_path, tmp_path / "cli.csv")
+    compare_with_cli_csv(outputs.csa_table, tmp_path / "cli.csv", tolerance=5e-5 + 1e-4)
