@@ -337,10 +337,14 @@ def test_rerun_skips_finished_work_and_redoes_only_what_changed(first_run, capsy
 
     # An updated image and an output lost by an interrupted run are redone; nothing else is.
     updated, interrupted = cohort["good"][0], cohort["good"][-1]
-    os.utime(updated, ns=(before[next(iter(before))] + 10**9,) * 2)
+    newest_output = max(p.stat().st_mtime_ns for p in output.rglob("*") if p.is_file())
+    os.utime(updated, ns=(newest_output + 1000,) * 2)  # edited after its outputs were written
     interrupted_result = next(r for r in result.results if Path(r.image.path) == interrupted)
     Path(interrupted_result.outputs["csa"]).unlink()
-    third = batch.run_batch(root, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
+    third = batch.run_batch(root, workers=1, segment_file=segment_file_with_stand_in)
+    progress = capsys.readouterr().err.splitlines()
+    assert len(progress) == len(cohort["good"]) + 1 and progress[-1].startswith(f"[{'#' * 24}] {len(progress)}/{len(progress)} ")
+    assert sum(" done " in line for line in progress) == 2 and sum(" failed " in line for line in progress) == 1
     done = sorted(Path(r.image.path) for r in third.results if r.status == "done")
     assert done == sorted([updated, interrupted])
     assert Path(interrupted_result.outputs["csa"]).is_file()
@@ -358,6 +362,21 @@ def test_batch_command_line_errors_are_one_line(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ the shipped model
+def test_batch_without_a_model_stops_before_starting_workers(tmp_path):
+    from SoftSpinalCordSegLib import inference
+
+    try:
+        inference.model_dir()
+        pytest.skip("a model is installed")
+    except ModelNotInstalledError:
+        pass
+    root = tmp_path / "ds"
+    write_image(phantom_mri((16, 16, 6), np.eye(4), 6), np.eye(4), root / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    with pytest.raises(ModelNotInstalledError, match="no trained model"):
+        batch.run_batch(root, quiet=True)
+    assert not list((root / "derivatives").rglob("*.nii.gz"))
+
+
 def test_batch_with_the_shipped_model_matches_softseg_segment(tmp_path):
     from SoftSpinalCordSegLib import inference
     from SoftSpinalCordSegLib.pipeline import segment_file

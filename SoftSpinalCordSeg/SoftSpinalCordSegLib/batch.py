@@ -266,7 +266,6 @@ def run_batch(
     output_dir = Path(output_dir) if output_dir else default_output_dir(input_path)
     images = discover(input_path, include, exclude_dirs=[output_dir])
     output_dir.mkdir(parents=True, exist_ok=True)
-    segment_file = segment_file or default_segment_file()
     options = {"threshold": threshold, "device": device, "largest_component": largest_component}
 
     known_failures = {} if overwrite else read_known_failures(output_dir)
@@ -286,7 +285,12 @@ def run_batch(
     progress = ProgressBar(len(images), quiet)
     for result in results.values():
         progress.update(result)
+    if pending and segment_file is None and scheduler is None:
+        from .inference import model_dir
+
+        model_dir()  # no weights: say so now, not after starting a cluster (remote workers may have their own)
     if pending:
+        segment_file = segment_file or default_segment_file()
         results.update(_run_on_dask(pending, output_dir, segment_file, options, workers, scheduler, progress))
 
     ordered = [results[image.path] for image in images]
