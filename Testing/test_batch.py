@@ -243,6 +243,14 @@ def test_summary_rows_per_level_when_levels_are_known(tmp_path):
     assert rows[1]["slices"] == "0:2" and rows[0]["contrast"] == "T2w"
 
 
+def test_outputs_of_other_weights_are_redone(tmp_path):
+    assert not batch.model_changed(tmp_path, "b" * 64)  # no earlier run
+    batch.write_dataset_description(tmp_path, tmp_path, "a" * 64)
+    assert batch.model_changed(tmp_path, "b" * 64)
+    assert not batch.model_changed(tmp_path, "a" * 64)
+    assert not batch.model_changed(tmp_path, "")  # a stand-in pipeline: nothing to compare
+
+
 # ------------------------------------------------------------------------------------------ the whole batch
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):

@@ -165,7 +165,27 @@ def write_atomically(path: Path, text: str) -> None:
         temporary.write_text(text)
 
 
-def write_dataset_description(output_dir: Path, input_path: Path) -> Path:
+def installed_model_sha256() -> str:
+    """SHA-256 of the installed weights, as recorded beside them ('' when no model is installed)."""
+    from . import inference
+
+    try:
+        return (inference.model_dir() / (inference.WEIGHTS_NAME + ".sha256")).read_text().split()[0]
+    except (ModelNotInstalledError, OSError, IndexError):
+        return ""
+
+
+def model_changed(output_dir: Path, model_sha256: str) -> bool:
+    """True when the derivatives were made by other weights than those installed now."""
+    try:
+        generated = json.loads((output_dir / "dataset_description.json").read_text())["GeneratedBy"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False
+    previous = generated.get("ModelSHA256", "")
+    return bool(previous and model_sha256 and previous != model_sha256)
+
+
+def write_dataset_description(output_dir: Path, input_path: Path, model_sha256: str) -> Path:
     path = output_dir / "dataset_description.json"
     description = {
         "Name": "SoftSpinalCordSeg soft spinal-cord segmentation and CSA",
@@ -176,6 +196,7 @@ def write_dataset_description(output_dir: Path, input_path: Path) -> Path:
                 "Name": "softseg",
                 "Version": __version__,
                 "Description": "contrast-agnostic soft spinal-cord segmentation and angle-corrected CSA (softseg batch)",
+                "ModelSHA256": model_sha256,
             }
         ],
         "SourceDatasets": [{"URL": Path(input_path).resolve().as_uri()}],
@@ -266,6 +287,11 @@ def run_batch(
     output_dir = Path(output_dir) if output_dir else default_output_dir(input_path)
     images = discover(input_path, include, exclude_dirs=[output_dir])
     output_dir.mkdir(parents=True, exist_ok=True)
+    model_sha256 = installed_model_sha256() if segment_file is None else ""
+    if not overwrite and model_changed(output_dir, model_sha256):
+        if not quiet:
+            print("softseg batch: the model changed since the last run: redoing every image", file=sys.stderr)
+        overwrite = True
     options = {"threshold": threshold, "device": device, "largest_component": largest_component}
 
     known_failures = {} if overwrite else read_known_failures(output_dir)
@@ -294,7 +320,7 @@ def run_batch(
         results.update(_run_on_dask(pending, output_dir, segment_file, options, workers, scheduler, progress))
 
     ordered = [results[image.path] for image in images]
-    write_dataset_description(output_dir, input_path)
+    write_dataset_description(output_dir, input_path, model_sha256)
     write_failures(output_dir, ordered)
     from .report import write_cohort_outputs
 
