@@ -349,7 +349,12 @@ def test_rerun_skips_finished_work_and_redoes_only_what_changed(first_run, capsy
     os.utime(updated, ns=(newest_output + 1000,) * 2)  # edited after its outputs were written
     interrupted_result = next(r for r in result.results if Path(r.image.path) == interrupted)
     Path(interrupted_result.outputs["csa"]).unlink()
-    third = batch.run_batch(root, workers=1, segment_file=segment_file_with_stand_in)
+    # This time on an existing Dask scheduler (one worker), as on a cluster.
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        third = batch.run_batch(root, scheduler=cluster.scheduler_address, segment_file=segment_file_with_stand_in)
+        assert cluster.scheduler.workers  # run_batch closed its client, not the cluster it was given
     progress = capsys.readouterr().err.splitlines()
     assert len(progress) == len(cohort["good"]) + 1 and progress[-1].startswith(f"[{'#' * 24}] {len(progress)}/{len(progress)} ")
     assert sum(" done " in line for line in progress) == 2 and sum(" failed " in line for line in progress) == 1
