@@ -311,3 +311,33 @@ def test_real_model_end_to_end(app, shared_file, tmp_path):
     assert load_volume(prob_path).array.shape[2] == probability.shape[2]
     run_cli_csa(prob_path, tmp_path / "cli.csv")
     compare_with_cli_csv(outputs.csa_table, tmp_path / "cli.csv", tolerance=5e-5 + 1e-4)
+
+
+# --- the worker process Slicer runs the model in ------------------------------------------------------------
+
+
+def test_worker_protocol_lines_are_parsed():
+    from SoftSpinalCordSegLib.worker import parse_line
+
+    assert parse_line("PROGRESS 0.25 predicting slices\n") == parse_line("PROGRESS 0.2500 predicting slices")
+    event = parse_line("PROGRESS 1.7 done")
+    assert (event.kind, event.fraction, event.message) == ("PROGRESS", 1.0, "done")
+    assert parse_line("DEVICE cpu no CUDA GPU found").message == "cpu no CUDA GPU found"
+    assert parse_line("ERROR InputError the image is constant").kind == "ERROR"
+    assert parse_line("PROGRESS abc").kind == "LOG" and parse_line("Traceback (most recent call last):").kind == "LOG"
+
+
+def test_worker_error_reaches_the_caller_as_one_line_and_cancel_kills_it():
+    from SoftSpinalCordSegLib.errors import CancelledError
+    from SoftSpinalCordSegLib.worker import WorkerProcess, segment_in_subprocess
+
+    with pytest.raises(InputError, match="constant"):  # a bad input: the worker's one-line error, no traceback
+        segment_in_subprocess(np.zeros((8, 8, 8), np.float32), np.eye(4), device="cpu")
+
+    worker = WorkerProcess(np.ones((8, 8, 8), np.float32), np.eye(4), device="cpu")
+    directory = worker._directory
+    worker.cancel()
+    assert not worker.running and worker._process.returncode != 0
+    assert not directory.exists()  # no temporary files left
+    with pytest.raises(CancelledError):
+        worker.result()
