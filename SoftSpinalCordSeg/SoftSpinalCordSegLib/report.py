@@ -150,7 +150,7 @@ def write_cohort_outputs(output_dir: Path, results: Sequence, input_path) -> Tup
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#eee}.failed{color:#b00020}.num{text-align:right}
+th{background:#eee}.failed{color:#b00020}
 figure{display:inline-block;margin:.5em;vertical-align:top}figcaption{font-size:90%;color:#555}
 img.qc{max-width:640px}section{margin-bottom:2em}
 """
@@ -186,7 +186,7 @@ def csa_plot_png(by_contrast: Dict[str, object], title: str) -> bytes:
     return buffer.getvalue()
 
 
-def _table(rows: List[dict], columns: List[str], css_class: str = "") -> str:
+def _table(rows: List[dict], columns: List[str], css_class: str = "data") -> str:
     if not rows:
         return "<p>none</p>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
