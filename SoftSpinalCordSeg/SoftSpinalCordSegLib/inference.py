@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CancelledError, InputError, ModelNotInstalledError
+from .io import reorient
 from .model import WORKING_SPACING_MM, build_network, normalize_slice, pad_amounts
 
 WEIGHTS_NAME = "softseg_2d.pt"
@@ -82,14 +83,13 @@ def load_network(device="cpu"):
 
 
 def canonical_view(array, affine):
-    """Array permuted/flipped to RAS-closest axes, its in-plane spacing and the way back."""
+    """Array in the closest RAS axes, its spacing along those axes and the way back to the file's order."""
     import nibabel as nib
 
-    ornt = nib.orientations.io_orientation(affine)
-    canonical = nib.orientations.apply_orientation(array, ornt)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))[ornt[:, 0].astype(int).argsort()]
-    inverse = nib.orientations.ornt_transform(np.array([[0, 1], [1, 1], [2, 1]]), ornt)
-    return canonical, spacing, lambda out: nib.orientations.apply_orientation(out, inverse)
+    canonical, canonical_affine = reorient(array, affine, "RAS")
+    spacing = np.linalg.norm(canonical_affine[:3, :3], axis=0)
+    file_axes = "".join(nib.aff2axcodes(affine))
+    return canonical, spacing, lambda out: reorient(out, canonical_affine, file_axes)[0]
 
 
 def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=None):

@@ -49,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on CPUs with AVX512-BF16/AMX)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--stop-after", type=int, metavar="N", help="checkpoint and stop at iteration N (resume later)")
     p.add_argument("--export", metavar="DIR", help="export the last checkpoint's weights to DIR and exit")
     return p.parse_args(argv)
 
@@ -163,7 +164,7 @@ def main(argv=None):
         log.write(line + "\n")
         log.flush()
 
-    config = {k: v for k, v in vars(args).items() if k not in ("resume", "export")}
+    config = {k: v for k, v in vars(args).items() if k not in ("resume", "export", "stop_after")}
     say(f"start at iteration {start}: {json.dumps(config)}")
     criterion = loss_function(args.loss)
     stream = iter(_Stream(args, seed=args.seed + start))  # a resumed run continues with fresh samples
@@ -187,11 +188,15 @@ def main(argv=None):
         if it % args.validate_every == 0 or it == args.iterations:
             validation = validate(net, args.data)
             say(f"validation it {it}: {json.dumps(validation)}")
-        if it % args.checkpoint_every == 0 or it == args.iterations:
+        stopping = it == args.stop_after
+        if it % args.checkpoint_every == 0 or it == args.iterations or stopping:
             state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "iteration": it, "config": json.dumps(config), "validation": json.dumps(validation)}
             torch.save(state, run / "last.tmp")
             os.replace(run / "last.tmp", ckpt_path)
+        if stopping:
+            say(f"stopped after iteration {it}: continue with --resume")
+            return 0
     say("done")
     return 0
 

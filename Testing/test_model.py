@@ -1,0 +1,170 @@
+"""The model's machinery: synthetic training data, training/export/resume, checksum-verified loading and
+inference in the input's own grid. Model-free tests use a random-weight network written to a temporary
+folder; the quality test uses the shipped weights on the validation subject."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from SoftSpinalCordSegLib import inference, synth, train  # noqa: E402
+from SoftSpinalCordSegLib.errors import InputError, ModelNotInstalledError  # noqa: E402
+from SoftSpinalCordSegLib.io import reorient  # noqa: E402
+from SoftSpinalCordSegLib.model import build_network, pad_amounts  # noqa: E402
+
+
+def _canal_patch(radius_cord_mm=4.0, radius_csf_mm=6.5):
+    yy, xx = np.mgrid[0 : synth.PATCH_HR, 0 : synth.PATCH_HR] - synth.PATCH_HR / 2 + 0.5
+    r = np.hypot(yy, xx) * synth.HIRES_MM
+    patch = np.zeros((4, synth.PATCH_HR, synth.PATCH_HR), np.float16)
+    patch[synth.WM] = r <= radius_cord_mm
+    patch[synth.CSF] = (r > radius_cord_mm) & (r <= radius_csf_mm)
+    patch[synth.BONE] = (r > radius_csf_mm + 1) & (r <= radius_csf_mm + 4)
+    return patch
+
+
+def _use_model_dir(monkeypatch, folder):
+    monkeypatch.setenv("SOFTSEG_MODEL_DIR", str(folder))
+    inference.load_network.cache_clear()
+
+
+@pytest.fixture
+def random_model(tmp_path, monkeypatch):
+    """A random-weight network installed like the shipped one (fp16 weights + SHA-256)."""
+    torch.manual_seed(0)
+    weights = tmp_path / inference.WEIGHTS_NAME
+    torch.save({k: v.half() for k, v in build_network().state_dict().items()}, weights)
+    (tmp_path / (inference.WEIGHTS_NAME + ".sha256")).write_text(inference.sha256_of(weights) + "\n")
+    _use_model_dir(monkeypatch, tmp_path)
+    yield tmp_path
+    inference.load_network.cache_clear()
+
+
+def test_synthetic_slice_keeps_cord_area_within_the_augmentation_range():
+    rng = np.random.default_rng(1)
+    true_area = np.pi * 4.0**2
+    areas = []
+    for _ in range(12):
+        image, target = synth.synthetic_sample(_canal_patch(), rng)
+        assert image.shape == target.shape == (synth.OUT_PX, synth.OUT_PX)
+        assert np.isfinite(image).all() and -0.21 <= image.min() and image.max() <= 1.51
+        assert 0 <= target.min() and target.max() <= 1
+        areas.append(target.sum())  # 1 mm pixels: the sum is the area in mm²
+    areas = np.array(areas)
+    full = areas[areas > 0]  # "no cord" samples and tight crops excepted
+    # scale 0.75..1.3 with +-10 % anisotropy: the area stays in [0.75^2*0.9^2, 1.3^2*1.1^2] x the truth
+    assert np.all(full <= true_area * 1.3**2 * 1.1**2 * 1.02)
+    assert np.median(full) > true_area * 0.75**2 * 0.9**2
+    assert (areas == 0).sum() <= 3
+
+
+def test_area_downsample_conserves_partial_volume():
+    hires = (np.random.default_rng(0).random((64, 64)) > 0.7).astype(np.float32)
+    low = synth.area_downsample(hires)
+    assert low.shape == (32, 32)
+    assert low.sum() * 4 == pytest.approx(hires.sum())
+
+
+def test_padding_reaches_the_training_canvas_and_the_divisor():
+    for size in (5, 40, 127, 128, 129, 300):
+        before, after = pad_amounts(size)
+        total = size + before + after
+        assert total >= 128 and total % 16 == 0 and abs(before - after) <= 1
+
+
+def test_weights_failing_their_checksum_are_refused(random_model):
+    (random_model / (inference.WEIGHTS_NAME + ".sha256")).write_text("0" * 64 + "\n")
+    inference.load_network.cache_clear()
+    with pytest.raises(ModelNotInstalledError, match="SHA-256"):
+        inference.load_network("cpu")
+
+
+def test_missing_weights_give_a_clear_error(tmp_path, monkeypatch):
+    _use_model_dir(monkeypatch, tmp_path)
+    monkeypatch.setattr(inference, "__file__", str(tmp_path / "inference.py"))  # hide the shipped weights
+    with pytest.raises(ModelNotInstalledError, match="no trained model"):
+        inference.segment_image(np.random.rand(8, 8, 4), np.eye(4))
+
+
+@pytest.mark.parametrize("axcodes", ["LPS", "PSR", "LAS"])
+def test_output_is_in_the_input_grid_whatever_the_orientation(random_model, axcodes):
+    rng = np.random.default_rng(0)
+    image = rng.random((40, 30, 6)).astype(np.float32)
+    affine = np.diag([0.8, 0.9, 3.0, 1.0])
+    reference = inference.segment_image(image, affine, device="cpu", largest_component=False)
+    assert reference.shape == image.shape and reference.dtype == np.float32
+    assert 0 <= reference.min() and reference.max() <= 1
+    moved, moved_affine = reorient(image, affine, axcodes)
+    result = inference.segment_image(moved, moved_affine, device="cpu", largest_component=False)
+    back, _ = reorient(result, moved_affine, "RAS")
+    np.testing.assert_allclose(back, reference, atol=1e-5)
+
+
+def test_cpu_inference_is_deterministic(random_model):
+    image = np.random.default_rng(3).random((50, 50, 4)).astype(np.float32)
+    first = inference.segment_image(image, np.eye(4), device="cpu")
+    second = inference.segment_image(image, np.eye(4), device="cpu")
+    assert np.array_equal(first, second)
+
+
+def test_bad_arrays_are_refused_with_input_errors(random_model):
+    with pytest.raises(InputError, match="3D"):
+        inference.segment_image(np.zeros((4, 4)), np.eye(4))
+    with pytest.raises(InputError, match="constant"):
+        inference.segment_image(np.ones((4, 4, 4)), np.eye(4))
+    bad = np.random.rand(4, 4, 4)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        inference.segment_image(bad, np.eye(4))
+    with pytest.raises(InputError, match="device"):
+        inference.resolve_device("tpu")
+
+
+def test_largest_component_keeps_the_cord_and_drops_specks():
+    prob = np.zeros((30, 30, 10), np.float32)
+    prob[10:16, 10:16, :] = 0.9
+    prob[10:16, 9, :] = 0.3  # partial-volume rim next to the cord is kept
+    prob[25:27, 25:27, 4] = 0.8  # a speck far away is removed
+    cleaned = inference.keep_largest_component(prob)
+    assert cleaned[12, 12, 5] == pytest.approx(0.9)
+    assert cleaned[12, 9, 5] == pytest.approx(0.3)
+    assert cleaned[25:27, 25:27, 4].max() == 0
+
+
+def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    common = ["--data", str(data_dir), "--run", str(run), "--batch", "2", "--pam50-slabs", "4",
+              "--workers", "0", "--threads", "1", "--validate-every", "1000"]
+    assert train.main(common + ["--iterations", "2", "--stop-after", "1"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 1
+    assert train.main(common + ["--resume"]) == 0
+    assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 2
+    assert "start at iteration 1" in (run / "train.log").read_text()
+    export_dir = tmp_path / "model"
+    assert train.main(["--run", str(run), "--export", str(export_dir)]) == 0
+    _use_model_dir(monkeypatch, export_dir)
+    prob = inference.segment_image(np.random.default_rng(0).random((20, 20, 3)), np.eye(4), device="cpu")
+    assert prob.shape == (20, 20, 3)
+    inference.load_network.cache_clear()
+
+
+def test_shipped_model_segments_the_validation_subject(shared_file):
+    """Regression bar on unf01 T2w (never trained on); the full bars are printed by tools/evaluate_model.py."""
+    from SoftSpinalCordSegLib.io import load_mask, load_volume
+    from SoftSpinalCordSegLib.morphometry import compute_csa
+
+    inference.load_network.cache_clear()
+    volume = load_volume(shared_file("real/unf01/sub-unf01_T2w.nii.gz"))
+    manual = load_mask(shared_file("real/unf01/sub-unf01_T2w_seg-manual.nii.gz"), volume).array >= 0.5
+    try:
+        prob = inference.segment_image(volume.array, volume.affine, device="cpu")
+    except ModelNotInstalledError as error:
+        pytest.skip(str(error))
+    pred = prob >= 0.5
+    dice = 2 * (pred & manual).sum() / (pred.sum() + manual.sum())
+    csa_model = np.nanmean(compute_csa(prob, volume.affine).column("csa_mm2").astype(float))
+    csa_manual = np.nanmean(compute_csa(manual.astype(np.float32), volume.affine).column("csa_mm2").astype(float))
+    assert dice >= 0.85
+    assert abs(csa_model / csa_manual - 1) <= 0.10

@@ -1,0 +1,126 @@
+"""Quality bars of the shipped model on the real images in ../shared/data (prints a Markdown report).
+
+    python tools/evaluate_model.py [--data ../shared/data] [--qc-dir docs/qc] [--weights-dir DIR]
+
+- unf01 T1w, T2star, T2w (validation subject, never trained on): Dice (soft >= 0.5 vs manual), mean
+  angle-corrected CSA vs the manual mask's, spread of mean CSA across the three contrasts;
+- sub-05 MT-on (its slices are in the training mix): Dice and CSA;
+- every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
+  largest-component clean-up removed (mass outside the canal), and a QC mosaic to look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SoftSpinalCordSeg"))
+
+from SoftSpinalCordSegLib import inference  # noqa: E402
+from SoftSpinalCordSegLib.io import load_mask, load_volume  # noqa: E402
+from SoftSpinalCordSegLib.morphometry import compute_csa  # noqa: E402
+from SoftSpinalCordSegLib.qc import qc_mosaic  # noqa: E402
+
+LABELLED = [
+    ("unf01 T1w", "real/unf01/sub-unf01_T1w.nii.gz", "real/unf01/sub-unf01_T1w_seg-manual.nii.gz"),
+    ("unf01 T2star", "real/unf01/sub-unf01_T2star.nii.gz", "real/unf01/sub-unf01_T2star_seg-manual.nii.gz"),
+    ("unf01 T2w", "real/unf01/sub-unf01_T2w.nii.gz", "real/unf01/sub-unf01_T2w_seg-manual.nii.gz"),
+    ("sub-05 MT-on (trained on)", "real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz"),
+]
+UNLABELLED = [
+    ("sub-01 MT-off", "real/tutorial/sub-01_acq-MToff_MTS.nii.gz", None),
+    ("sub-01 MT-on", "real/tutorial/sub-01_acq-MTon_MTS.nii.gz", None),
+    ("sub-03 MT-off", "real/tutorial/sub-03_acq-MToff_MTS.nii.gz", None),
+    ("sub-03 MT-on", "real/tutorial/sub-03_acq-MTon_MTS.nii.gz", None),
+    ("sub-05 MT-off", "real/tutorial/sub-05_acq-MToff_MTS.nii.gz", None),
+    ("MT0", "real/tutorial/mt0.nii.gz", None),
+    ("MT1", "real/tutorial/mt1.nii.gz", None),
+    ("DWI (mean)", "real/tutorial/dmri.nii.gz", "mean"),
+    ("MS T2w axial", "real/tutorial/t2_ms.nii.gz", None),
+    ("lumbar T2w sagittal", "real/tutorial/t2_lumbar.nii.gz", None),
+]
+
+
+def load_image(path, how):
+    volume = load_volume(path, volume_index=0) if how == "mean" else load_volume(path)
+    if how == "mean":  # the mean over the 4th dimension, as a user would pass it
+        import nibabel as nib
+
+        volume.array = np.asanyarray(nib.load(path).dataobj).astype(np.float32).mean(axis=3)
+    return volume
+
+
+def mean_csa(probability, affine):
+    table = compute_csa(probability, affine)
+    csa = table.column("csa_mm2").astype(float)
+    return float(np.nanmean(csa)) if csa.size else float("nan"), table
+
+
+def segment(volume):
+    start = time.perf_counter()
+    raw = inference.segment_image(volume.array, volume.affine, largest_component=False)
+    seconds = time.perf_counter() - start
+    return raw, inference.keep_largest_component(raw), seconds
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("SOFTSEG_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    p.add_argument("--qc-dir", help="write a QC mosaic per image here")
+    p.add_argument("--weights-dir", help="evaluate the weights in this folder instead of the shipped ones")
+    args = p.parse_args(argv)
+    if args.weights_dir:
+        os.environ["SOFTSEG_MODEL_DIR"] = args.weights_dir
+    data = Path(args.data)
+    if args.qc_dir:
+        Path(args.qc_dir).mkdir(parents=True, exist_ok=True)
+
+    print("| image | Dice | mean CSA model / manual (mm²) | ratio | seconds |")
+    print("| --- | --- | --- | --- | --- |")
+    unf01 = []
+    for name, image_path, mask_path in LABELLED:
+        volume = load_volume(data / image_path)
+        manual = load_mask(data / mask_path, volume).array >= 0.5
+        _, prob, seconds = segment(volume)
+        pred = prob >= 0.5
+        dice = 2 * (pred & manual).sum() / max(pred.sum() + manual.sum(), 1)
+        csa_model, _ = mean_csa(prob, volume.affine)
+        csa_manual, _ = mean_csa(manual.astype(np.float32), volume.affine)
+        if name.startswith("unf01"):
+            unf01.append(csa_model)
+        print(f"| {name} | {dice:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {seconds:.1f} |")
+        if args.qc_dir:
+            qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
+    print(f"\nSD of mean CSA across unf01 T1w/T2star/T2w: {np.std(unf01, ddof=1):.2f} mm² (means {', '.join(f'{c:.1f}' for c in unf01)})\n")
+
+    print("| image | slices with cord / total | CSA median [min, max] (mm²) | probability removed by clean-up | components (p ≥ 0.5) | seconds |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    from scipy import ndimage
+
+    for name, image_path, how in UNLABELLED:
+        volume = load_image(data / image_path, how)
+        raw, prob, seconds = segment(volume)
+        _, table = mean_csa(prob, volume.affine)
+        csa = table.column("csa_mm2").astype(float)
+        n_total = volume.array.shape[int(np.argmax(np.abs(volume.affine[2, :3])))]
+        with_cord = int((csa >= 10).sum())
+        removed = 1 - prob.sum() / max(raw.sum(), 1e-6)
+        components = ndimage.label(raw >= 0.5, structure=np.ones((3, 3, 3)))[1]
+        stats = f"{np.median(csa):.1f} [{csa.min():.1f}, {csa.max():.1f}]" if csa.size else "none"
+        print(f"| {name} | {with_cord} / {n_total} | {stats} | {removed:.1%} | {components} | {seconds:.1f} |")
+        if args.qc_dir:
+            qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
+    return 0
+
+
+def slug(name):
+    return "".join(c if c.isalnum() else "_" for c in name.split(" (")[0]).strip("_")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
