@@ -158,3 +158,11 @@ def test_empty_mask_and_bad_ranges_are_input_errors():
     for text in ("3:2", "a:b", "1:2:3"):
         with pytest.raises(InputError):
             parse_range(text, "--vert")
+
+
+def test_vertebral_level_names_and_codes_are_inverse():
+    from SoftSpinalCordSegLib.plot import level_code, level_name
+
+    assert [level_name(code) for code in (1, 7, 8, 19, 20, 25)] == ["C1", "C7", "T1", "T12", "L1", "S1"]
+    assert all(level_code(level_name(code)) == code for code in range(1, 30))
+    assert level_code(" c2 ") == 2 and level_code("C8") is None and level_code("X1") is None

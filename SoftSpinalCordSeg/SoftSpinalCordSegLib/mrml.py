@@ -37,8 +37,6 @@ INFERNO_ANCHORS = (
     (0.541, 0.135, 0.415), (0.736, 0.216, 0.330), (0.894, 0.353, 0.194),
     (0.978, 0.558, 0.035), (0.975, 0.798, 0.206), (0.988, 0.998, 0.645),
 )
-# PAM50 / SCT integer codes of the vertebral levels (1 = C1 ... 7 = C7, 8 = T1 ...).
-VERTEBRA_NAMES = [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"]
 
 
 @dataclass
@@ -363,12 +361,14 @@ def levels_from_disc_points(disc_points, volume_node, shape):
     disc_points: {"C2/C3": RAS position, ...}; vertebra k lies between the disc above it ("Ck-1/Ck" -> Ck)
     and the disc below it; voxels above the top disc or below the bottom one stay unlabelled (0).
     """
+    from .plot import level_code
+
     discs = []
     for label, position in disc_points.items():
         upper, _, lower = label.partition("/")
-        if upper not in VERTEBRA_NAMES or lower not in VERTEBRA_NAMES:
+        if level_code(upper) is None or level_code(lower) is None:
             raise InputError(f"disc point '{label}' is not named like C2/C3 (upper/lower vertebra)")
-        discs.append((float(position[2]), VERTEBRA_NAMES.index(lower) + 1))
+        discs.append((float(position[2]), level_code(lower)))
     if len(discs) < 2:
         raise InputError("at least two disc points (for example C2/C3 and C3/C4) are needed to define levels")
     discs.sort(reverse=True)  # superior first

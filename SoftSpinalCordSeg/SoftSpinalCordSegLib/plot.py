@@ -24,6 +24,12 @@ def level_name(level: Optional[int]) -> str:
     return str(level)
 
 
+def level_code(name: str) -> Optional[int]:
+    """The inverse of level_name: 'C2' -> 2, 'T1' -> 8; None when the name is not a vertebra's."""
+    codes = {level_name(code): code for code in range(1, sum(count for _, count in LEVEL_PREFIXES) + 1)}
+    return codes.get(name.strip().upper())
+
+
 def plot_csa(table: CsaTable, path, title: Optional[str] = None, truth_mm2: Optional[float] = None) -> None:
     """Write the CSA plot of `table` to `path` (PNG, atomically)."""
     from matplotlib.figure import Figure  # the object API needs no display and no global state
