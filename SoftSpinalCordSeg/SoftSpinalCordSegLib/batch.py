@@ -73,7 +73,6 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
     ModelNotInstalledError is raised on: it concerns every image, so the client stops the whole batch.
     """
     start = time.perf_counter()
-    Path(outputs["probseg"]).parent.mkdir(parents=True, exist_ok=True)
     reason, bad_input = "", False
     try:
         segment_file(
@@ -87,13 +86,15 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
     except ModelNotInstalledError:
         raise
     except InputError as error:
-        reason, bad_input = str(error), True
+        # The file is named beside the reason everywhere: drop it from the front of the message.
+        reason, bad_input = str(error).split(f"{image.path}: ", 1)[-1], True
     except Exception as error:  # noqa: BLE001 - one broken image must not stop the cohort
         reason = f"{type(error).__name__}: {error}"
     if reason:
         # Each output is written atomically, but an incomplete set would look half done: remove it.
         for path in outputs.values():
             Path(path).unlink(missing_ok=True)
+        _remove_empty_folders(Path(outputs["probseg"]).parent, len(Path(image.output_dir).parts))
     return {
         "status": "failed" if reason else "done",
         "reason": reason,
@@ -102,6 +103,15 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
         "peak_rss_mb": peak_rss_mb(),
         "worker": f"{os.uname().nodename}:{os.getpid()}",
     }
+
+
+def _remove_empty_folders(folder: Path, depth: int) -> None:
+    """Remove folder and up to depth-1 of its parents, as long as they are empty."""
+    for candidate in [folder, *folder.parents][:depth]:
+        try:
+            candidate.rmdir()
+        except OSError:
+            return
 
 
 def peak_rss_mb() -> float:
