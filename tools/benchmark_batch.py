@@ -65,8 +65,9 @@ def model_installed() -> bool:
     try:
         inference.load_network("cpu")
     except ModelNotInstalledError as error:
-        print(f"shipped model not available ({error}): using the stand-in model")
+        print(f"no model installed ({error}): using the stand-in model")
         return False
+    print(f"model: {inference.model_dir() / inference.WEIGHTS_NAME}")
     return True
 
 
@@ -90,7 +91,7 @@ def main() -> None:
     count = build_cohort(cohort, args.subjects)
     real_model = not args.stand_in and model_installed()
     segment_file = None if real_model else segment_file_with_stand_in
-    model = "shipped model" if real_model else "stand-in model"
+    model = "installed model" if real_model else "stand-in model"
     print(f"{count} images (unf01 T1w/T2w/T2star, 131x141x16 voxels of 1 mm), {model}, {os.cpu_count()} CPU cores")
     try:
         for workers in (1, 2):
