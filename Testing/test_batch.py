@@ -157,6 +157,8 @@ def read_rows(path: Path, delimiter=","):
 # ------------------------------------------------------------------------------------------ discovery
 def test_discovery_reads_bids_entities_and_names_derivatives(tmp_path):
     cohort = build_cohort(tmp_path / "ds")
+    # Derivatives written inside the dataset (--output ds) are not images to segment.
+    shutil.copy(cohort["good"][-1], cohort["good"][-1].parent / "sub-ph02_T2star_label-SC_probseg.nii.gz")
     images = bids.discover(tmp_path / "ds")
     paths = sorted(Path(image.path) for image in images)
     assert paths == sorted(cohort["good"] + [cohort["corrupt"]])  # nothing from derivatives/ or sourcedata/
@@ -179,10 +181,11 @@ def test_discovery_of_a_plain_folder_and_a_file_list(tmp_path):
     write_image(phantom_mri((16, 16, 6), affine, 5), affine, folder / "site_a" / "patient7_t2.nii.gz")
     write_image(np.ones((16, 16, 6)), affine, folder / "site_a" / "patient7_t2_seg-manual.nii.gz")
     write_image(np.ones((16, 16, 6)), affine, folder / "patient8_T2w_label-SC_mask.nii.gz")
+    write_image(phantom_mri((16, 16, 6), affine, 6), affine, folder / "patient9_acq-masked_T2w.nii.gz")
     (folder / "notes.txt").write_text("not an image")
     images = bids.discover(folder)
-    assert [image.stem for image in images] == ["patient7_t2"]  # masks and other derivatives left out
-    assert images[0].output_dir == "site_a" and images[0].subject == "patient7_t2"
+    assert [image.stem for image in images] == ["patient9_acq-masked_T2w", "patient7_t2"]  # masks left out
+    assert images[1].output_dir == "site_a" and images[1].subject == "patient7_t2"
 
     listing = tmp_path / "cohort.txt"
     listing.write_text("# my cohort\nscans/site_a/patient7_t2.nii.gz\n\n")

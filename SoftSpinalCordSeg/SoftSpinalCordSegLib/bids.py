@@ -19,7 +19,7 @@ IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 # Folders of a BIDS dataset that never hold raw images to segment.
 SKIPPED_FOLDERS = {"derivatives", "sourcedata", "code", ".git", ".heudiconv"}
 # Names of masks and other derivatives that a plain folder may hold beside its images.
-DERIVATIVE_NAME = re.compile(r"(_seg([-_.]|$)|_seg-|_csfseg|_mask|_probseg|_dseg|_label-|_desc-)", re.IGNORECASE)
+DERIVATIVE_NAME = re.compile(r"(_seg([-_]|$)|_csfseg|_mask(_|$)|_probseg|_dseg|_label-|_desc-)", re.IGNORECASE)
 ENTITY = re.compile(r"^([a-zA-Z0-9]+)-([a-zA-Z0-9.+]+)$")
 
 
@@ -120,7 +120,7 @@ def discover(input_path, include: Sequence[str] = (), exclude_dirs: Iterable = (
     """The images to segment under a BIDS dataset or plain folder, or listed in a text file (one path a line).
 
     include: glob patterns matched against the path relative to the input (or the file name); all when empty.
-    In a plain folder, masks and other derivatives (`*_seg*`, `*_mask*`, `*_label-*`...) are left out.
+    Masks and other derivatives (`*_seg*`, `*_mask*`, `*_label-*`...) are left out.
     """
     input_path = Path(input_path)
     if input_path.is_dir():
@@ -128,8 +128,8 @@ def discover(input_path, include: Sequence[str] = (), exclude_dirs: Iterable = (
         images = []
         for path in _walk_images(input_path, exclude_dirs):
             relative = path.relative_to(input_path).as_posix()
-            if not bids and DERIVATIVE_NAME.search(split_extension(path.name)[0]):
-                continue
+            if DERIVATIVE_NAME.search(split_extension(path.name)[0]):
+                continue  # a mask or another derivative (also ours, when --output is inside the input)
             if bids and not relative.startswith("sub-"):
                 continue  # a BIDS dataset's images live under its sub-* folders
             if _included(relative, include):
