@@ -1,4 +1,5 @@
-"""Shared test fixtures: the data folder, one torch thread, phantom files written to a temporary folder."""
+"""Shared test fixtures: the data folder, one torch thread, phantom files written to a temporary folder, a
+random-weight model."""
 
 from __future__ import annotations
 
@@ -71,3 +72,21 @@ def write_phantom(tmp_path):
         return path, mask, affine
 
     return write
+
+
+@pytest.fixture
+def random_model(tmp_path, monkeypatch):
+    """A random-weight network installed like the shipped one (fp16 weights + SHA-256) through
+    $SOFTSEG_MODEL_DIR: the model's machinery runs end to end, its numbers mean nothing."""
+    torch = pytest.importorskip("torch")
+    from SoftSpinalCordSegLib import inference
+    from SoftSpinalCordSegLib.model import build_network
+
+    torch.manual_seed(0)
+    weights = tmp_path / inference.WEIGHTS_NAME
+    torch.save({k: v.half() for k, v in build_network().state_dict().items()}, weights)
+    (tmp_path / (inference.WEIGHTS_NAME + ".sha256")).write_text(inference.sha256_of(weights) + "\n")
+    monkeypatch.setenv("SOFTSEG_MODEL_DIR", str(tmp_path))
+    inference.load_network.cache_clear()
+    yield tmp_path
+    inference.load_network.cache_clear()

@@ -1,6 +1,6 @@
 """The model's machinery: synthetic training data, training/export/resume, checksum-verified loading and
 inference in the input's own grid. Model-free tests use a random-weight network written to a temporary
-folder; the quality test uses the shipped weights on the validation subject."""
+folder (conftest's `random_model`); the quality test uses the shipped weights on the validation subject."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from SoftSpinalCordSegLib import inference, synth, train  # noqa: E402
 from SoftSpinalCordSegLib.errors import InputError, ModelNotInstalledError  # noqa: E402
 from SoftSpinalCordSegLib.io import reorient  # noqa: E402
-from SoftSpinalCordSegLib.model import build_network, pad_amounts  # noqa: E402
+from SoftSpinalCordSegLib.model import pad_amounts  # noqa: E402
 
 
 def _canal_patch(radius_cord_mm=4.0, radius_csf_mm=6.5):
@@ -27,18 +27,6 @@ def _canal_patch(radius_cord_mm=4.0, radius_csf_mm=6.5):
 
 def _use_model_dir(monkeypatch, folder):
     monkeypatch.setenv("SOFTSEG_MODEL_DIR", str(folder))
-    inference.load_network.cache_clear()
-
-
-@pytest.fixture
-def random_model(tmp_path, monkeypatch):
-    """A random-weight network installed like the shipped one (fp16 weights + SHA-256)."""
-    torch.manual_seed(0)
-    weights = tmp_path / inference.WEIGHTS_NAME
-    torch.save({k: v.half() for k, v in build_network().state_dict().items()}, weights)
-    (tmp_path / (inference.WEIGHTS_NAME + ".sha256")).write_text(inference.sha256_of(weights) + "\n")
-    _use_model_dir(monkeypatch, tmp_path)
-    yield tmp_path
     inference.load_network.cache_clear()
 
 

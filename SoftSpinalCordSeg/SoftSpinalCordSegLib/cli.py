@@ -120,63 +120,112 @@ def run_segment(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ demo
+DEMO_SHAPE = (80, 80, 40)  # voxels: a 72 x 72 mm field of view, 36 mm along the cord
+DEMO_SPACING_MM = 0.9
+
+
 @dataclass
 class DemoInput:
-    mask_path: Path
+    image_path: Path  # the T2w-like image
+    truth_path: Path  # the cord's exact partial-volume mask
     phantom: object  # phantom.CordPhantom, the known truth
     description: str
 
 
+@dataclass
+class DemoResult:
+    table: object  # morphometry.CsaTable of what was measured
+    truth_mm2: float
+    written: List[Path]
+    no_model: Optional[str] = None  # why no model could run (then the known mask was measured instead)
+
+    @property
+    def segmented(self) -> bool:
+        return self.no_model is None
+
+    @property
+    def errors_percent(self) -> np.ndarray:
+        """Per-slice CSA error against the truth (every slice holds a full cross-section of the cord)."""
+        return (self.table.column("csa_mm2") - self.truth_mm2) / self.truth_mm2 * 100
+
+
 def make_demo_input(output_dir) -> DemoInput:
-    """Write the demo's cord mask: a curved, tilted elliptic cord of known CSA, stored LPS (no download)."""
-    from .io import Volume, save_like
-    from .phantom import CordPhantom, make_phantom_mask
+    """Write the demo's T2w-like image and its cord's exact mask (a tilted elliptic cord of known CSA, no download)."""
+    from .io import Volume, reorient, save_like
+    from .phantom import CordPhantom, mri_like_image
 
-    phantom = CordPhantom(area_mm2=80.0, tilt_rl_deg=20.0, curve_radius_mm=80.0, length_mm=60.0)
-    mask, affine = make_phantom_mask(phantom, spacing=(0.8, 0.8, 0.8), axcodes="LPS")
-    mask_path = Path(output_dir) / "demo_cord_mask.nii.gz"
-    save_like(mask, Volume(array=mask, affine=affine), mask_path)
-    description = (f"elliptic cord of true cross-section {phantom.area_mm2:g} mm², bent in the sagittal plane "
-                   f"(radius {phantom.curve_radius_mm:g} mm) and tilted {phantom.tilt_rl_deg:g}° towards R, "
-                   "exact partial-volume soft mask, 0.8 mm voxels stored LPS")
-    return DemoInput(mask_path=mask_path, phantom=phantom, description=description)
+    # Longer than the field of view: every slice cuts the whole cord. 12 deg AP and 9 deg RL: 15 deg of tilt.
+    phantom = CordPhantom(area_mm2=80.0, aspect=1.4, tilt_ap_deg=12.0, tilt_rl_deg=9.0, length_mm=200.0)
+    affine = np.diag([DEMO_SPACING_MM] * 3 + [1.0])
+    affine[:3, 3] = -(np.array(DEMO_SHAPE) - 1) / 2 * DEMO_SPACING_MM
+    image, cord = mri_like_image(phantom, DEMO_SHAPE, affine)
+    image, stored_affine = reorient(image, affine, "LPS")
+    cord, _ = reorient(cord, affine, "LPS")
+    output_dir = Path(output_dir)
+    tilt_deg = np.degrees(np.arccos(phantom.rotation[2, 2]))  # between the cord and S
+    demo = DemoInput(
+        image_path=output_dir / "demo_t2w.nii.gz", truth_path=output_dir / "demo_cord_truth.nii.gz", phantom=phantom,
+        description=(f"T2w-like image ({'x'.join(map(str, DEMO_SHAPE))} voxels of {DEMO_SPACING_MM:g} mm, stored LPS) "
+                     f"of an elliptic cord of true cross-section {phantom.area_mm2:g} mm², tilted {tilt_deg:.0f}° from S, "
+                     "in bright CSF, epidural fat, a bony canal and textured tissue, with noise"),
+    )
+    save_like(image, Volume(array=image, affine=stored_affine), demo.image_path)
+    save_like(cord, Volume(array=cord, affine=stored_affine), demo.truth_path)
+    return demo
 
 
-def run_demo(output_dir, quiet: bool = False):
-    """Measure the demo cord and compare with the truth; returns the MeasureResult."""
-    from .phantom import is_interior
-    from .pipeline import measure_file
+def run_demo(output_dir, quiet: bool = False, device: str = "auto") -> DemoResult:
+    """Segment the demo image with the model (or, with none installed, measure the known cord mask) and
+    compare the CSA with the truth."""
+    from .errors import ModelNotInstalledError
+    from .pipeline import measure_file, segment_file
 
     output_dir = Path(output_dir)
     progress = StderrProgress(quiet)
-    progress(0.0, "building the demo phantom")
+    progress(0.0, "building the demo image")
     demo = make_demo_input(output_dir)
     truth = demo.phantom.area_mm2
-    result = measure_file(demo.mask_path, output_dir / "demo_csa.csv", plot_path=output_dir / "demo_csa.png",
-                          progress=progress, truth_mm2=truth)
+    outputs = {name: output_dir / f"demo_{name}" for name in ("cord_prob.nii.gz", "cord_mask.nii.gz", "csa.csv",
+                                                                "csa.png", "qc.png")}
+    try:
+        result = segment_file(demo.image_path, outputs["cord_prob.nii.gz"], mask_path=outputs["cord_mask.nii.gz"],
+                              csa_path=outputs["csa.csv"], plot_path=outputs["csa.png"], qc_path=outputs["qc.png"],
+                              device=device, progress=progress, truth_mm2=truth)
+        demo_result = DemoResult(result.table, truth, [demo.image_path, demo.truth_path, *outputs.values()])
+    except ModelNotInstalledError as error:
+        result = measure_file(demo.truth_path, outputs["csa.csv"], plot_path=outputs["csa.png"], progress=progress,
+                              truth_mm2=truth)
+        demo_result = DemoResult(result.table, truth, [demo.image_path, demo.truth_path, outputs["csa.csv"],
+                                                       outputs["csa.png"]], no_model=" ".join(str(error).split()))
     if not quiet:
         print(f"demo input: {demo.description}")
-        print_summary(result.table)
-        interior = is_interior(demo.phantom, result.table.column("z_mm"), margin_mm=10.0)
-        error = (result.table.column("csa_mm2")[interior] - truth) / truth * 100
-        print(f"vs truth {truth:g} mm² on {interior.sum()} interior slices: mean error {error.mean():+.2f}%, "
-              f"largest {np.abs(error).max():.2f}%")
-        print(f"wrote {demo.mask_path}, {result.csa_path} and {result.plot_path}")
-    return result
+        if demo_result.segmented:
+            print("segmented by the model; CSA of its soft segmentation:")
+        else:
+            print(f"NO MODEL: {demo_result.no_model}. The image was not segmented; "
+                  "measuring the known cord mask instead:")
+        print_summary(demo_result.table)
+        error = demo_result.errors_percent
+        print(f"mean CSA {demo_result.table.column('csa_mm2').mean():.2f} mm² vs truth {truth:g} mm²: "
+              f"{error.mean():+.2f}% (per slice: largest error {np.abs(error).max():.2f}%, {error.size} slices)")
+        print("wrote " + ", ".join(str(path) for path in demo_result.written))
+    return demo_result
 
 
 def add_demo_parser(subparsers, common) -> None:
     parser = subparsers.add_parser(
-        "demo", parents=[common], help="run on a built-in example (no download) and compare with the known truth",
-        description="Build a synthetic cord of known cross-section, measure it as `softseg csa` does, print the "
-                    "summary against the truth and write the mask, the CSA table and the plot.",
+        "demo", parents=[common], help="segment a built-in MRI-like image (no download) and compare with the known truth",
+        description="Generate a T2w-like image of a tilted cord of known cross-section, segment it as `softseg "
+                    "segment` does (probability, mask, CSA table, plot, QC mosaic) and print the CSA against "
+                    "the truth. With no model installed, say so and measure the known cord mask instead.",
     )
     parser.add_argument("--output-dir", default="softseg_demo", metavar="DIR", help="where to write (default ./softseg_demo)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs (default auto)")
     parser.set_defaults(func=run_demo_command)
 
 
 def run_demo_command(args) -> int:
-    run_demo(args.output_dir, args.quiet)
+    run_demo(args.output_dir, args.quiet, args.device)
     return 0
 
 

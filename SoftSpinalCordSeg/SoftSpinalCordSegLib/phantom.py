@@ -4,12 +4,14 @@ A phantom is an elliptic tube (cross-section area `area_mm2` perpendicular to it
 or bent along a circular arc in the sagittal plane, tilted in AP and RL, and cut by two axial planes
 (|S| <= length/2). Its soft mask is the exact partial-volume fraction of each voxel (supersampled only
 where the boundary crosses the voxel), on any grid: any voxel size, orientation code, oblique rotation.
+`mri_like_image` nests such tubes (cord, CSF, epidural fat, bony canal, body) into a T2w-like image whose
+cord has a known cross-section, for the demo of the model.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
@@ -161,3 +163,54 @@ def make_phantom_mask(
 def is_interior(phantom: CordPhantom, z_mm, margin_mm: float) -> np.ndarray:
     """True where an axial slice at `z_mm` lies at least `margin_mm` inside the caps."""
     return np.abs(np.asarray(z_mm, dtype=float)) <= phantom.length_mm / 2 - margin_mm
+
+
+# The demo's T2w-like tissues, innermost first: (name, cross-section area in mm², RL/AP aspect, intensity).
+# The cord's own area and aspect come from its phantom; CSF is bright, the cord grey, bone dark.
+T2W_TISSUES = (
+    ("cord", None, None, 0.42),
+    ("csf", 200.0, 1.45, 1.0),
+    ("epidural fat", 300.0, 1.5, 0.6),
+    ("bone", 800.0, 1.3, 0.12),
+    ("body", 5700.0, 1.25, 0.32),
+)
+BODY_OFFSET_MM = (0.0, 12.0, 0.0)  # the neck's centre lies anterior to the canal
+
+
+def mri_like_image(cord: CordPhantom, shape, affine: np.ndarray, noise: float = 0.03,
+                   seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """(T2w-like image, exact cord fraction) on a grid: the cord in its CSF, epidural fat, bony canal and body.
+
+    The tissues are concentric tubes sharing the cord's centreline (the body is a wider, untilted one, shifted
+    anterior), each voxel mixing them by its exact partial-volume fractions; the body has a smooth texture,
+    everything a mild bias field, and the magnitude of complex Gaussian noise (`noise` x the CSF signal).
+    """
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    affine = np.asarray(affine, dtype=float)
+    inside = []  # fraction of each voxel inside each tissue's outer boundary, innermost first
+    for name, area, aspect, _ in T2W_TISSUES:
+        if name == "cord":
+            inside.append(soft_mask(cord, shape, affine))
+        elif name == "body":
+            body = CordPhantom(area_mm2=area, aspect=aspect, length_mm=cord.length_mm)
+            shifted = affine.copy()
+            shifted[:3, 3] -= BODY_OFFSET_MM
+            inside.append(soft_mask(body, shape, shifted, step_mm=0.3))
+        else:
+            inside.append(soft_mask(replace(cord, area_mm2=area, aspect=aspect), shape, affine, step_mm=0.3))
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=2.0 / spacing)
+    texture /= texture.std()
+    image = np.zeros(shape)
+    outside = np.zeros(shape, dtype=np.float32)
+    for (name, _, _, intensity), fraction in zip(T2W_TISSUES, inside):
+        own = np.clip(fraction - outside, 0.0, 1.0)  # the shell between this boundary and the one inside it
+        image += own * intensity * (1.0 + 0.15 * texture if name == "body" else 1.0)
+        outside = np.maximum(outside, fraction)
+    grid = np.indices(shape).reshape(3, -1).T @ affine[:3, :3].T + affine[:3, 3]
+    bias = 1.0 + 0.1 * grid @ rng.normal(size=3) / np.linalg.norm(grid, axis=1).max()
+    image *= bias.reshape(shape)
+    image = np.hypot(image + noise * rng.standard_normal(shape), noise * rng.standard_normal(shape))
+    return (1000.0 * image).astype(np.float32), inside[0]

@@ -52,9 +52,10 @@ def _check_outputs(inputs, outputs) -> None:
 
 def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
                  qc_path=None, device="auto", volume_index=None, largest_component=True,
-                 progress: Progress = None) -> SegmentResult:
+                 progress: Progress = None, truth_mm2: Optional[float] = None) -> SegmentResult:
     """Segment one image: soft cord probability (float32, the image's grid), optional binary mask, CSA CSV,
-    CSA plot and QC mosaic. Raises InputError (incl. ModelNotInstalledError) on bad input."""
+    CSA plot (with a truth line when `truth_mm2` is known) and QC mosaic.
+    Raises InputError (incl. ModelNotInstalledError) on bad input."""
     from . import inference
 
     if not 0.0 < float(threshold) < 1.0:
@@ -84,7 +85,7 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
         if plot_path is not None:
             from .plot import plot_csa
 
-            plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}")
+            plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}", truth_mm2=truth_mm2)
     if qc_path is not None:
         from .qc import qc_mosaic
 
