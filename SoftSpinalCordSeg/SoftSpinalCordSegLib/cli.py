@@ -254,6 +254,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_request:  # --help, --version, usage errors: argparse already printed
         return int(exit_request.code or 0)
+    from .inference import tune_cpu_allocator
+
+    tune_cpu_allocator()
     try:
         return int(args.func(args) or 0)
     except InputError as error:

@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--no-real", action="store_true", help="synthetic data only (ablation)")
     p.add_argument("--no-synthetic", action="store_true", help="real labelled slices only (ablation)")
     p.add_argument("--binary-targets", action="store_true", help="threshold targets at 0.5 (ablation)")
+    p.add_argument("--real-fraction", type=float, default=0.1, help="share of real labelled slices in a batch")
+    p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
     p.add_argument("--checkpoint-every", type=int, default=100)
@@ -80,16 +82,17 @@ class _Stream:
 
 def make_generator(args, seed):
     pairs = [] if args.no_real else [(os.path.join(args.data, a), os.path.join(args.data, b)) for a, b in REAL_TRAINING_PAIRS]
-    weights = (0.0, 0.0, 1.0) if args.no_synthetic else (0.5, 0.4, 0.1)
+    synthetic = 1 - args.real_fraction
+    weights = (0.0, 0.0, 1.0) if args.no_synthetic else (synthetic * 5 / 9, synthetic * 4 / 9, args.real_fraction)
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
                           real_pairs=pairs, weights=weights)
 
 
 def validate(net, data_dir):
-    """Dice (soft >= 0.5 vs manual) and mean CSA ratio on the validation subject, per contrast."""
+    """Dice (soft >= 0.5 vs manual) and soft volume / manual volume on the validation subject, per contrast."""
     import nibabel as nib
 
-    from .inference import canonical_view, predict_slices
+    from .inference import NOISE_FLOOR, canonical_view, keep_largest_component, predict_slices
 
     results = {}
     net.eval()
@@ -97,7 +100,9 @@ def validate(net, data_dir):
         img = nib.load(os.path.join(data_dir, image_path))
         manual = np.asanyarray(nib.load(os.path.join(data_dir, mask_path)).dataobj) > 0.5
         canonical, spacing, back = canonical_view(img.get_fdata(dtype=np.float32), img.affine)
-        prob = back(predict_slices(net, canonical, spacing))
+        prob = predict_slices(net, canonical, spacing)
+        prob[prob < NOISE_FLOOR] = 0
+        prob = back(keep_largest_component(prob))  # the same clean-up as segment_image
         pred = prob >= 0.5
         dice = 2 * (pred & manual).sum() / max(pred.sum() + manual.sum(), 1)
         contrast = image_path.split("_")[-1].split(".")[0]
@@ -147,6 +152,8 @@ def main(argv=None):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iterations, pct_start=0.05)
     start, validation = 0, {}
     ckpt_path = run / "last.pt"
+    if args.init and not (args.resume and ckpt_path.exists()):
+        net.load_state_dict(torch.load(Path(args.init) / "last.pt", map_location="cpu", weights_only=True)["model"])
     if args.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         net.load_state_dict(ckpt["model"])

@@ -87,8 +87,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             image, affine = data["image"], data["affine"]
         device, note = _resolved_device(args.device)
         print(f"DEVICE {device} {note}".rstrip(), flush=True)
-        from .inference import segment_image
+        from .inference import segment_image, tune_cpu_allocator
 
+        tune_cpu_allocator()  # this process only runs the model
         probability = segment_image(image, affine, device=device, largest_component=not args.all_components, progress=report)
         _save_atomically(args.output, probability=np.asarray(probability, dtype=np.float32))
     except InputError as error:
