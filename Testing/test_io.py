@@ -181,3 +181,16 @@ def test_output_suffix_decides_the_format(tmp_path):
     with pytest.raises(InputError, match="unsupported file type"):
         save_like(reference.array, reference, tmp_path / "prob.png")
     assert io.file_format("a/b.NII.GZ") == "nifti" and io.file_format("x.nhdr") == "nrrd"
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    """Outputs are readable as any file the user writes (umask), not private like a temporary file."""
+    import os
+
+    reference = Volume(array=random_image(), affine=OBLIQUE_LEFT_HANDED)
+    previous = os.umask(0o022)
+    try:
+        written = save_like(reference.array, reference, tmp_path / "prob.nii.gz")
+    finally:
+        os.umask(previous)
+    assert (written.stat().st_mode & 0o777) == 0o644

@@ -218,12 +218,19 @@ def atomic_path(path):
     except OSError as error:
         raise InputError(f"{path}: cannot write here ({error.strerror})") from None
     os.close(handle)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600: give outputs the usual permissions
     try:
         yield Path(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def save_like(array: np.ndarray, reference: Volume, path, dtype=np.float32) -> Path:
