@@ -168,8 +168,6 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
     array: 3D image in file voxel order (i, j, k); affine: 4x4 voxel-to-RAS (mm).
     progress: optional callable(fraction_done: float, message: str); cancel: optional callable -> bool.
     """
-    import torch
-
     array = np.asarray(array)
     if array.ndim != 3:
         raise InputError(f"expected a 3D image, got {array.ndim} dimensions")
@@ -177,7 +175,6 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
         raise InputError("the image contains NaN or infinite values")
     if np.ptp(array) == 0:
         raise InputError("the image is constant: there is nothing to segment")
-    torch.set_num_threads(max(1, min(os.cpu_count() or 1, torch.get_num_threads())))
     device = resolve_device(device)
     net = load_network(device)
     canonical, spacing, back = canonical_view(array.astype(np.float32), np.asarray(affine, np.float64))
