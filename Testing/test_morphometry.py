@@ -166,3 +166,21 @@ def test_vertebral_level_names_and_codes_are_inverse():
     assert [level_name(code) for code in (1, 7, 8, 19, 20, 25)] == ["C1", "C7", "T1", "T12", "L1", "S1"]
     assert all(level_code(level_name(code)) == code for code in range(1, 30))
     assert level_code(" c2 ") == 2 and level_code("C8") is None and level_code("X1") is None
+
+
+def test_csa_csv_reads_back_to_the_same_table(tmp_path):
+    from SoftSpinalCordSegLib.morphometry import CsaTable
+
+    mask = np.zeros((20, 20, 12), np.float32)
+    mask[6:13, 5:14, :] = 1.0
+    mask[5, 5:14, :] = 0.4  # partial-volume rim
+    levels = np.zeros(mask.shape, np.int16)
+    levels[..., :6], levels[..., 6:] = 3, 2
+    table = compute_csa(mask, np.diag([0.8, 0.8, 2.0, 1.0]), levels=levels)
+    table.write_csv(tmp_path / "csa.csv")
+    read = CsaTable.read_csv(tmp_path / "csa.csv")
+    assert len(read) == len(table)
+    for written, reloaded in zip(table.rows, read.rows):
+        assert reloaded["slice"] == written["slice"] and reloaded["level"] == written["level"]
+        for name in ("z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm"):
+            assert reloaded[name] == pytest.approx(written[name], abs=1e-6)

@@ -82,6 +82,18 @@ class CsaTable(Table):
     def __init__(self, rows: List[dict]):
         super().__init__(rows, SLICE_COLUMNS)
 
+    @classmethod
+    def read_csv(cls, path) -> "CsaTable":
+        """The table of a per-slice CSV written by `write_csv` (`softseg csa`, `segment`, `batch`)."""
+        rows = []
+        with open(path, newline="") as handle:
+            for record in csv.DictReader(handle):
+                row = {name: (float(text) if text not in ("", None) else None) for name, text in record.items()}
+                row["slice"] = int(row["slice"])
+                row["level"] = None if row.get("level") is None else int(row["level"])
+                rows.append(row)
+        return cls(rows)
+
     def select(self, levels=None, slices=None, z_range=None) -> List[dict]:
         """Rows within a level range, a slice-index range and/or a z range (each an inclusive (low, high))."""
         chosen = []

@@ -17,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+from .morphometry import CsaTable
+
 SUMMARY_COLUMNS = ["subject", "session", "contrast", "level", "slices", "z_min_mm", "z_max_mm", "mean_csa_mm2", "sd_csa_mm2", "n_slices", "file"]
 SPREAD_COLUMNS = ["subject", "session", "level", "z_min_mm", "z_max_mm", "n_contrasts", "contrast_means_mm2", "mean_csa_mm2", "sd_across_contrasts_mm2", "range_mm2", "cv_percent"]
 WHOLE_CORD = "all"
@@ -26,20 +28,6 @@ def contrast_label(image) -> str:
     """The BIDS suffix with the entities that tell two images of one subject apart (acq-MTon_MTS)."""
     others = [f"{k}-{v}" for k, v in image.entities.items() if k not in ("sub", "ses", "run")]
     return "_".join(others + [image.contrast or "image"])
-
-
-def read_csa_table(path):
-    """The per-slice CsaTable of a `<stem>_csa.csv` written by `softseg segment` (or batch)."""
-    from .morphometry import CsaTable
-
-    rows = []
-    with open(path, newline="") as handle:
-        for record in csv.DictReader(handle):
-            row = {name: (float(text) if text not in ("", None) else None) for name, text in record.items()}
-            row["slice"] = int(row["slice"])
-            row["level"] = None if row.get("level") is None else int(row["level"])
-            rows.append(row)
-    return CsaTable(rows)
 
 
 def _levels(table) -> List[int]:
@@ -129,7 +117,7 @@ def write_cohort_outputs(output_dir: Path, results: Sequence, input_path) -> Tup
         csa_path = Path(result.outputs.get("csa", ""))
         if result.status == "failed" or not csa_path.is_file():
             continue
-        table = read_csa_table(csa_path)
+        table = CsaTable.read_csv(csa_path)
         if not len(table):
             no_cord.append(result.image.path)  # listed in the report, no summary row
             continue
