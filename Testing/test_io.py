@@ -194,3 +194,24 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(previous)
     assert (written.stat().st_mode & 0o777) == 0o644
+
+
+def test_output_folder_removed_by_another_process_is_made_again(tmp_path, monkeypatch):
+    """A batch worker may remove an empty output folder between our mkdir and our write."""
+    import shutil
+    import tempfile
+
+    reference = Volume(array=random_image(), affine=OBLIQUE_LEFT_HANDED)
+    target = tmp_path / "sub-01" / "anat" / "prob.nii.gz"
+    real_mkstemp = tempfile.mkstemp
+    calls = []
+
+    def racing_mkstemp(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            shutil.rmtree(tmp_path / "sub-01")  # the other process wins the race once
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", racing_mkstemp)
+    save_like(reference.array, reference, target)
+    assert len(calls) == 2 and load_volume(target).array.shape == reference.array.shape

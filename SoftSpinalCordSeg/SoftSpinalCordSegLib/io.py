@@ -208,15 +208,20 @@ def atomic_path(path):
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give an output file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"{path}: cannot create the output folder ({error.strerror})") from None
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    except OSError as error:
-        raise InputError(f"{path}: cannot write here ({error.strerror})") from None
+    for attempt in range(3):  # another process (a batch worker cleaning up) may remove an empty folder meanwhile
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"{path}: cannot create the output folder ({error.strerror})") from None
+        try:
+            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise InputError(f"{path}: the output folder keeps disappearing") from None
+        except OSError as error:
+            raise InputError(f"{path}: cannot write here ({error.strerror})") from None
     os.close(handle)
     os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600: give outputs the usual permissions
     try:
