@@ -4,6 +4,8 @@ folder (conftest's `random_model`); the quality test uses the shipped weights on
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,42 @@ def test_synthetic_slice_keeps_cord_area_within_the_augmentation_range():
     assert np.all(full <= true_area * 1.3**2 * 1.1**2 * 1.02)
     assert np.median(full) > true_area * 0.75**2 * 0.9**2
     assert (areas == 0).sum() <= 3
+
+
+def test_rater_margin_widens_the_rendered_cord_but_not_its_target():
+    patch = _canal_patch().astype(np.float32)
+    cord_area = lambda occ: (occ[synth.WM] + occ[synth.GM]).sum() * synth.HIRES_MM**2  # noqa: E731
+    widened = synth.widen_visible_cord(patch, 0.4)
+    expected = np.pi * (4.4**2 - 4.0**2)  # a 4 mm disc grown by 0.4 mm
+    assert abs(cord_area(widened) - cord_area(patch) - expected) < 0.15 * expected
+    assert np.allclose(widened.sum(0), patch.sum(0))  # the cord grows into the CSF, the canal keeps its size
+    plain = synth.synthetic_sample(patch, np.random.default_rng(3), 0.0)
+    wide = synth.synthetic_sample(patch, np.random.default_rng(3), 0.4)
+    assert np.array_equal(plain[1], wide[1]) and not np.allclose(plain[0], wide[0])
+
+
+def test_cord_windows_keep_the_cord():
+    rng = np.random.default_rng(4)
+    for _ in range(10):
+        image, target = synth.synthetic_sample(_canal_patch(), rng)
+        window_image, window_target = synth.cord_window(image, target, rng)
+        assert window_image.shape == window_target.shape == (synth.WINDOW_PX, synth.WINDOW_PX)
+        assert window_target.sum() >= 0.95 * target.sum()
+
+
+def test_cord_locations_drop_isolated_false_hits_and_fill_the_gaps():
+    from SoftSpinalCordSegLib.inference import _cord_centres
+
+    prob = np.zeros((7, 96, 96), np.float32)
+    yy, xx = np.mgrid[0:96, 0:96]
+    for n in range(7):
+        prob[n][np.hypot(yy - 40 - n, xx - 50) < 5] = 0.9  # the cord drifts 1 mm a slice
+    prob[3] = 0
+    prob[3][np.hypot(yy - 80, xx - 10) < 6] = 0.9  # a bright blob far from the canal
+    prob[5] = 0  # a slice where nothing was found
+    centres = _cord_centres(prob)
+    assert np.isnan(centres[[3, 5]]).all()
+    assert np.allclose(centres[[0, 1, 2, 4, 6], 0], [40, 41, 42, 44, 46], atol=0.1)
 
 
 def test_area_downsample_conserves_partial_volume():
@@ -136,6 +174,13 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     prob = inference.segment_image(np.random.default_rng(0).random((20, 20, 3)), np.eye(4), device="cpu")
     assert prob.shape == (20, 20, 3)
     inference.load_network.cache_clear()
+    # a synthetic-only fine-tune on 64 px cord windows still owes the real images its --init run saw
+    tuned, tuned_export = tmp_path / "tuned", tmp_path / "tuned_model"
+    assert train.main(common[:2] + ["--run", str(tuned)] + common[4:] + ["--iterations", "1", "--init", str(run), "--no-real",
+                                                                          "--window-fraction", "1", "--rater-margin", "0.3"]) == 0
+    assert train.main(["--run", str(tuned), "--export", str(tuned_export)]) == 0
+    meta = json.loads((tuned_export / "model.json").read_text())
+    assert meta["config"]["no_real"] and meta["real_training_images"] == [train.REAL_TRAINING_PAIRS[0][0]]
 
 
 def test_shipped_model_segments_the_validation_subject(shared_file):

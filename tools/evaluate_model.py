@@ -4,7 +4,7 @@
 
 - unf01 T1w, T2star, T2w (validation subject, never trained on): Dice (soft >= 0.5 vs manual), mean
   angle-corrected CSA vs the manual mask's, spread of mean CSA across the three contrasts;
-- sub-05 MT-on (its slices are in the training mix): Dice and CSA;
+- sub-05 MT-on: Dice and CSA, marked "trained on" unless model.json says no real image was;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
   largest-component clean-up removed (mass outside the canal), and a QC mosaic to look at.
 """
@@ -30,7 +30,7 @@ LABELLED = [
     ("unf01 T1w", "real/unf01/sub-unf01_T1w.nii.gz", "real/unf01/sub-unf01_T1w_seg-manual.nii.gz"),
     ("unf01 T2star", "real/unf01/sub-unf01_T2star.nii.gz", "real/unf01/sub-unf01_T2star_seg-manual.nii.gz"),
     ("unf01 T2w", "real/unf01/sub-unf01_T2w.nii.gz", "real/unf01/sub-unf01_T2w_seg-manual.nii.gz"),
-    ("sub-05 MT-on (trained on)", "real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz"),
+    ("sub-05 MT-on", "real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz"),
 ]
 UNLABELLED = [
     ("sub-01 MT-off", "real/tutorial/sub-01_acq-MToff_MTS.nii.gz", None),
@@ -83,7 +83,10 @@ def main(argv=None):
     print("| image | Dice | mean CSA model / manual (mm²) | ratio | seconds |")
     print("| --- | --- | --- | --- | --- |")
     unf01 = []
+    seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
+        if name.startswith("sub-05"):
+            name += " (never trained on)" if seen == [] else " (trained on)"
         volume = load_volume(data / image_path)
         manual = load_mask(data / mask_path, volume).array >= 0.5
         _, prob, seconds = segment(volume)

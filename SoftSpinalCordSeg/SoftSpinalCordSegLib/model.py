@@ -23,9 +23,9 @@ def normalize_slice(x):
     return np.clip((x - lo) / max(hi - lo, 1e-6), -0.2, 1.5).astype(np.float32)
 
 
-def pad_amounts(size):
-    """(before, after) padding that brings one axis to >= MIN_SLICE_PX and a multiple of DIVISOR."""
-    target = max(size, MIN_SLICE_PX)
+def pad_amounts(size, min_px=MIN_SLICE_PX):
+    """(before, after) padding that brings one axis to >= min_px and a multiple of DIVISOR."""
+    target = max(size, min_px)
     target = -(-target // DIVISOR) * DIVISOR
     before = (target - size) // 2
     return before, target - size - before

@@ -23,6 +23,7 @@ HIRES_MM = 0.5  # grid of the label maps and of the rendering
 PATCH_HR = 128  # canal patch side in high-resolution pixels (64 mm)
 CANVAS_HR = 256  # rendered canvas side in high-resolution pixels (128 mm)
 OUT_PX = CANVAS_HR // 2  # training slice side at 1 mm
+WINDOW_PX = 64  # side of the cord windows that inference segments (inference.CROP_MM)
 # channels of a canal patch, as occupancies in [0, 1]
 BONE, CSF, WM, GM = range(4)
 VALIDATION_SUBJECT = "unf01"  # never used for training
@@ -197,11 +198,36 @@ def _distractors(rng, shape, forbidden, n_max=10):
 
 
 # --------------------------------------------------------------------------- samples
-def synthetic_sample(patch, rng):
-    """Render one 1 mm training slice (image, cord fraction) from a 4-channel canal patch."""
+def widen_visible_cord(occ, margin_mm):
+    """Occupancies whose cord reaches margin_mm further out (into CSF first), for rendering the image only.
+
+    Manual masks sit inside the visible cord edge (raters leave out the partial-volume rim): rendering the
+    cord slightly wider than its target teaches the network the raters' edge instead of the intensity edge.
+    """
+    cord = occ[WM] + occ[GM]
+    if margin_mm <= 0 or cord.max() < 0.5:
+        return occ
+    inside = cord >= 0.5
+    # signed distance (pixels) from the edge, which runs half a pixel outside the outermost cord pixels
+    signed_px = np.where(inside, 0.5 - ndimage.distance_transform_edt(inside), ndimage.distance_transform_edt(~inside) - 0.5)
+    widened = np.clip(0.5 - (signed_px - margin_mm / HIRES_MM), 0, 1)  # one-pixel ramp at the moved edge
+    extra = np.clip(widened - cord, 0, None)
+    out = occ.copy()
+    out[WM] += extra
+    out[CSF] = np.clip(out[CSF] - extra, 0, None)
+    return out
+
+
+def synthetic_sample(patch, rng, rater_margin_mm=0.0):
+    """Render one 1 mm training slice (image, cord fraction) from a 4-channel canal patch.
+
+    rater_margin_mm: the image's cord edge lies this far outside the target's (see widen_visible_cord).
+    """
     centre = np.array([CANVAS_HR / 2, CANVAS_HR / 2]) + rng.uniform(-35, 35, 2) / HIRES_MM
     coords = _warp_coordinates(rng, (CANVAS_HR, CANVAS_HR), patch.shape[1:], centre)
     occ = np.stack([ndimage.map_coordinates(c.astype(np.float32), coords, order=1, mode="constant") for c in patch])
+    target = np.clip(area_downsample(occ[WM] + occ[GM]), 0, 1)
+    occ = widen_visible_cord(occ, rater_margin_mm)
     negative = rng.random() < 0.05  # canal without cord (below the conus): teach "no cord here"
     if negative:
         occ[CSF] += occ[WM] + occ[GM]
@@ -233,7 +259,8 @@ def synthetic_sample(patch, rng):
         image += occ[channel] * textured(value, rng.uniform(0, 0.08))
 
     image = _acquire(image, rng)
-    target = np.clip(area_downsample(occ[WM] + occ[GM]), 0, 1)
+    if negative:
+        target[:] = 0
     image, target = _field_of_view(image, target, centre / 2, rng)
     return normalize_slice(image), target.astype(np.float32)
 
@@ -299,10 +326,26 @@ def real_sample(image, mask, spacing, rng):
     return normalize_slice(img), np.clip(tgt, 0, 1).astype(np.float32)
 
 
+def cord_window(image, target, rng, size=WINDOW_PX):
+    """A size x size window of a training slice that contains the cord (or the canvas centre without one):
+    teaches the network the small windows that inference segments around the located cord."""
+    if target.max() >= 0.5:
+        centre = np.array(ndimage.center_of_mass(target >= 0.5))
+    else:
+        centre = np.array(target.shape) / 2
+    origin = np.round(centre + rng.uniform(-size / 4, size / 4, 2)).astype(int) - size // 2
+    origin = np.clip(origin, 0, np.array(target.shape) - size)
+    window = (slice(origin[0], origin[0] + size), slice(origin[1], origin[1] + size))
+    return normalize_slice(image[window]), target[window]
+
+
 class SliceGenerator:
     """Mixes synthetic slices from PAM50 and spine-generic label maps with real labelled slices."""
 
-    def __init__(self, data_dir, seed=0, n_pam50=1500, real_pairs=None, weights=(0.5, 0.4, 0.1)):
+    def __init__(self, data_dir, seed=0, n_pam50=1500, real_pairs=None, weights=(0.5, 0.4, 0.1),
+                 rater_margin_mm=0.0, window_fraction=0.0):
+        self.rater_margin_mm = rater_margin_mm
+        self.window_fraction = window_fraction
         self.rng = np.random.default_rng(seed)
         labels = os.path.join(data_dir, "labels")
         self.banks = [
@@ -317,10 +360,15 @@ class SliceGenerator:
         source = self.rng.choice(len(self.weights), p=self.weights)
         if source < 2:
             bank = self.banks[source]
-            return synthetic_sample(bank[self.rng.integers(len(bank))], self.rng)
+            margin = self.rater_margin_mm * self.rng.uniform(0.5, 1.5)
+            return synthetic_sample(bank[self.rng.integers(len(bank))], self.rng, margin)
         image, mask, spacing = self.real[self.rng.integers(len(self.real))]
         return real_sample(image, mask, spacing, self.rng)
 
     def batch(self, size):
-        images, targets = zip(*(self.sample() for _ in range(size)))
+        """size slices of OUT_PX, or (window_fraction of the batches) cord windows of WINDOW_PX."""
+        samples = [self.sample() for _ in range(size)]
+        if self.rng.random() < self.window_fraction:
+            samples = [cord_window(image, target, self.rng) for image, target in samples]
+        images, targets = zip(*samples)
         return np.stack(images)[:, None], np.stack(targets)[:, None]

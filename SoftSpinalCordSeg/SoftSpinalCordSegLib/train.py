@@ -43,6 +43,10 @@ def parse_args(argv=None):
     p.add_argument("--no-synthetic", action="store_true", help="real labelled slices only (ablation)")
     p.add_argument("--binary-targets", action="store_true", help="threshold targets at 0.5 (ablation)")
     p.add_argument("--real-fraction", type=float, default=0.1, help="share of real labelled slices in a batch")
+    p.add_argument("--rater-margin", type=float, default=0.0, metavar="MM",
+                   help="render synthetic cords this much (x0.5-1.5) wider than their target: the raters' edge")
+    p.add_argument("--window-fraction", type=float, default=0.0,
+                   help="share of batches cropped to the 64 px cord windows that inference segments")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
@@ -85,7 +89,8 @@ def make_generator(args, seed):
     synthetic = 1 - args.real_fraction
     weights = (0.0, 0.0, 1.0) if args.no_synthetic else (synthetic * 5 / 9, synthetic * 4 / 9, args.real_fraction)
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
-                          real_pairs=pairs, weights=weights)
+                          real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
+                          window_fraction=args.window_fraction)
 
 
 def validate(net, data_dir):
@@ -119,6 +124,18 @@ def loss_function(kind):
     return lambda logits, target: F.mse_loss(logits.sigmoid(), target) * 10
 
 
+def real_training_images(config):
+    """The real images a run learnt from, its --init runs' included (read from their checkpoints)."""
+    import torch
+
+    images = [] if config.get("no_real") else [image for image, _ in REAL_TRAINING_PAIRS]
+    init = config.get("init")
+    if init and (Path(init) / "last.pt").is_file():
+        parent = torch.load(Path(init) / "last.pt", map_location="cpu", weights_only=True)
+        images += [i for i in real_training_images(json.loads(parent["config"])) if i not in images]
+    return images
+
+
 def export(run_dir, dest, args=None):
     """Write fp16 weights, their SHA-256 and model.json (training metadata) into dest."""
     import torch
@@ -131,7 +148,9 @@ def export(run_dir, dest, args=None):
     weights = dest / WEIGHTS_NAME
     torch.save({k: v.half() for k, v in ckpt["model"].items()}, weights)
     (dest / (WEIGHTS_NAME + ".sha256")).write_text(f"{sha256_of(weights)}  {WEIGHTS_NAME}\n")
-    meta = {"iteration": int(ckpt["iteration"]), "config": json.loads(ckpt["config"]), "validation": json.loads(ckpt["validation"])}
+    config = json.loads(ckpt["config"])
+    meta = {"iteration": int(ckpt["iteration"]), "config": config, "validation": json.loads(ckpt["validation"]),
+            "real_training_images": real_training_images(config)}
     (dest / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return weights
 
