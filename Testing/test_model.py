@@ -184,7 +184,7 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
 
 
 def test_shipped_model_segments_the_validation_subject(shared_file):
-    """Regression bar on unf01 T2w (never trained on): Dice 0.92 and CSA +14.5 % when shipped (model card).
+    """Regression bar on unf01 T2w (never trained on): Dice 0.934 and CSA +10.2 % when shipped (model card).
     The issue's CSA bar (within 5 % of the manual mask) is not met yet; tools/evaluate_model.py prints all bars."""
     from SoftSpinalCordSegLib.io import load_mask, load_volume
     from SoftSpinalCordSegLib.morphometry import compute_csa
@@ -201,4 +201,4 @@ def test_shipped_model_segments_the_validation_subject(shared_file):
     csa_model = np.nanmean(compute_csa(prob, volume.affine).column("csa_mm2").astype(float))
     csa_manual = np.nanmean(compute_csa(manual.astype(np.float32), volume.affine).column("csa_mm2").astype(float))
     assert dice >= 0.90
-    assert abs(csa_model / csa_manual - 1) <= 0.20
+    assert abs(csa_model / csa_manual - 1) <= 0.15

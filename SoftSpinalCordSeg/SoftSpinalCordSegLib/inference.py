@@ -1,8 +1,9 @@
 """Soft spinal-cord segmentation with the shipped model.
 
-The image is reoriented to the closest canonical (RAS) axes, each axial slice is resampled in-plane to the
-network's 1 mm grid, edge-padded, normalised and segmented; the cord fractions are resampled back to the
-input's own grid. The result is float32 in [0, 1], same shape and voxel order as the input.
+The image is reoriented to the closest canonical (RAS) axes and each axial slice is resampled in-plane to the
+network's 1 mm grid. The cord is located on a few full slices, then a 64 mm window around it is normalised
+and segmented on every slice; the cord fractions are resampled back to the input's own grid. The result is
+float32 in [0, 1], same shape and voxel order as the input.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ BATCH_SLICES = 16
 LOCATE_STEP_MM = 10.0  # the locating pass segments one full axial slice per this distance
 LOCATE_TOLERANCE_MM = 15.0  # a located centre this far from its neighbours' median is discarded
 CROP_MM = 64  # side of the window segmented around the located cord (1 mm pixels, a multiple of 16)
-CROP_PAD_PX = 128
 
 
 def model_dir() -> Path:
@@ -190,9 +190,10 @@ def _window(slice_1mm, centre, half):
 def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=None):
     """Cord fraction of every axial slice (last axis) of a canonical volume, in the volume's grid.
 
-    Large fields of view take two passes: locate the cord on a few full slices, then segment a CROP_MM
-    window around it on every slice. Cheaper, and the network sees what it was trained on (a canal in a
-    window of about 128 mm or less): whole 230 mm slices made its masks 1.5x too large on sub-05 MT-on.
+    Fields of view over 1.5 CROP_MM take two passes: locate the cord on a few full slices, then segment a
+    CROP_MM window around it on every slice. A window is 4-8x cheaper than a full slice, and it is what the
+    network was trained on (canals in 128 mm canvases and 64 mm cord windows): whole 230 mm slices made the
+    masks 1.5x too large on sub-05 MT-on.
     """
     import torch
     import torch.nn.functional as F
@@ -211,7 +212,7 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
             prob = _run_network(net, slices, device, MIN_SLICE_PX)
         else:
             windows = [_window(s, centres[start + n], half) for n, s in enumerate(slices.numpy())]
-            crops = _run_network(net, torch.from_numpy(np.stack([w for w, _ in windows])), device, CROP_PAD_PX).numpy()
+            crops = _run_network(net, torch.from_numpy(np.stack([w for w, _ in windows])), device, CROP_MM).numpy()
             prob = np.zeros((stop - start, *size_1mm), np.float32)
             for n, (crop, (_, origin)) in enumerate(zip(crops, windows)):
                 lo, hi = np.maximum(origin, 0), np.minimum(origin + CROP_MM, size_1mm)
