@@ -4,6 +4,7 @@
 
 - unf01 T1w, T2star, T2w (validation subject, never trained on): Dice (soft >= 0.5 vs manual), mean
   angle-corrected CSA vs the manual mask's, spread of mean CSA across the three contrasts;
+- the area inside the half-intensity cord/CSF outline over the manual mask's (where raters draw);
 - sub-05 MT-on: Dice and CSA, marked "trained on" unless model.json says no real image was;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
   largest-component clean-up removed (mass outside the canal), and a QC mosaic to look at.
@@ -55,6 +56,34 @@ def load_image(path, how):
     return volume
 
 
+def half_intensity_ratio(image, manual, axis, upsample=4):
+    """Area of the cord outlined at half the cord/CSF intensity step, over the manual mask's area (model-free).
+
+    Per slice (4x upsampled): cord level = median inside the eroded mask, CSF level = upper quartile of a ring
+    0.5-3 px outside it; the outline is the blob beyond the half-way level that overlaps the mask most.
+    """
+    from scipy import ndimage
+
+    image, manual = np.moveaxis(image, axis, -1), np.moveaxis(manual, axis, -1)
+    outlined, drawn = 0.0, 0.0
+    for k in range(image.shape[-1]):
+        if manual[..., k].sum() < 20:
+            continue
+        intensity = ndimage.zoom(image[..., k].astype(float), upsample, order=1)
+        mask = ndimage.zoom(manual[..., k].astype(float), upsample, order=1) > 0.5
+        core = ndimage.binary_erosion(mask, iterations=2 * upsample)
+        ring = ndimage.binary_dilation(mask, iterations=3 * upsample) & ~ndimage.binary_dilation(mask, iterations=upsample // 2)
+        if np.median(intensity[core]) > np.median(intensity[ring]):
+            intensity = -intensity  # cord brighter than CSF (T1w): make the cord the dark side
+        level = (np.median(intensity[core]) + np.percentile(intensity[ring], 75)) / 2
+        blobs, n = ndimage.label((intensity < level) & ndimage.binary_dilation(mask, iterations=3 * upsample))
+        if n:
+            best = 1 + int(np.argmax(ndimage.sum(mask, blobs, index=np.arange(1, n + 1))))
+            outlined += ndimage.binary_fill_holes(blobs == best).sum() / upsample**2
+            drawn += manual[..., k].sum()
+    return outlined / max(drawn, 1)
+
+
 def mean_csa(probability, affine):
     table = compute_csa(probability, affine)
     csa = table.column("csa_mm2").astype(float)
@@ -80,8 +109,8 @@ def main(argv=None):
     if args.qc_dir:
         Path(args.qc_dir).mkdir(parents=True, exist_ok=True)
 
-    print("| image | Dice | mean CSA model / manual (mm²) | ratio | seconds |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| image | Dice | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
+    print("| --- | --- | --- | --- | --- | --- |")
     unf01 = []
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
@@ -96,7 +125,9 @@ def main(argv=None):
         csa_manual, _ = mean_csa(manual.astype(np.float32), volume.affine)
         if name.startswith("unf01"):
             unf01.append(csa_model)
-        print(f"| {name} | {dice:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {seconds:.1f} |")
+        axis = int(np.argmax(np.abs(volume.affine[2, :3])))
+        outline = half_intensity_ratio(volume.array, manual, axis)
+        print(f"| {name} | {dice:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")
         if args.qc_dir:
             qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
     print(f"\nSD of mean CSA across unf01 T1w/T2star/T2w: {np.std(unf01, ddof=1):.2f} mm² (means {', '.join(f'{c:.1f}' for c in unf01)})\n")
