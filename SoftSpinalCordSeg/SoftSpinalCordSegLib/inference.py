@@ -180,11 +180,20 @@ def locate_cord(net, volume, size_1mm, spacing, device="cpu"):
     return np.stack([np.interp(np.arange(nz), sampled[found], centres[found, i]) for i in range(2)], 1)
 
 
-def _window(slice_1mm, centre, half):
-    """The CROP_MM square around centre, edge-padded where it leaves the slice, and its origin."""
-    origin = np.round(centre).astype(int) - half
-    padded = np.pad(slice_1mm, half, mode="edge")
-    return padded[origin[0] + half : origin[0] + 3 * half, origin[1] + half : origin[1] + 3 * half], origin
+def _crop_windows(slices_1mm, origins):
+    """The CROP_MM windows at origins, edge-padded where they leave their slice: (n, CROP_MM, CROP_MM)."""
+    pad = CROP_MM // 2  # located centres lie inside their slice: a window leaves it by at most this
+    padded = np.pad(slices_1mm, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    return np.stack([p[x + pad : x + pad + CROP_MM, y + pad : y + pad + CROP_MM] for p, (x, y) in zip(padded, origins)])
+
+
+def _paste_windows(windows, origins, size_1mm):
+    """Slices of size_1mm holding each window at its origin (the parts outside the slice dropped), zero elsewhere."""
+    pad = CROP_MM // 2
+    canvas = np.zeros((len(windows), size_1mm[0] + 2 * pad, size_1mm[1] + 2 * pad), np.float32)
+    for c, w, (x, y) in zip(canvas, windows, origins):
+        c[x + pad : x + pad + CROP_MM, y + pad : y + pad + CROP_MM] = w
+    return canvas[:, pad:-pad, pad:-pad]
 
 
 def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=None):
@@ -200,7 +209,6 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
 
     nx, ny, nz = volume.shape
     size_1mm = [max(8, int(round(n * s / WORKING_SPACING_MM))) for n, s in zip((nx, ny), spacing[:2])]
-    half = CROP_MM // 2
     centres = locate_cord(net, volume, size_1mm, spacing, device) if max(size_1mm) > CROP_MM * 1.5 else None
     out = np.zeros(volume.shape, np.float32)
     for start in range(0, nz, BATCH_SLICES):
@@ -211,13 +219,10 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
         if centres is None:
             prob = _run_network(net, slices, device, MIN_SLICE_PX)
         else:
-            windows = [_window(s, centres[start + n], half) for n, s in enumerate(slices.numpy())]
-            crops = _run_network(net, torch.from_numpy(np.stack([w for w, _ in windows])), device, CROP_MM).numpy()
-            prob = np.zeros((stop - start, *size_1mm), np.float32)
-            for n, (crop, (_, origin)) in enumerate(zip(crops, windows)):
-                lo, hi = np.maximum(origin, 0), np.minimum(origin + CROP_MM, size_1mm)
-                prob[n, lo[0] : hi[0], lo[1] : hi[1]] = crop[lo[0] - origin[0] : hi[0] - origin[0], lo[1] - origin[1] : hi[1] - origin[1]]
-            prob = torch.from_numpy(prob)
+            origins = np.round(centres[start:stop]).astype(int) - CROP_MM // 2
+            windows = torch.from_numpy(_crop_windows(slices.numpy(), origins))
+            prob = _run_network(net, windows, device, CROP_MM).numpy()
+            prob = torch.from_numpy(np.ascontiguousarray(_paste_windows(prob, origins, size_1mm)))
         prob = F.interpolate(prob[:, None], size=(nx, ny), mode="bilinear", antialias=True, align_corners=False)
         out[:, :, start:stop] = prob[:, 0].numpy().transpose(1, 2, 0)
         if progress is not None:
