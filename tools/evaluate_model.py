@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SoftSpinalCordSeg"
 
 from SoftSpinalCordSegLib import inference  # noqa: E402
 from SoftSpinalCordSegLib.io import load_mask, load_volume  # noqa: E402
-from SoftSpinalCordSegLib.morphometry import compute_csa  # noqa: E402
+from SoftSpinalCordSegLib.morphometry import compute_csa, slice_axis  # noqa: E402
 from SoftSpinalCordSegLib.qc import qc_mosaic  # noqa: E402
 
 LABELLED = [
@@ -125,8 +125,7 @@ def main(argv=None):
         csa_manual, _ = mean_csa(manual.astype(np.float32), volume.affine)
         if name.startswith("unf01"):
             unf01.append(csa_model)
-        axis = int(np.argmax(np.abs(volume.affine[2, :3])))
-        outline = half_intensity_ratio(volume.array, manual, axis)
+        outline = half_intensity_ratio(volume.array, manual, slice_axis(volume.affine))
         print(f"| {name} | {dice:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")
         if args.qc_dir:
             qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
@@ -141,7 +140,7 @@ def main(argv=None):
         raw, prob, seconds = segment(volume)
         _, table = mean_csa(prob, volume.affine)
         csa = table.column("csa_mm2").astype(float)
-        n_total = volume.array.shape[int(np.argmax(np.abs(volume.affine[2, :3])))]
+        n_total = volume.array.shape[slice_axis(volume.affine)]
         with_cord = int((csa >= 10).sum())
         removed = 1 - prob.sum() / max(raw.sum(), 1e-6)
         components = ndimage.label(raw >= 0.5, structure=np.ones((3, 3, 3)))[1]
