@@ -62,6 +62,15 @@ def test_rater_margin_widens_the_rendered_cord_but_not_its_target():
     assert np.array_equal(plain[1], wide[1]) and not np.allclose(plain[0], wide[0])
 
 
+def test_csf_flow_voids_are_patches_on_some_slices():
+    rng = np.random.default_rng(7)
+    voids = [synth.csf_flow_voids((64, 64), rng) for _ in range(40)]
+    assert all(v.shape == (64, 64) and 0 <= v.min() and v.max() <= 1 for v in voids)
+    with_voids = [v for v in voids if v.max() > 0]
+    assert 5 <= len(with_voids) <= 30  # about 40 % of the slices
+    assert any(0 < v.mean() < 1 for v in with_voids)  # patches, not a uniform change
+
+
 def test_cord_windows_keep_the_cord():
     rng = np.random.default_rng(4)
     for _ in range(10):

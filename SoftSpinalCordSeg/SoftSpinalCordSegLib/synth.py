@@ -218,6 +218,15 @@ def widen_visible_cord(occ, margin_mm):
     return out
 
 
+def csf_flow_voids(shape, rng, probability=0.4):
+    """Weight in [0, 1] of smooth patches where pulsating CSF loses its signal (dark or cord-like CSF in
+    gradient-echo and T2w images): teaches the network the cord's shape, not only its contrast with CSF."""
+    if rng.random() >= probability:
+        return np.zeros(shape, np.float32)
+    field = smooth_noise(shape, rng.uniform(3, 10) / HIRES_MM, rng)
+    return np.clip((field - rng.uniform(-0.5, 1.0)) * rng.uniform(1, 4), 0, 1)
+
+
 def synthetic_sample(patch, rng, rater_margin_mm=0.0):
     """Render one 1 mm training slice (image, cord fraction) from a 4-channel canal patch.
 
@@ -253,7 +262,9 @@ def synthetic_sample(patch, rng, rater_margin_mm=0.0):
     image = mu[background] * (1 + rng.uniform(0, 0.15) * smooth_noise(canal.shape, rng.uniform(2, 12) / HIRES_MM, rng))
     for d in (1, 2):
         image = np.where(discs == d, disc_mu[d - 1], image)
-    tissue = {BONE: bone_mu, CSF: csf_mu, WM: wm_mu, GM: gm_mu}
+    voids = csf_flow_voids(canal.shape, rng)
+    csf_value = csf_mu + voids * (rng.uniform(0, 1) - csf_mu)
+    tissue = {BONE: bone_mu, CSF: csf_value, WM: wm_mu, GM: gm_mu}
     image = image * (1 - np.clip(canal, 0, 1))
     for channel, value in tissue.items():
         image += occ[channel] * textured(value, rng.uniform(0, 0.08))
