@@ -209,8 +209,8 @@ def _shipped_model_on(shared_file, image, mask):
 
 
 def test_shipped_model_segments_the_validation_subject(shared_file):
-    """Regression bar on unf01 T2w (never trained on): Dice 0.934 and CSA +10.2 % when shipped (model card).
-    The issue's CSA bar (within 5 % of the manual mask) is not met yet; tools/evaluate_model.py prints all bars."""
+    """Regression bar on unf01 T2w (never trained on): Dice 0.936 and CSA -4.2 % when shipped (model card);
+    tools/evaluate_model.py prints all the bars, the three contrasts included."""
     from SoftSpinalCordSegLib.morphometry import compute_csa
 
     volume, manual, prob, dice = _shipped_model_on(
@@ -218,11 +218,11 @@ def test_shipped_model_segments_the_validation_subject(shared_file):
     csa_model = np.nanmean(compute_csa(prob, volume.affine).column("csa_mm2").astype(float))
     csa_manual = np.nanmean(compute_csa(manual.astype(np.float32), volume.affine).column("csa_mm2").astype(float))
     assert dice >= 0.90
-    assert abs(csa_model / csa_manual - 1) <= 0.15
+    assert abs(csa_model / csa_manual - 1) <= 0.08
 
 
 def test_large_fields_of_view_are_segmented_in_cord_windows(shared_file):
-    """sub-05 MT-on, 230 mm slices: segmented whole they gave 1.54x the manual area; in windows Dice 0.93, 0.98x.
+    """sub-05 MT-on, 230 mm slices: segmented whole they gave 1.54x the manual area; in windows Dice 0.92, 0.95x.
     (sub-05 is in the training data: this guards the two-pass inference, not generalisation.)"""
     _, manual, prob, dice = _shipped_model_on(
         shared_file, "real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz")

@@ -109,6 +109,24 @@ def test_phantom_partial_volume_is_exact():
     assert np.any((mask > 0.05) & (mask < 0.95))  # genuinely soft at the boundary
 
 
+def test_phantom_area_inside_an_inset_matches_a_fine_raster():
+    """The cross-section shrunk by an inset (how raters draw inside the edge) against a 0.02 mm raster of
+    the points at least that far inside the ellipse."""
+    from scipy import ndimage
+
+    phantom = CordPhantom(area_mm2=80.0, aspect=1.4)
+    rl, ap = phantom.semi_axes
+    step = 0.02
+    y, x = np.mgrid[-7:7:step, -7:7:step]
+    inside = (x / rl) ** 2 + (y / ap) ** 2 <= 1
+    depth_mm = ndimage.distance_transform_edt(inside) * step
+    for inset in (0.0, 0.5, 0.8, 1.5):
+        raster = (depth_mm > inset).sum() * step**2
+        assert abs(phantom.area_inside_mm2(inset) - raster) < 0.005 * 80.0, inset
+    with pytest.raises(ValueError):
+        phantom.area_inside_mm2(ap)  # deeper than the flattest curvature: no longer a parallel set
+
+
 def test_levels_per_level_and_range_summaries():
     phantom = CordPhantom(area_mm2=80.0, length_mm=30.0)
     mask, affine = make_phantom_mask(phantom, (1.0, 1.0, 1.0))

@@ -55,6 +55,11 @@ def model_info() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def rater_margin_mm() -> float:
+    """How far (mm) inside the cord's intensity edge the model draws it, as raters do (model card)."""
+    return float(model_info().get("rater_margin_mm", 0.0))
+
+
 def resolve_device(device="auto"):
     import torch
 

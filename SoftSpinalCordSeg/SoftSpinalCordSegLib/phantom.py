@@ -34,6 +34,16 @@ class CordPhantom:
         ap = math.sqrt(self.area_mm2 / (math.pi * self.aspect))
         return ap * self.aspect, ap
 
+    def area_inside_mm2(self, inset_mm: float) -> float:
+        """Area of the cross-section with its edge moved inset_mm inwards (Steiner's formula for the inner
+        parallel set, exact while inset_mm is below the smallest radius of curvature, ap^2 / rl)."""
+        rl, ap = self.semi_axes
+        if not 0 <= inset_mm <= ap * ap / rl:
+            raise ValueError(f"inset {inset_mm} mm is outside [0, {ap * ap / rl:.2f}] mm for this cross-section")
+        h = ((rl - ap) / (rl + ap)) ** 2
+        perimeter = math.pi * (rl + ap) * (1 + 3 * h / (10 + math.sqrt(4 - 3 * h)))  # Ramanujan
+        return self.area_mm2 - perimeter * inset_mm + math.pi * inset_mm**2
+
     @property
     def rotation(self) -> np.ndarray:
         """Columns: the cross-section's RL and AP directions and the tangent at S=0, in RAS."""

@@ -39,7 +39,7 @@ def plot_csa(table: CsaTable, path, title: Optional[str] = None, truth_mm2: Opti
     csa_axes, angle_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     csa_axes.plot(z, table.column("csa_mm2"), marker=".", color="tab:blue", label="CSA (angle-corrected)")
     if truth_mm2 is not None:
-        csa_axes.axhline(truth_mm2, color="black", linestyle="--", linewidth=1, label=f"truth {truth_mm2:g} mm²")
+        csa_axes.axhline(truth_mm2, color="black", linestyle="--", linewidth=1, label=f"expected {truth_mm2:.4g} mm²")
     csa_axes.set_ylabel("CSA (mm²)")
     csa_axes.legend(loc="best", fontsize="small")
     angle_axes.plot(z, table.column("angle_ap_deg"), color="tab:orange", label="AP angle")

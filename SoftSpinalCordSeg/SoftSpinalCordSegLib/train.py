@@ -150,7 +150,8 @@ def export(run_dir, dest, args=None):
     (dest / (WEIGHTS_NAME + ".sha256")).write_text(f"{sha256_of(weights)}  {WEIGHTS_NAME}\n")
     config = json.loads(ckpt["config"])
     meta = {"iteration": int(ckpt["iteration"]), "config": config, "validation": json.loads(ckpt["validation"]),
-            "real_training_images": real_training_images(config)}
+            "real_training_images": real_training_images(config),
+            "rater_margin_mm": float(config.get("rater_margin", 0.0))}
     (dest / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
     return weights
 
