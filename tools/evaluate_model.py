@@ -5,6 +5,7 @@
 - unf01 T1w, T2star, T2w (validation subject, never trained on): Dice (soft >= 0.5 vs manual), mean
   angle-corrected CSA vs the manual mask's, spread of mean CSA across the three contrasts;
 - the area inside the half-intensity cord/CSF outline over the manual mask's (where raters draw);
+- unf01 as if acquired with thicker voxels along one in-plane axis (2-3 mm): CSA over the manual mask's;
 - sub-05 MT-on: Dice and CSA, marked "trained on" unless model.json says no real image was;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
   largest-component clean-up removed (mass outside the canal), and a QC mosaic to look at.
@@ -84,6 +85,17 @@ def half_intensity_ratio(image, manual, axis, upsample=4):
     return outlined / max(drawn, 1)
 
 
+def coarsen(volume, axis, factor):
+    """The volume as acquired with `factor`-times thicker voxels along `axis` (box slice profile)."""
+    array = np.moveaxis(volume.array, axis, 0)
+    n = array.shape[0] // factor * factor
+    coarse = array[:n].reshape(n // factor, factor, *array.shape[1:]).mean(axis=1)
+    affine = volume.affine.copy()
+    affine[:3, 3] += affine[:3, axis] * (factor - 1) / 2  # the first thick voxel's centre
+    affine[:3, axis] *= factor
+    return np.moveaxis(coarse, 0, axis), affine
+
+
 def mean_csa(probability, affine):
     table = compute_csa(probability, affine)
     csa = table.column("csa_mm2").astype(float)
@@ -130,6 +142,19 @@ def main(argv=None):
         if args.qc_dir:
             qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
     print(f"\nSD of mean CSA across unf01 T1w/T2star/T2w: {np.std(unf01, ddof=1):.2f} mm² (means {', '.join(f'{c:.1f}' for c in unf01)})\n")
+
+    print("Coarser acquisitions of unf01 (voxels averaged along one in-plane axis): mean CSA / manual")
+    print("\n| image | 1 mm | LR 2 mm | LR 3 mm (sagittal slabs) | AP 2 mm |\n| --- | --- | --- | --- | --- |")
+    for name, image_path, mask_path in LABELLED[:3]:
+        volume = load_volume(data / image_path)
+        csa_manual, _ = mean_csa(load_mask(data / mask_path, volume).array.astype(np.float32), volume.affine)
+        ratios = []
+        lr_axis, ap_axis = (int(np.argmax(np.abs(volume.affine[row, :3]))) for row in (0, 1))
+        for axis, factor in ((lr_axis, 1), (lr_axis, 2), (lr_axis, 3), (ap_axis, 2)):
+            array, affine = coarsen(volume, axis, factor)
+            ratios.append(mean_csa(inference.segment_image(array, affine), affine)[0] / csa_manual)
+        print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
+    print()
 
     print("| image | slices with cord / total | CSA median [min, max] (mm²) | probability removed by clean-up | components (p ≥ 0.5) | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
