@@ -191,6 +191,7 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     assert train.main(["--run", str(tuned), "--export", str(tuned_export)]) == 0
     meta = json.loads((tuned_export / "model.json").read_text())
     assert meta["config"]["no_real"] and meta["real_training_images"] == [train.REAL_TRAINING_PAIRS[0][0]]
+    assert meta["rater_margin_mm"] == 0.3  # the edge convention the demo and the model card read
 
 
 def _shipped_model_on(shared_file, image, mask):
