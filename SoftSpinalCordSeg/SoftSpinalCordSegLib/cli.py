@@ -196,12 +196,12 @@ def run_demo(output_dir, quiet: bool = False, device: str = "auto") -> DemoResul
         expected = demo.phantom.area_inside_mm2(margin)
         result = segment_file(demo.image_path, outputs["cord_prob.nii.gz"], mask_path=outputs["cord_mask.nii.gz"],
                               csa_path=outputs["csa.csv"], plot_path=outputs["csa.png"], qc_path=outputs["qc.png"],
-                              device=device, progress=progress, truth_mm2=expected)
+                              device=device, progress=progress, expected_mm2=expected)
         demo_result = DemoResult(result.table, truth, [demo.image_path, demo.truth_path, *outputs.values()],
                                  rater_margin_mm=margin, expected_mm2=expected)
     except ModelNotInstalledError as error:
         result = measure_file(demo.truth_path, outputs["csa.csv"], plot_path=outputs["csa.png"], progress=progress,
-                              truth_mm2=truth)
+                              expected_mm2=truth)
         demo_result = DemoResult(result.table, truth, [demo.image_path, demo.truth_path, outputs["csa.csv"],
                                                        outputs["csa.png"]], no_model=" ".join(str(error).split()))
     if not quiet:

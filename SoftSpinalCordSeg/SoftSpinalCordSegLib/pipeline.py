@@ -52,9 +52,9 @@ def _check_outputs(inputs, outputs) -> None:
 
 def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
                  qc_path=None, device="auto", volume_index=None, largest_component=True,
-                 progress: Progress = None, truth_mm2: Optional[float] = None) -> SegmentResult:
+                 progress: Progress = None, expected_mm2: Optional[float] = None) -> SegmentResult:
     """Segment one image: soft cord probability (float32, the image's grid), optional binary mask, CSA CSV,
-    CSA plot (with a truth line when `truth_mm2` is known) and QC mosaic.
+    CSA plot (with a line at `expected_mm2` when the true CSA is known) and QC mosaic.
     Raises InputError (incl. ModelNotInstalledError) on bad input."""
     from . import inference
 
@@ -85,7 +85,7 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
         if plot_path is not None:
             from .plot import plot_csa
 
-            plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}", truth_mm2=truth_mm2)
+            plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}", expected_mm2=expected_mm2)
     if qc_path is not None:
         from .qc import qc_mosaic
 
@@ -104,7 +104,7 @@ def _path(value) -> Optional[Path]:
 
 def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_path=None, *,
                  vert: Optional[Tuple[float, float]] = None, slices: Optional[Tuple[float, float]] = None,
-                 progress: Progress = None, truth_mm2: Optional[float] = None) -> MeasureResult:
+                 progress: Progress = None, expected_mm2: Optional[float] = None) -> MeasureResult:
     """CSA of a soft or binary cord mask (`softseg csa`).
 
     The CSV holds one row per slice; with `perlevel` one row per vertebral level, with `vert` / `slices`
@@ -126,7 +126,7 @@ def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_pat
         from .plot import plot_csa
 
         _report(progress, 0.8, "drawing the plot")
-        plot_csa(table, plot_path, title=f"CSA of {os.path.basename(str(mask_path))}", truth_mm2=truth_mm2)
+        plot_csa(table, plot_path, title=f"CSA of {os.path.basename(str(mask_path))}", expected_mm2=expected_mm2)
     _report(progress, 1.0, "done")
     return MeasureResult(csa_path=Path(csa_path), plot_path=_path(plot_path), table=table, written=written)
 

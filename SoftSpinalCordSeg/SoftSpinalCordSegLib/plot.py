@@ -30,7 +30,7 @@ def level_code(name: str) -> Optional[int]:
     return codes.get(name.strip().upper())
 
 
-def plot_csa(table: CsaTable, path, title: Optional[str] = None, truth_mm2: Optional[float] = None) -> None:
+def plot_csa(table: CsaTable, path, title: Optional[str] = None, expected_mm2: Optional[float] = None) -> None:
     """Write the CSA plot of `table` to `path` (PNG, atomically)."""
     from matplotlib.figure import Figure  # the object API needs no display and no global state
 
@@ -38,8 +38,8 @@ def plot_csa(table: CsaTable, path, title: Optional[str] = None, truth_mm2: Opti
     figure = Figure(figsize=(8, 6), dpi=100)
     csa_axes, angle_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     csa_axes.plot(z, table.column("csa_mm2"), marker=".", color="tab:blue", label="CSA (angle-corrected)")
-    if truth_mm2 is not None:
-        csa_axes.axhline(truth_mm2, color="black", linestyle="--", linewidth=1, label=f"expected {truth_mm2:.4g} mm²")
+    if expected_mm2 is not None:
+        csa_axes.axhline(expected_mm2, color="black", linestyle="--", linewidth=1, label=f"expected {expected_mm2:.4g} mm²")
     csa_axes.set_ylabel("CSA (mm²)")
     csa_axes.legend(loc="best", fontsize="small")
     angle_axes.plot(z, table.column("angle_ap_deg"), color="tab:orange", label="AP angle")
