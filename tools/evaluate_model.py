@@ -96,6 +96,19 @@ def coarsen(volume, axis, factor):
     return np.moveaxis(coarse, 0, axis), affine
 
 
+def coarse_ratios(volume, csa_manual):
+    """Mean CSA over the manual mask's of the volume averaged to 2 and 3 mm along LR and to 2 mm along AP."""
+    import nibabel as nib
+
+    world_axis = nib.orientations.io_orientation(volume.affine)[:, 0]  # array axis -> 0 LR, 1 AP, 2 SI
+    lr_axis, ap_axis = (int(np.flatnonzero(world_axis == w)[0]) for w in (0, 1))
+    ratios = []
+    for axis, factor in ((lr_axis, 2), (lr_axis, 3), (ap_axis, 2)):
+        array, affine = coarsen(volume, axis, factor)
+        ratios.append(mean_csa(inference.segment_image(array, affine), affine)[0] / csa_manual)
+    return ratios
+
+
 def mean_csa(probability, affine):
     table = compute_csa(probability, affine)
     csa = table.column("csa_mm2").astype(float)
@@ -123,7 +136,7 @@ def main(argv=None):
 
     print("| image | Dice | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
-    unf01 = []
+    unf01, coarse_rows = [], []
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
         if name.startswith("sub-05"):
@@ -137,6 +150,7 @@ def main(argv=None):
         csa_manual, _ = mean_csa(manual.astype(np.float32), volume.affine)
         if name.startswith("unf01"):
             unf01.append(csa_model)
+            coarse_rows.append((name, [csa_model / csa_manual] + coarse_ratios(volume, csa_manual)))
         outline = half_intensity_ratio(volume.array, manual, slice_axis(volume.affine))
         print(f"| {name} | {dice:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")
         if args.qc_dir:
@@ -145,14 +159,7 @@ def main(argv=None):
 
     print("Coarser acquisitions of unf01 (voxels averaged along one in-plane axis): mean CSA / manual")
     print("\n| image | 1 mm | LR 2 mm | LR 3 mm (sagittal slabs) | AP 2 mm |\n| --- | --- | --- | --- | --- |")
-    for name, image_path, mask_path in LABELLED[:3]:
-        volume = load_volume(data / image_path)
-        csa_manual, _ = mean_csa(load_mask(data / mask_path, volume).array.astype(np.float32), volume.affine)
-        ratios = []
-        lr_axis, ap_axis = (int(np.argmax(np.abs(volume.affine[row, :3]))) for row in (0, 1))
-        for axis, factor in ((lr_axis, 1), (lr_axis, 2), (lr_axis, 3), (ap_axis, 2)):
-            array, affine = coarsen(volume, axis, factor)
-            ratios.append(mean_csa(inference.segment_image(array, affine), affine)[0] / csa_manual)
+    for name, ratios in coarse_rows:
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
     print()
 
