@@ -116,6 +116,36 @@ def test_weights_failing_their_checksum_are_refused(random_model):
         inference.load_network("cpu")
 
 
+def test_the_torchscript_architecture_computes_what_monai_builds(tmp_path):
+    from SoftSpinalCordSegLib.model import build_network, fill_parameters, load_architecture, save_architecture
+
+    torch.manual_seed(1)
+    monai_net = build_network().eval()
+    save_architecture(tmp_path / "arch.pt")
+    assert (tmp_path / "arch.pt").stat().st_size < 400_000  # code only: the weights ship in the .pt file
+    scripted = fill_parameters(load_architecture(tmp_path / "arch.pt"), monai_net.state_dict()).eval()
+    x = torch.randn(3, 1, 64, 96)
+    with torch.inference_mode():
+        assert torch.allclose(scripted(x), monai_net(x), atol=1e-5)
+    with pytest.raises(ValueError, match="parameter names"):
+        fill_parameters(scripted, {"conv.weight": torch.zeros(1)})
+
+
+def test_the_architecture_is_checksummed_and_falls_back_to_monai(random_model):
+    architecture = random_model / inference.ARCHITECTURE_NAME
+    architecture.write_bytes(b"not a TorchScript archive")
+    (random_model / (inference.ARCHITECTURE_NAME + ".sha256")).write_text("0" * 64 + "\n")
+    inference.load_network.cache_clear()
+    with pytest.raises(ModelNotInstalledError, match="SHA-256"):
+        inference.load_network("cpu")
+    # a file that passes its checksum but that this torch cannot load: the network comes from MONAI
+    (random_model / (inference.ARCHITECTURE_NAME + ".sha256")).write_text(inference.sha256_of(architecture) + "\n")
+    inference.load_network.cache_clear()
+    net = inference.load_network("cpu")
+    assert not isinstance(net, torch.jit.ScriptModule)
+    assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
 def test_missing_weights_give_a_clear_error(tmp_path, monkeypatch):
     _use_model_dir(monkeypatch, tmp_path)
     monkeypatch.setattr(inference, "__file__", str(tmp_path / "inference.py"))  # hide the shipped weights
@@ -183,6 +213,7 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     _use_model_dir(monkeypatch, export_dir)
     prob = inference.segment_image(np.random.default_rng(0).random((20, 20, 3)), np.eye(4), device="cpu")
     assert prob.shape == (20, 20, 3)
+    assert isinstance(inference.load_network("cpu"), torch.jit.ScriptModule)  # the exported architecture, not MONAI
     inference.load_network.cache_clear()
     # a synthetic-only fine-tune on 64 px cord windows still owes the real images its --init run saw
     tuned, tuned_export = tmp_path / "tuned", tmp_path / "tuned_model"
@@ -192,6 +223,30 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     meta = json.loads((tuned_export / "model.json").read_text())
     assert meta["config"]["no_real"] and meta["real_training_images"] == [train.REAL_TRAINING_PAIRS[0][0]]
     assert meta["rater_margin_mm"] == 0.3  # the edge convention the demo and the model card read
+    # self-training: pseudo-labelled pairs replace the labelled image left out
+    pseudo = _pseudo_label_folder(tmp_path / "pseudo")
+    selftrained, selftrained_export = tmp_path / "selftrained", tmp_path / "selftrained_model"
+    assert train.main(tiny + ["--run", str(selftrained), "--iterations", "1", "--real-fraction", "1", "--no-synthetic",
+                              "--exclude-real", "sub-05", "--pseudo-labels", str(pseudo)]) == 0
+    assert train.main(["--run", str(selftrained), "--export", str(selftrained_export)]) == 0
+    meta = json.loads((selftrained_export / "model.json").read_text())
+    assert meta["real_training_images"] == ["real/tutorial/fake.nii.gz (pseudo-labelled)"]
+
+
+def _pseudo_label_folder(folder):
+    """pairs.json of tools/pseudo_label.py with one small image and its soft label (a disc)."""
+    import nibabel as nib
+
+    folder.mkdir()
+    yy, xx = np.mgrid[0:40, 0:40]
+    label = np.repeat(np.clip(6 - np.hypot(yy - 20, xx - 20), 0, 1)[..., None], 3, axis=2).astype(np.float32)
+    image = 100 + 50 * label + np.random.default_rng(0).normal(0, 5, label.shape).astype(np.float32)
+    entry = {"image": str(folder / "fake.nii.gz"), "label": str(folder / "fake_pseudo.nii.gz"),
+             "source": "real/tutorial/fake.nii.gz"}
+    nib.save(nib.Nifti1Image(image, np.eye(4)), entry["image"])
+    nib.save(nib.Nifti1Image(label, np.eye(4)), entry["label"])
+    (folder / "pairs.json").write_text(json.dumps({"teacher": "test", "pairs": [entry]}))
+    return folder
 
 
 def _shipped_model_on(shared_file, image, mask):

@@ -140,7 +140,8 @@ def main(argv=None):
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
         if name.startswith("sub-05"):
-            name += " (never trained on)" if seen == [] else " (trained on)"
+            trained_on = seen is None or any(image_path in image for image in seen)
+            name += " (trained on)" if trained_on else " (never trained on)"
         volume = load_volume(data / image_path)
         manual = load_mask(data / mask_path, volume).array >= 0.5
         _, prob, seconds = segment(volume)

@@ -18,9 +18,11 @@ import numpy as np
 
 from .errors import CancelledError, InputError, ModelNotInstalledError
 from .io import reorient
-from .model import MIN_SLICE_PX, WORKING_SPACING_MM, build_network, normalize_slice, pad_amounts
+from .model import (MIN_SLICE_PX, WORKING_SPACING_MM, build_network, fill_parameters, load_architecture,
+                    normalize_slice, pad_amounts)
 
 WEIGHTS_NAME = "softseg_2d.pt"
+ARCHITECTURE_NAME = "softseg_2d_architecture.pt"  # TorchScript code without weights (model.save_architecture)
 NOISE_FLOOR = 0.02  # cord fractions below this are set to 0: at that level the output is noise
 BATCH_SLICES = 16
 LOCATE_STEP_MM = 10.0  # the locating pass segments one full axial slice per this distance
@@ -72,23 +74,28 @@ def resolve_device(device="auto"):
     return device
 
 
+def verified(path):
+    """path, after checking it against the SHA-256 in path.sha256."""
+    expected_file = path.with_name(path.name + ".sha256")
+    if not expected_file.is_file():
+        raise ModelNotInstalledError(f"the checksum file {expected_file.name} is missing beside {path.name}")
+    if sha256_of(path) != expected_file.read_text().split()[0]:
+        raise ModelNotInstalledError(f"{path} does not match its SHA-256: reinstall the extension")
+    return path
+
+
 @functools.lru_cache(maxsize=2)
 def load_network(device="cpu"):
-    """The network with the shipped weights, after checking their SHA-256 (cached per device)."""
+    """The network with the shipped weights, after checking their SHA-256 (cached per device).
+
+    Its code comes from the shipped TorchScript architecture where this torch loads it, else from MONAI."""
     import torch
 
     folder = model_dir()
-    weights = folder / WEIGHTS_NAME
-    expected_file = folder / (WEIGHTS_NAME + ".sha256")
-    if not expected_file.is_file():
-        raise ModelNotInstalledError(f"the checksum file {expected_file.name} is missing beside the weights")
-    expected = expected_file.read_text().split()[0]
-    if sha256_of(weights) != expected:
-        raise ModelNotInstalledError(f"{weights} does not match its SHA-256: reinstall the extension")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    net = build_network()
-    net.load_state_dict({k: v.float() for k, v in state.items()})
-    return net.to(device).eval()
+    state = torch.load(verified(folder / WEIGHTS_NAME), map_location="cpu", weights_only=True)
+    architecture = folder / ARCHITECTURE_NAME
+    net = load_architecture(verified(architecture)) if architecture.is_file() else None
+    return fill_parameters(net if net is not None else build_network(), state).to(device).eval()
 
 
 def tune_cpu_allocator():

@@ -17,6 +17,51 @@ def build_network():
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=FEATURES)
 
 
+def save_architecture(path):
+    """The network's code as TorchScript, its parameters emptied (the weights ship apart, in the .pt file):
+    loading this takes 0.05 s where importing MONAI takes 1.7 s, a third of a whole `softseg segment`."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated; MONAI is the fallback
+        scripted = torch.jit.script(build_network().eval())
+    with torch.no_grad():
+        for parameter in scripted.parameters():
+            parameter.data = torch.empty(0)
+    scripted.save(str(path))
+
+
+def load_architecture(path):
+    """The TorchScript network of save_architecture (parameters still empty); None where this torch cannot
+    load it (too old, or TorchScript gone), so that the caller builds the network from MONAI instead."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu")
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def fill_parameters(network, state):
+    """Set every parameter of network to the float32 tensor of state (shapes may differ: the
+    architecture file holds empty ones)."""
+    import torch
+
+    parameters = dict(network.named_parameters())
+    if sorted(parameters) != sorted(state):
+        raise ValueError("the weights do not belong to this network (parameter names differ)")
+    with torch.no_grad():
+        for name, parameter in parameters.items():
+            parameter.data = state[name].float()
+    return network
+
+
 def normalize_slice(x):
     """Robust min-max to about [0, 1], per 2D slice: the same at training and at inference."""
     lo, hi = np.percentile(x, [0.5, 99.5])

@@ -43,6 +43,11 @@ def parse_args(argv=None):
     p.add_argument("--no-synthetic", action="store_true", help="real labelled slices only (ablation)")
     p.add_argument("--binary-targets", action="store_true", help="threshold targets at 0.5 (ablation)")
     p.add_argument("--real-fraction", type=float, default=0.1, help="share of real labelled slices in a batch")
+    p.add_argument("--pseudo-labels", metavar="DIR",
+                   help="self-training: add the (image, soft mask) pairs of DIR/pairs.json (tools/pseudo_label.py)"
+                        " to the real labelled slices")
+    p.add_argument("--exclude-real", action="append", default=[], metavar="TEXT",
+                   help="leave out the real labelled images whose path contains TEXT (held-out tests)")
     p.add_argument("--rater-margin", type=float, default=0.0, metavar="MM",
                    help="render synthetic cords this much (x0.5-1.5) wider than their target: the raters' edge")
     p.add_argument("--window-fraction", type=float, default=0.0,
@@ -84,8 +89,24 @@ class _Stream:
         return iter(self.loader)
 
 
+def real_pairs(args):
+    """(image, mask) paths of the real slices trained on: the labelled ones, then any pseudo-labelled ones."""
+    if args.no_real:
+        return []
+    pairs = [(os.path.join(args.data, a), os.path.join(args.data, b)) for a, b in REAL_TRAINING_PAIRS
+             if not any(text in a for text in args.exclude_real)]
+    if args.pseudo_labels:
+        pairs += [(p["image"], p["label"]) for p in pseudo_label_pairs(args.pseudo_labels)]
+    return pairs
+
+
+def pseudo_label_pairs(folder):
+    """The entries of folder/pairs.json: image, label (soft teacher output) and source (the original image)."""
+    return json.loads((Path(folder) / "pairs.json").read_text())["pairs"]
+
+
 def make_generator(args, seed):
-    pairs = [] if args.no_real else [(os.path.join(args.data, a), os.path.join(args.data, b)) for a, b in REAL_TRAINING_PAIRS]
+    pairs = real_pairs(args)
     synthetic = 1 - args.real_fraction
     weights = (0.0, 0.0, 1.0) if args.no_synthetic else (synthetic * 5 / 9, synthetic * 4 / 9, args.real_fraction)
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
@@ -128,7 +149,10 @@ def real_training_images(config):
     """The real images a run learnt from, its --init runs' included (read from their checkpoints)."""
     import torch
 
-    images = [] if config.get("no_real") else [image for image, _ in REAL_TRAINING_PAIRS]
+    images = [] if config.get("no_real") else [
+        image for image, _ in REAL_TRAINING_PAIRS if not any(text in image for text in config.get("exclude_real", []))]
+    if config.get("pseudo_labels") and not config.get("no_real"):
+        images += [f"{p['source']} (pseudo-labelled)" for p in pseudo_label_pairs(config["pseudo_labels"])]
     init = config.get("init")
     if init and (Path(init) / "last.pt").is_file():
         parent = torch.load(Path(init) / "last.pt", map_location="cpu", weights_only=True)
@@ -137,17 +161,21 @@ def real_training_images(config):
 
 
 def export(run_dir, dest, args=None):
-    """Write fp16 weights, their SHA-256 and model.json (training metadata) into dest."""
+    """Write fp16 weights, the TorchScript architecture, their SHA-256 and model.json (training metadata)
+    into dest."""
     import torch
 
-    from .inference import WEIGHTS_NAME, sha256_of
+    from .inference import ARCHITECTURE_NAME, WEIGHTS_NAME, sha256_of
+    from .model import save_architecture
 
     ckpt = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=True)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     weights = dest / WEIGHTS_NAME
     torch.save({k: v.half() for k, v in ckpt["model"].items()}, weights)
-    (dest / (WEIGHTS_NAME + ".sha256")).write_text(f"{sha256_of(weights)}  {WEIGHTS_NAME}\n")
+    save_architecture(dest / ARCHITECTURE_NAME)
+    for name in (WEIGHTS_NAME, ARCHITECTURE_NAME):
+        (dest / (name + ".sha256")).write_text(f"{sha256_of(dest / name)}  {name}\n")
     config = json.loads(ckpt["config"])
     meta = {"iteration": int(ckpt["iteration"]), "config": config, "validation": json.loads(ckpt["validation"]),
             "real_training_images": real_training_images(config),
