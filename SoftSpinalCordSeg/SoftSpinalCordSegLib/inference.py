@@ -140,10 +140,18 @@ def fast_bf16(device):
 def _to_1mm(volume, ks, size_1mm):
     """Axial slices ks of a canonical volume, resampled in-plane to the network's 1 mm grid: (n, X, Y)."""
     import torch
-    import torch.nn.functional as F
 
     chunk = torch.from_numpy(np.ascontiguousarray(volume[:, :, ks].transpose(2, 0, 1), np.float32))
-    return F.interpolate(chunk[:, None], size=size_1mm, mode="bilinear", antialias=True, align_corners=False)[:, 0]
+    return resize_slices(chunk, size_1mm)
+
+
+def resize_slices(slices, size):
+    """A stack of slices (n, X, Y) resampled to size (antialiased bilinear); as is where already that size."""
+    import torch.nn.functional as F
+
+    if tuple(slices.shape[1:]) == tuple(size):
+        return slices
+    return F.interpolate(slices[:, None], size=size, mode="bilinear", antialias=True, align_corners=False)[:, 0]
 
 
 def _run_network(net, slices, device, min_px):
@@ -217,7 +225,6 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
     masks 1.5x too large on sub-05 MT-on.
     """
     import torch
-    import torch.nn.functional as F
 
     nx, ny, nz = volume.shape
     size_1mm = [max(8, int(round(n * s / WORKING_SPACING_MM))) for n, s in zip((nx, ny), spacing[:2])]
@@ -235,8 +242,7 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
             windows = torch.from_numpy(_crop_windows(slices.numpy(), origins))
             prob = _run_network(net, windows, device, CROP_MM).numpy()
             prob = torch.from_numpy(np.ascontiguousarray(_paste_windows(prob, origins, size_1mm)))
-        prob = F.interpolate(prob[:, None], size=(nx, ny), mode="bilinear", antialias=True, align_corners=False)
-        out[:, :, start:stop] = prob[:, 0].numpy().transpose(1, 2, 0)
+        out[:, :, start:stop] = resize_slices(prob, (nx, ny)).numpy().transpose(1, 2, 0)
         if progress is not None:
             progress(stop / nz, f"segmented {stop}/{nz} slices")
     return np.clip(out, 0, 1)
@@ -246,13 +252,19 @@ def keep_largest_component(prob, margin_voxels=2):
     """Zero the soft mask outside (a small margin around) the largest 3D component of prob >= 0.5."""
     from scipy import ndimage
 
-    labels, n = ndimage.label(prob >= 0.5, structure=np.ones((3, 3, 3)))
-    if n == 0:
+    cord = prob >= 0.5
+    if not cord.any():
         return prob
-    mass = ndimage.sum(prob, labels, index=np.arange(1, n + 1))
+    # work in the bounding box of the candidates (plus the margin): the cord is a small part of the volume
+    box = tuple(slice(max(int(i.min()) - margin_voxels, 0), int(i.max()) + margin_voxels + 1)
+                for i in np.nonzero(cord))
+    labels, n = ndimage.label(cord[box], structure=np.ones((3, 3, 3)))
+    mass = ndimage.sum(prob[box], labels, index=np.arange(1, n + 1))
     keep = labels == (1 + int(np.argmax(mass)))
     keep = ndimage.binary_dilation(keep, structure=np.ones((3, 3, 1)), iterations=margin_voxels)
-    return np.where(keep, prob, 0).astype(np.float32)
+    cleaned = np.zeros(prob.shape, np.float32)
+    cleaned[box] = np.where(keep, prob[box], 0)
+    return cleaned
 
 
 def segment_image(array, affine, *, device="auto", largest_component=True, progress=None, cancel=None):
