@@ -25,7 +25,8 @@ WEIGHTS_NAME = "softseg_2d.pt"
 ARCHITECTURE_NAME = "softseg_2d_architecture.pt"  # TorchScript code without weights (model.save_architecture)
 NOISE_FLOOR = 0.02  # cord fractions below this are set to 0: at that level the output is noise
 BATCH_SLICES = 16
-LOCATE_STEP_MM = 10.0  # the locating pass segments one full axial slice per this distance
+LOCATE_STEP_MM = 10.0  # the locating pass segments one full axial slice per this distance,
+LOCATE_MAX_SLICES = BATCH_SLICES  # or fewer, farther apart, where that would take more than one batch
 LOCATE_TOLERANCE_MM = 15.0  # a located centre this far from its neighbours' median is discarded
 CROP_MM = 64  # side of the window segmented around the located cord (1 mm pixels, a multiple of 16)
 
@@ -189,9 +190,9 @@ def locate_cord(net, volume, size_1mm, spacing, device="cpu"):
     """Cord centre (1 mm pixels) on every axial slice, from full-field slices one per LOCATE_STEP_MM,
     interpolated along the cord; None where no sampled slice shows a cord."""
     nz = volume.shape[2]
-    step = max(1, int(round(LOCATE_STEP_MM / spacing[2])))
+    step = max(1, int(round(LOCATE_STEP_MM / spacing[2])), -(-nz // LOCATE_MAX_SLICES))
     sampled = np.arange(min(step // 2, nz - 1), nz, step)
-    prob = np.concatenate([_run_network(net, _to_1mm(volume, sampled[i : i + BATCH_SLICES], size_1mm), device, MIN_SLICE_PX)
+    prob = np.concatenate([_run_network(net, _to_1mm(volume, sampled[i : i + BATCH_SLICES], size_1mm), device, CROP_MM)
                            for i in range(0, len(sampled), BATCH_SLICES)])
     centres = _cord_centres(prob)
     found = ~np.isnan(centres[:, 0])
