@@ -5,6 +5,7 @@ folder (conftest's `random_model`); the quality test uses the shipped weights on
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,3 +285,27 @@ def test_large_fields_of_view_are_segmented_in_cord_windows(shared_file):
         shared_file, "real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz")
     assert dice >= 0.88
     assert abs(prob.sum() / manual.sum() - 1) <= 0.12
+
+
+def test_pseudo_labels_keep_each_image_grid_and_its_source(data_dir, random_model, tmp_path):
+    """tools/pseudo_label.py on the 4D DWI alone (the others excluded): its mean and a soft mask, same grid."""
+    import sys
+
+    import nibabel as nib
+
+    tools = str(Path(__file__).resolve().parents[1] / "tools")
+    sys.path.insert(0, tools)
+    try:
+        import pseudo_label
+    finally:
+        sys.path.remove(tools)
+    out = tmp_path / "pseudo"
+    excluded = sum([["--exclude", text] for text in ("sub-0", "mt0", "mt1", "t2_ms")], [])
+    assert pseudo_label.main(["--data", str(data_dir), "--weights-dir", str(random_model), "--out", str(out)]
+                             + excluded) == 0
+    (entry,) = json.loads((out / "pairs.json").read_text())["pairs"]
+    assert entry["source"] == "real/tutorial/dmri.nii.gz"
+    image, label = nib.load(entry["image"]), nib.load(entry["label"])
+    assert image.shape == label.shape == nib.load(data_dir / entry["source"]).shape[:3]
+    assert np.allclose(image.affine, label.affine)
+    assert 0 <= label.get_fdata().min() and label.get_fdata().max() <= 1
