@@ -89,12 +89,17 @@ class _Stream:
         return iter(self.loader)
 
 
+def labelled_pairs(exclude_real=()):
+    """REAL_TRAINING_PAIRS (paths under the data folder) less those whose image path contains a text of
+    exclude_real (--exclude-real)."""
+    return [(image, mask) for image, mask in REAL_TRAINING_PAIRS if not any(text in image for text in exclude_real)]
+
+
 def real_pairs(args):
     """(image, mask) paths of the real slices trained on: the labelled ones, then any pseudo-labelled ones."""
     if args.no_real:
         return []
-    pairs = [(os.path.join(args.data, a), os.path.join(args.data, b)) for a, b in REAL_TRAINING_PAIRS
-             if not any(text in a for text in args.exclude_real)]
+    pairs = [(os.path.join(args.data, a), os.path.join(args.data, b)) for a, b in labelled_pairs(args.exclude_real)]
     if args.pseudo_labels:
         pairs += [(p["image"], p["label"]) for p in pseudo_label_pairs(args.pseudo_labels)]
     return pairs
@@ -149,8 +154,7 @@ def real_training_images(config):
     """The real images a run learnt from, its --init runs' included (read from their checkpoints)."""
     import torch
 
-    images = [] if config.get("no_real") else [
-        image for image, _ in REAL_TRAINING_PAIRS if not any(text in image for text in config.get("exclude_real", []))]
+    images = [] if config.get("no_real") else [image for image, _ in labelled_pairs(config.get("exclude_real", []))]
     if config.get("pseudo_labels") and not config.get("no_real"):
         images += [f"{p['source']} (pseudo-labelled)" for p in pseudo_label_pairs(config["pseudo_labels"])]
     init = config.get("init")
