@@ -35,6 +35,7 @@ def main(argv=None):
     os.environ["SOFTSEG_MODEL_DIR"] = args.weights_dir
     from SoftSpinalCordSegLib import inference
     from SoftSpinalCordSegLib.io import save_like
+    from SoftSpinalCordSegLib.morphometry import slice_axis
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,9 @@ def main(argv=None):
         save_like(volume.array, volume, image_file)
         save_like(prob, volume, label_file)
         pairs.append({"image": str(image_file.resolve()), "label": str(label_file.resolve()), "source": path})
-        print(f"{name:14s} cord on {int((prob.max(axis=(0, 1)) >= 0.5).sum())}/{prob.shape[2]} slices")
+        axis = slice_axis(volume.affine)
+        per_slice = np.moveaxis(prob, axis, 0).reshape(prob.shape[axis], -1).max(axis=1)
+        print(f"{name:14s} cord on {int((per_slice >= 0.5).sum())}/{prob.shape[axis]} slices")
     (out / "pairs.json").write_text(json.dumps({"teacher": str(Path(args.weights_dir).resolve()), "pairs": pairs},
                                                indent=2) + "\n")
     return 0
