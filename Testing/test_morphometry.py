@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from SoftSpinalCordSegLib.errors import InputError
-from SoftSpinalCordSegLib.morphometry import compute_csa, parse_range, slice_axis
+from SoftSpinalCordSegLib.morphometry import compute_csa, dice, parse_range, slice_axis
 from SoftSpinalCordSegLib.phantom import CordPhantom, is_interior, make_phantom_mask
 
 INTERIOR_MARGIN_MM = 10.0  # slices this far inside the caps are away from the ends
@@ -202,3 +202,13 @@ def test_csa_csv_reads_back_to_the_same_table(tmp_path):
         assert reloaded["slice"] == written["slice"] and reloaded["level"] == written["level"]
         for name in ("z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm"):
             assert reloaded[name] == pytest.approx(written[name], abs=1e-6)
+
+
+def test_dice_counts_the_overlap_of_two_masks():
+    a = np.zeros((4, 4, 4), bool)
+    b = a.copy()
+    a[:2] = True  # 32 voxels
+    b[1:3] = True  # 32 voxels, 16 shared
+    assert dice(a, b) == pytest.approx(0.5)
+    assert dice(a, a) == 1.0 and dice(a, ~a) == 0.0
+    assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0  # both empty: they agree

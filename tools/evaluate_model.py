@@ -6,7 +6,9 @@
   angle-corrected CSA vs the manual mask's, spread of mean CSA across the three contrasts;
 - the area inside the half-intensity cord/CSF outline over the manual mask's (where raters draw);
 - unf01 as if acquired with thicker voxels along one in-plane axis (2-3 mm): CSA over the manual mask's;
-- sub-05 MT-on: Dice and CSA, marked "trained on" unless model.json says no real image was;
+- sub-05 MT-on: Dice and CSA, marked "trained on" unless model.json says no real image was; its manual
+  mask leaves out the first and last of the 22 slices, where the cord continues, so Dice is also given
+  over the slices the rater labelled;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
   largest-component clean-up removed (mass outside the canal), and a QC mosaic to look at.
 """
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SoftSpinalCordSeg"
 
 from SoftSpinalCordSegLib import inference  # noqa: E402
 from SoftSpinalCordSegLib.io import load_mask, load_volume  # noqa: E402
-from SoftSpinalCordSegLib.morphometry import compute_csa, slice_axis  # noqa: E402
+from SoftSpinalCordSegLib.morphometry import compute_csa, dice, slice_axis  # noqa: E402
 from SoftSpinalCordSegLib.qc import qc_mosaic  # noqa: E402
 
 LABELLED = [
@@ -134,8 +136,8 @@ def main(argv=None):
     if args.qc_dir:
         Path(args.qc_dir).mkdir(parents=True, exist_ok=True)
 
-    print("| image | Dice | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| image | Dice | Dice on the rater's slices | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     unf01, coarse_rows = [], []
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
@@ -146,14 +148,17 @@ def main(argv=None):
         manual = load_mask(data / mask_path, volume).array >= 0.5
         _, prob, seconds = segment(volume)
         pred = prob >= 0.5
-        dice = 2 * (pred & manual).sum() / max(pred.sum() + manual.sum(), 1)
+        overlap = dice(pred, manual)
+        axis = slice_axis(volume.affine)
+        rated = manual.any(axis=tuple(a for a in range(3) if a != axis))
+        dice_rated = dice(np.compress(rated, pred, axis), np.compress(rated, manual, axis))
         csa_model, _ = mean_csa(prob, volume.affine)
         csa_manual, _ = mean_csa(manual.astype(np.float32), volume.affine)
         if name.startswith("unf01"):
             unf01.append(csa_model)
             coarse_rows.append((name, [csa_model / csa_manual] + coarse_ratios(volume, csa_manual)))
-        outline = half_intensity_ratio(volume.array, manual, slice_axis(volume.affine))
-        print(f"| {name} | {dice:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")
+        outline = half_intensity_ratio(volume.array, manual, axis)
+        print(f"| {name} | {overlap:.3f} | {dice_rated:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")
         if args.qc_dir:
             qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
     print(f"\nSD of mean CSA across unf01 T1w/T2star/T2w: {np.std(unf01, ddof=1):.2f} mm² (means {', '.join(f'{c:.1f}' for c in unf01)})\n")

@@ -180,8 +180,8 @@ def installed_model_sha256() -> str:
     from . import inference
 
     try:
-        return (inference.model_dir() / (inference.WEIGHTS_NAME + ".sha256")).read_text().split()[0]
-    except (ModelNotInstalledError, OSError, IndexError):
+        return inference.recorded_sha256(inference.model_dir() / inference.WEIGHTS_NAME)
+    except ModelNotInstalledError:
         return ""
 
 

@@ -75,12 +75,18 @@ def resolve_device(device="auto"):
     return device
 
 
+def recorded_sha256(path) -> str:
+    """The SHA-256 recorded for path in the file path.sha256 beside it."""
+    record = path.with_name(path.name + ".sha256")
+    try:
+        return record.read_text().split()[0]
+    except (OSError, IndexError):
+        raise ModelNotInstalledError(f"the checksum file {record.name} is missing or empty beside {path.name}") from None
+
+
 def verified(path):
-    """path, after checking it against the SHA-256 in path.sha256."""
-    expected_file = path.with_name(path.name + ".sha256")
-    if not expected_file.is_file():
-        raise ModelNotInstalledError(f"the checksum file {expected_file.name} is missing beside {path.name}")
-    if sha256_of(path) != expected_file.read_text().split()[0]:
+    """path, after checking it against the SHA-256 recorded beside it."""
+    if sha256_of(path) != recorded_sha256(path):
         raise ModelNotInstalledError(f"{path} does not match its SHA-256: reinstall the extension")
     return path
 

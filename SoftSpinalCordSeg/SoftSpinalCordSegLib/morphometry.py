@@ -141,6 +141,12 @@ def _aggregate(label, rows: List[dict]) -> dict:
     return summary
 
 
+def dice(mask: np.ndarray, reference: np.ndarray) -> float:
+    """Dice overlap of two boolean masks (1 when both are empty)."""
+    total = int(mask.sum()) + int(reference.sum())
+    return 2.0 * int((mask & reference).sum()) / total if total else 1.0
+
+
 def slice_axis(affine: np.ndarray) -> int:
     """The array axis whose slice planes are closest to axial (normal closest to S)."""
     linear = np.asarray(affine, dtype=float)[:3, :3]

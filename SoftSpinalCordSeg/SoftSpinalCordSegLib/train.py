@@ -124,6 +124,7 @@ def validate(net, data_dir):
     import nibabel as nib
 
     from .inference import NOISE_FLOOR, canonical_view, keep_largest_component, predict_slices
+    from .morphometry import dice
 
     results = {}
     net.eval()
@@ -135,9 +136,9 @@ def validate(net, data_dir):
         prob[prob < NOISE_FLOOR] = 0
         prob = back(keep_largest_component(prob))  # the same clean-up as segment_image
         pred = prob >= 0.5
-        dice = 2 * (pred & manual).sum() / max(pred.sum() + manual.sum(), 1)
+        overlap = dice(pred, manual)
         contrast = image_path.split("_")[-1].split(".")[0]
-        results[contrast] = {"dice": round(float(dice), 4), "csa_ratio": round(float(prob.sum() / manual.sum()), 4)}
+        results[contrast] = {"dice": round(overlap, 4), "csa_ratio": round(float(prob.sum() / manual.sum()), 4)}
     net.train()
     return results
 
