@@ -73,20 +73,6 @@ def test_csf_flow_voids_are_patches_on_some_slices():
     assert any(0 < v.mean() < 1 for v in with_voids)  # patches, not a uniform change
 
 
-def test_pericord_void_is_a_crescent_of_csf_beside_the_cord():
-    yy, xx = np.mgrid[0:80, 0:80]
-    radius = np.hypot(yy - 40, xx - 40)
-    cord = (radius <= 8).astype(np.float32)  # a 4 mm disc at 0.5 mm
-    rng = np.random.default_rng(2)
-    crescents = [synth.pericord_void(cord, rng, probability=1.0) for _ in range(20)]
-    for weight in crescents:
-        assert weight[radius <= 8].max() == 0  # the cord itself keeps its signal
-        assert weight[radius > 8 + 2.5 / synth.HIRES_MM + 1].max() == 0  # CSF hugging the cord only
-        ring = (radius > 8) & (radius <= 9.5)
-        assert 0.1 < (weight[ring] > 0.5).mean() < 0.75  # part of the circumference, not all of it
-    assert not synth.pericord_void(cord, rng, probability=0.0).any()
-
-
 def test_cord_windows_keep_the_cord():
     rng = np.random.default_rng(4)
     for _ in range(10):

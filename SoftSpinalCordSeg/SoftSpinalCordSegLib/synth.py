@@ -27,7 +27,6 @@ WINDOW_PX = 64  # side of the cord windows that inference segments (inference.CR
 # share of slices with one in-plane axis blurred as a 1.5-4 mm acquisition (sagittal or coronal slabs); 0.4
 # instead did not reduce how much smaller unf01 T2w reads once its left-right axis is averaged to 3 mm (model card)
 THICK_AXIS_FRACTION = 0.15
-PERICORD_VOID_FRACTION = 0.3  # share of synthetic slices with a cord-like crescent of CSF (pericord_void)
 # channels of a canal patch, as occupancies in [0, 1]
 BONE, CSF, WM, GM = range(4)
 VALIDATION_SUBJECT = "unf01"  # never used for training
@@ -231,22 +230,6 @@ def csf_flow_voids(shape, rng, probability=0.4):
     return np.clip((field - rng.uniform(-0.5, 1.0)) * rng.uniform(1, 4), 0, 1)
 
 
-def pericord_void(cord, rng, probability=PERICORD_VOID_FRACTION):
-    """Weight in [0, 1] of a crescent of CSF hugging the cord over part of its circumference, where
-    pulsation leaves CSF with the cord's signal (unf01 T2star, anterior to the cord): the target keeps the
-    cord's own outline, so the network learns to follow the cord's shape through such a crescent."""
-    if rng.random() >= probability or cord.max() < 0.5:
-        return np.zeros(cord.shape, np.float32)
-    inside = cord >= 0.5
-    shell = ndimage.distance_transform_edt(~inside) * HIRES_MM <= rng.uniform(0.5, 2.5)
-    cy, cx = ndimage.center_of_mass(inside)
-    yy, xx = np.mgrid[0 : cord.shape[0], 0 : cord.shape[1]]
-    off_axis = np.angle(np.exp(1j * (np.arctan2(yy - cy, xx - cx) - rng.uniform(-np.pi, np.pi))))
-    half_width = np.deg2rad(rng.uniform(40, 110))
-    taper = np.clip((half_width - np.abs(off_axis)) / np.deg2rad(15), 0, 1)  # soft ends of the crescent
-    return (shell & ~inside) * taper.astype(np.float32)
-
-
 def synthetic_sample(patch, rng, rater_margin_mm=0.0):
     """Render one 1 mm training slice (image, cord fraction) from a 4-channel canal patch.
 
@@ -284,8 +267,6 @@ def synthetic_sample(patch, rng, rater_margin_mm=0.0):
         image = np.where(discs == d, disc_mu[d - 1], image)
     voids = csf_flow_voids(canal.shape, rng)
     csf_value = csf_mu + voids * (rng.uniform(0, 1) - csf_mu)
-    crescent = pericord_void(occ[WM] + occ[GM], rng)
-    csf_value = csf_value + crescent * (wm_mu + rng.uniform(0, 0.4) * (csf_mu - wm_mu) - csf_value)
     tissue = {BONE: bone_mu, CSF: csf_value, WM: wm_mu, GM: gm_mu}
     image = image * (1 - np.clip(canal, 0, 1))
     for channel, value in tissue.items():
