@@ -5,7 +5,9 @@
 - unf01 T1w, T2star, T2w (validation subject, never trained on): Dice (soft >= 0.5 vs manual), mean
   angle-corrected CSA vs the manual mask's, spread of mean CSA across the three contrasts;
 - the area inside the half-intensity cord/CSF outline over the manual mask's (where raters draw);
-- unf01 as if acquired with thicker voxels along one in-plane axis (2-3 mm): CSA over the manual mask's;
+- unf01 as if acquired with thicker voxels along one in-plane axis (2-3 mm) or blurred in-plane: CSA over
+  the manual mask's;
+- the tutorial's single subject in three contrasts (MT1, MT0, mean DWI): mean CSA over their shared S range;
 - sub-05 MT-on: Dice and CSA, marked "trained on" unless model.json says no real image was; its manual
   mask leaves out the first and last of the 22 slices, where the cord continues, so Dice is also given
   over the slices the rater labelled;
@@ -36,6 +38,7 @@ LABELLED = [
     ("unf01 T2w", "real/unf01/sub-unf01_T2w.nii.gz", "real/unf01/sub-unf01_T2w_seg-manual.nii.gz"),
     ("sub-05 MT-on", "real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz"),
 ]
+SINGLE_SUBJECT = ("MT1", "MT0", "DWI (mean)")  # one subject, one session (SCT tutorial single_subject)
 UNLABELLED = [
     ("sub-01 MT-off", "real/tutorial/sub-01_acq-MToff_MTS.nii.gz", None),
     ("sub-01 MT-on", "real/tutorial/sub-01_acq-MTon_MTS.nii.gz", None),
@@ -99,8 +102,10 @@ def coarsen(volume, axis, factor):
 
 
 def coarse_ratios(volume, csa_manual):
-    """Mean CSA over the manual mask's of the volume averaged to 2 and 3 mm along LR and to 2 mm along AP."""
+    """Mean CSA over the manual mask's of the volume averaged to 2 and 3 mm along LR and to 2 mm along AP,
+    and blurred in-plane by a 2 mm (FWHM) Gaussian, as EPI or low-resolution acquisitions are."""
     import nibabel as nib
+    from scipy import ndimage
 
     world_axis = nib.orientations.io_orientation(volume.affine)[:, 0]  # array axis -> 0 LR, 1 AP, 2 SI
     lr_axis, ap_axis = (int(np.flatnonzero(world_axis == w)[0]) for w in (0, 1))
@@ -108,7 +113,26 @@ def coarse_ratios(volume, csa_manual):
     for axis, factor in ((lr_axis, 2), (lr_axis, 3), (ap_axis, 2)):
         array, affine = coarsen(volume, axis, factor)
         ratios.append(mean_csa(inference.segment_image(array, affine), affine)[0] / csa_manual)
+    sigma_mm = 2.0 / 2.355
+    sigma = [0.0 if a == slice_axis(volume.affine) else sigma_mm / np.linalg.norm(volume.affine[:3, a]) for a in range(3)]
+    blurred = ndimage.gaussian_filter(volume.array.astype(np.float32), sigma)
+    ratios.append(mean_csa(inference.segment_image(blurred, volume.affine), volume.affine)[0] / csa_manual)
     return ratios
+
+
+def same_subject_agreement(data):
+    """Mean CSA of MT1, MT0 and the mean DWI of the tutorial's single subject over the S range all three
+    cover: one cord seen in three contrasts (no manual mask needed)."""
+    tables = {}
+    for name, image_path, how in UNLABELLED:
+        if name in SINGLE_SUBJECT:
+            volume = load_image(data / image_path, how)
+            table = mean_csa(inference.segment_image(volume.array, volume.affine), volume.affine)[1]
+            tables[name] = (table.column("z_mm").astype(float), table.column("csa_mm2").astype(float))
+    low = max(z.min() for z, _ in tables.values())
+    high = min(z.max() for z, _ in tables.values())
+    means = {name: float(np.nanmean(csa[(z >= low) & (z <= high)])) for name, (z, csa) in tables.items()}
+    return low, high, means
 
 
 def mean_csa(probability, affine):
@@ -163,11 +187,14 @@ def main(argv=None):
             qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
     print(f"\nSD of mean CSA across unf01 T1w/T2star/T2w: {np.std(unf01, ddof=1):.2f} mm² (means {', '.join(f'{c:.1f}' for c in unf01)})\n")
 
-    print("Coarser acquisitions of unf01 (voxels averaged along one in-plane axis): mean CSA / manual")
-    print("\n| image | 1 mm | LR 2 mm | LR 3 mm (sagittal slabs) | AP 2 mm |\n| --- | --- | --- | --- | --- |")
+    print("Coarser acquisitions of unf01 (voxels averaged along one in-plane axis, or the slices blurred): mean CSA / manual")
+    print("\n| image | 1 mm | LR 2 mm | LR 3 mm (sagittal slabs) | AP 2 mm | blurred, 2 mm FWHM |\n| --- | --- | --- | --- | --- | --- |")
     for name, ratios in coarse_rows:
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
-    print()
+    low, high, means = same_subject_agreement(data)
+    print(f"\nOne subject, three contrasts (tutorial single_subject), mean CSA over S {low:.0f} to {high:.0f} mm: "
+          + ", ".join(f"{name} {csa:.1f} mm²" for name, csa in means.items())
+          + f"; SD {np.std(list(means.values()), ddof=1):.2f} mm²\n")
 
     print("| image | slices with cord / total | CSA median [min, max] (mm²) | probability removed by clean-up | components (p ≥ 0.5) | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
