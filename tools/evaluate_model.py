@@ -120,18 +120,13 @@ def coarse_ratios(volume, csa_manual):
     return ratios
 
 
-def same_subject_agreement(data):
-    """Mean CSA of MT1, MT0 and the mean DWI of the tutorial's single subject over the S range all three
-    cover: one cord seen in three contrasts (no manual mask needed)."""
-    tables = {}
-    for name, image_path, how in UNLABELLED:
-        if name in SINGLE_SUBJECT:
-            volume = load_image(data / image_path, how)
-            table = mean_csa(inference.segment_image(volume.array, volume.affine), volume.affine)[1]
-            tables[name] = (table.column("z_mm").astype(float), table.column("csa_mm2").astype(float))
-    low = max(z.min() for z, _ in tables.values())
-    high = min(z.max() for z, _ in tables.values())
-    means = {name: float(np.nanmean(csa[(z >= low) & (z <= high)])) for name, (z, csa) in tables.items()}
+def same_subject_agreement(tables):
+    """Mean CSA of MT1, MT0 and the mean DWI of the tutorial's single subject (their CSA tables, by name)
+    over the S range all three cover: one cord seen in three contrasts (no manual mask needed)."""
+    columns = {name: (t.column("z_mm").astype(float), t.column("csa_mm2").astype(float)) for name, t in tables.items()}
+    low = max(z.min() for z, _ in columns.values())
+    high = min(z.max() for z, _ in columns.values())
+    means = {name: float(np.nanmean(csa[(z >= low) & (z <= high)])) for name, (z, csa) in columns.items()}
     return low, high, means
 
 
@@ -191,19 +186,19 @@ def main(argv=None):
     print("\n| image | 1 mm | LR 2 mm | LR 3 mm (sagittal slabs) | AP 2 mm | blurred, 2 mm FWHM |\n| --- | --- | --- | --- | --- | --- |")
     for name, ratios in coarse_rows:
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
-    low, high, means = same_subject_agreement(data)
-    print(f"\nOne subject, three contrasts (tutorial single_subject), mean CSA over S {low:.0f} to {high:.0f} mm: "
-          + ", ".join(f"{name} {csa:.1f} mm²" for name, csa in means.items())
-          + f"; SD {np.std(list(means.values()), ddof=1):.2f} mm²\n")
+    print()
 
     print("| image | slices with cord / total | CSA median [min, max] (mm²) | probability removed by clean-up | components (p ≥ 0.5) | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
     from scipy import ndimage
 
+    single_subject = {}
     for name, image_path, how in UNLABELLED:
         volume = load_image(data / image_path, how)
         raw, prob, seconds = segment(volume)
         _, table = mean_csa(prob, volume.affine)
+        if name in SINGLE_SUBJECT:
+            single_subject[name] = table
         csa = table.column("csa_mm2").astype(float)
         n_total = volume.array.shape[slice_axis(volume.affine)]
         with_cord = int((csa >= 10).sum())
@@ -213,6 +208,10 @@ def main(argv=None):
         print(f"| {name} | {with_cord} / {n_total} | {stats} | {removed:.1%} | {components} | {seconds:.1f} |")
         if args.qc_dir:
             qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
+    low, high, means = same_subject_agreement(single_subject)
+    print(f"\nOne subject, three contrasts (tutorial single_subject), mean CSA over S {low:.0f} to {high:.0f} mm: "
+          + ", ".join(f"{name} {csa:.1f} mm²" for name, csa in means.items())
+          + f"; SD {np.std(list(means.values()), ddof=1):.2f} mm²")
     return 0
 
 
