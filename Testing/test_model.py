@@ -288,11 +288,8 @@ def test_large_fields_of_view_are_segmented_in_cord_windows(shared_file):
     assert abs(prob.sum() / manual.sum() - 1) <= 0.12
 
 
-def test_pseudo_labels_keep_each_image_grid_and_its_source(data_dir, random_model, tmp_path):
-    """tools/pseudo_label.py on the 4D DWI alone (the others excluded): its mean and a soft mask, same grid."""
+def _pseudo_label_tool():
     import sys
-
-    import nibabel as nib
 
     tools = str(Path(__file__).resolve().parents[1] / "tools")
     sys.path.insert(0, tools)
@@ -300,6 +297,68 @@ def test_pseudo_labels_keep_each_image_grid_and_its_source(data_dir, random_mode
         import pseudo_label
     finally:
         sys.path.remove(tools)
+    return pseudo_label
+
+
+def _disc_stack(radii, size=30):
+    """A soft-edged disc per slice (third axis) of the given radii (0: empty slice)."""
+    yy, xx = np.mgrid[0:size, 0:size] - size / 2 + 0.5
+    return np.stack([np.clip(r + 0.5 - np.hypot(yy, xx), 0, 1) if r else np.zeros((size, size)) for r in radii],
+                    axis=2).astype(np.float32)
+
+
+def test_consensus_label_averages_the_contrasts_but_not_a_missed_slice():
+    a, b = _disc_stack([5, 5, 4]), _disc_stack([6, 0, 6])
+    label = _pseudo_label_tool().consensus_label([a, b])
+    assert np.allclose(label[..., 0], (a[..., 0] + b[..., 0]) / 2)  # areas 0.7:1, both vote
+    assert np.allclose(label[..., 1], a[..., 1])  # b found nothing there: a alone
+    assert np.allclose(label[..., 2], b[..., 2])  # a found under half of b's area
+
+
+def test_resampled_label_keeps_its_place_and_area_on_another_grid():
+    """The MT0/MT1 label onto the DWI's grid: here a 0.5 mm grid, flipped left-right and offset."""
+    from scipy import ndimage
+
+    label = _disc_stack([5] * 4)
+    source = np.diag([1.0, 1.0, 5.0, 1.0])
+    target = np.array([[-0.5, 0, 0, 25.0], [0, 0.5, 0, 3.0], [0, 0, 5.0, 0], [0, 0, 0, 1]])
+    moved = _pseudo_label_tool().resample_label(label, source, (40, 40, 4), target)
+    assert moved.shape == (40, 40, 4) and moved.min() >= 0 and moved.max() <= 1
+    assert moved[..., 1].sum() * 0.25 == pytest.approx(label[..., 1].sum(), rel=0.03)  # mm2
+    centre = target @ np.r_[ndimage.center_of_mass(moved[..., 1]), 1, 1]
+    assert np.allclose(centre[:2], source[:2, :2] @ ndimage.center_of_mass(label[..., 1]), atol=0.1)
+
+
+def test_dwi_views_tell_b0_from_diffusion_weighted_volumes():
+    series = np.full((4, 4, 2, 20), 300.0, np.float32)
+    series[..., [0, 19]] = 1000.0
+    series[..., 1] = 200.0
+    views = _pseudo_label_tool().dwi_views(series)
+    assert list(views) == ["mean", "b0 mean", "diffusion-weighted mean", "volume 1", "volume 16"]
+    assert views["b0 mean"].max() == 1000.0 and views["volume 1"].max() == 200.0
+    assert views["diffusion-weighted mean"].mean() == pytest.approx((200 + 17 * 300) / 18)
+
+
+def test_a_consensus_entry_replaces_the_labelled_image_and_repeats(tmp_path):
+    """tools/pseudo_label.py --consensus lists sub-05 MT-on with its manual mask twice: it must not come a
+    third time from REAL_TRAINING_PAIRS."""
+    folder = _pseudo_label_folder(tmp_path / "pseudo")
+    listing = json.loads((folder / "pairs.json").read_text())
+    entry = listing["pairs"][0]
+    listing["pairs"] = [dict(entry, source=train.REAL_TRAINING_PAIRS[0][0], label_from="manual mask", repeat=2),
+                        dict(entry, view="mean")]
+    (folder / "pairs.json").write_text(json.dumps(listing))
+    args = train.parse_args(["--run", str(tmp_path / "run"), "--data", "/data", "--pseudo-labels", str(folder)])
+    assert train.real_pairs(args) == [(entry["image"], entry["label"])] * 3
+    images = train.real_training_images(vars(args))
+    assert images == [f"{train.REAL_TRAINING_PAIRS[0][0]} (manual mask)", "real/tutorial/fake.nii.gz mean (pseudo-labelled)"]
+
+
+def test_pseudo_labels_keep_each_image_grid_and_its_source(data_dir, random_model, tmp_path):
+    """tools/pseudo_label.py on the 4D DWI alone (the others excluded): its mean and a soft mask, same grid."""
+    import nibabel as nib
+
+    pseudo_label = _pseudo_label_tool()
     out = tmp_path / "pseudo"
     excluded = sum([["--exclude", text] for text in ("sub-0", "mt0", "mt1", "t2_ms")], [])
     assert pseudo_label.main(["--data", str(data_dir), "--weights-dir", str(random_model), "--out", str(out)]

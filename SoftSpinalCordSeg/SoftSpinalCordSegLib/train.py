@@ -62,7 +62,11 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--stop-after", type=int, metavar="N", help="checkpoint and stop at iteration N (resume later)")
     p.add_argument("--export", metavar="DIR", help="export the last checkpoint's weights to DIR and exit")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("init", "pseudo_labels"):  # kept in the checkpoint; --export may run from another folder
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    return args
 
 
 class _Stream:
@@ -99,14 +103,22 @@ def real_pairs(args):
     """(image, mask) paths of the real slices trained on: the labelled ones, then any pseudo-labelled ones."""
     if args.no_real:
         return []
-    pairs = [(os.path.join(args.data, a), os.path.join(args.data, b)) for a, b in labelled_pairs(args.exclude_real)]
-    if args.pseudo_labels:
-        pairs += [(p["image"], p["label"]) for p in pseudo_label_pairs(args.pseudo_labels)]
-    return pairs
+    labelled, extra = real_sources(args.exclude_real, args.pseudo_labels)
+    pairs = [(os.path.join(args.data, a), os.path.join(args.data, b)) for a, b in labelled]
+    return pairs + [(p["image"], p["label"]) for p in extra for _ in range(p.get("repeat", 1))]
+
+
+def real_sources(exclude_real, pseudo_labels):
+    """(labelled (image, mask) pairs kept, entries of the pairs.json of pseudo_labels): an entry for a labelled
+    image replaces it (tools/pseudo_label.py --consensus lists sub-05 with its manual mask)."""
+    extra = pseudo_label_pairs(pseudo_labels) if pseudo_labels else []
+    given = {p["source"] for p in extra}
+    return [pair for pair in labelled_pairs(exclude_real) if pair[0] not in given], extra
 
 
 def pseudo_label_pairs(folder):
-    """The entries of folder/pairs.json: image, label (soft teacher output) and source (the original image)."""
+    """The entries of folder/pairs.json: image, label (soft teacher output or a manual mask), source (the
+    original image) and, from --consensus, label_from (how the label was made) and repeat (times listed)."""
     return json.loads((Path(folder) / "pairs.json").read_text())["pairs"]
 
 
@@ -155,9 +167,12 @@ def real_training_images(config):
     """The real images a run learnt from, its --init runs' included (read from their checkpoints)."""
     import torch
 
-    images = [] if config.get("no_real") else [image for image, _ in labelled_pairs(config.get("exclude_real", []))]
-    if config.get("pseudo_labels") and not config.get("no_real"):
-        images += [f"{p['source']} (pseudo-labelled)" for p in pseudo_label_pairs(config["pseudo_labels"])]
+    images = []
+    if not config.get("no_real"):
+        labelled, extra = real_sources(config.get("exclude_real", []), config.get("pseudo_labels"))
+        images = [image for image, _ in labelled]
+        images += [f"{p['source']}{' ' + p['view'] if 'view' in p else ''} ({p.get('label_from', 'pseudo-labelled')})"
+                   for p in extra]
     init = config.get("init")
     if init and (Path(init) / "last.pt").is_file():
         parent = torch.load(Path(init) / "last.pt", map_location="cpu", weights_only=True)
