@@ -267,7 +267,7 @@ def _shipped_model_on(shared_file, image, mask):
 
 
 def test_shipped_model_segments_the_validation_subject(shared_file):
-    """Regression bar on unf01 T2w (never trained on): Dice 0.936 and CSA -4.2 % when shipped (model card);
+    """Regression bar on unf01 T2w (never trained on): Dice 0.947 and CSA -2.2 % when shipped (model card);
     tools/evaluate_model.py prints all the bars, the three contrasts included."""
     from SoftSpinalCordSegLib.morphometry import compute_csa
 
@@ -280,12 +280,14 @@ def test_shipped_model_segments_the_validation_subject(shared_file):
 
 
 def test_large_fields_of_view_are_segmented_in_cord_windows(shared_file):
-    """sub-05 MT-on, 230 mm slices: segmented whole they gave 1.54x the manual area; in windows Dice 0.92, 0.95x.
-    (sub-05 is in the training data: this guards the two-pass inference, not generalisation.)"""
-    _, manual, prob, overlap = _shipped_model_on(
+    """sub-05 MT-on, 230 mm slices: segmented whole they gave 1.54x the manual area; in windows, on the slices
+    its rater labelled, Dice 0.928 and 0.98x the area when shipped (sub-05 is in the training data: this
+    guards the two-pass inference, not generalisation)."""
+    _, manual, prob, _ = _shipped_model_on(
         shared_file, "real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz")
-    assert overlap >= 0.88
-    assert abs(prob.sum() / manual.sum() - 1) <= 0.12
+    rated = manual.any(axis=(0, 1))  # axial slices along the third axis; the first and last are unlabelled
+    assert dice(prob[..., rated] >= 0.5, manual[..., rated]) >= 0.90
+    assert abs(prob[..., rated].sum() / manual.sum() - 1) <= 0.1
 
 
 def _pseudo_label_tool():
@@ -305,6 +307,27 @@ def _disc_stack(radii, size=30):
     yy, xx = np.mgrid[0:size, 0:size] - size / 2 + 0.5
     return np.stack([np.clip(r + 0.5 - np.hypot(yy, xx), 0, 1) if r else np.zeros((size, size)) for r in radii],
                     axis=2).astype(np.float32)
+
+
+def test_blur_probe_renders_the_canal_with_its_exact_cord_area():
+    """tools/blur_probe.py: the target keeps the cord's area; the image puts the T2w-like levels in place and
+    blurring conserves the signal (so only the network can make the cord read smaller)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    try:
+        import blur_probe
+    finally:
+        sys.path.pop(0)
+    patch = _canal_patch(radius_cord_mm=4.0).astype(np.float32)
+    sharp, target = blur_probe.render([patch], margin_mm=0.8, fwhm_mm=0.0)
+    blurred, _ = blur_probe.render([patch], margin_mm=0.8, fwhm_mm=3.0)
+    assert target.shape == sharp.shape == (synth.OUT_PX, synth.OUT_PX, 1)
+    assert target.sum() == pytest.approx(patch[synth.WM].sum() * synth.HIRES_MM**2)  # mm2 at 1 mm pixels
+    centre = synth.OUT_PX // 2
+    assert sharp[centre, centre, 0] == pytest.approx(blur_probe.INTENSITIES["cord"])
+    assert sharp[centre, centre + 5, 0] == pytest.approx(blur_probe.INTENSITIES["csf"])  # 5-6 mm from the centre: CSF
+    assert blurred.sum() == pytest.approx(sharp.sum(), rel=1e-3)
 
 
 def test_consensus_label_averages_the_contrasts_but_not_a_missed_slice():

@@ -12,7 +12,8 @@
   mask leaves out the first and last of the 22 slices, where the cord continues, so Dice is also given
   over the slices the rater labelled;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
-  largest-component clean-up removed (mass outside the canal), and a QC mosaic to look at.
+  largest-component clean-up removed (mass outside the canal), and a QC mosaic to look at; marked
+  "trained on" where model.json lists it (self-training on pseudo-labels).
 """
 
 from __future__ import annotations
@@ -161,8 +162,7 @@ def main(argv=None):
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
         if name.startswith("sub-05"):
-            trained_on = seen is None or any(image_path in image for image in seen)
-            name += " (trained on)" if trained_on else " (never trained on)"
+            name += " (trained on)" if seen is None or trained_on(image_path, seen) else " (never trained on)"
         volume = load_volume(data / image_path)
         manual = load_mask(data / mask_path, volume).array >= 0.5
         _, prob, seconds = segment(volume)
@@ -192,8 +192,10 @@ def main(argv=None):
     print("| --- | --- | --- | --- | --- | --- |")
     from scipy import ndimage
 
-    single_subject = {}
+    single_subject, single_subject_seen = {}, False
     for name, image_path, how in UNLABELLED:
+        seen_here = bool(seen) and trained_on(image_path, seen)  # self-training: pseudo-labels, no manual mask
+        single_subject_seen |= seen_here and name in SINGLE_SUBJECT
         volume = load_image(data / image_path, how)
         raw, prob, seconds = segment(volume)
         _, table = mean_csa(prob, volume.affine)
@@ -205,14 +207,20 @@ def main(argv=None):
         removed = 1 - prob.sum() / max(raw.sum(), 1e-6)
         components = ndimage.label(raw >= 0.5, structure=np.ones((3, 3, 3)))[1]
         stats = f"{np.median(csa):.1f} [{csa.min():.1f}, {csa.max():.1f}]" if csa.size else "none"
-        print(f"| {name} | {with_cord} / {n_total} | {stats} | {removed:.1%} | {components} | {seconds:.1f} |")
+        print(f"| {name}{' (trained on)' if seen_here else ''} | {with_cord} / {n_total} | {stats} | {removed:.1%} | {components} | {seconds:.1f} |")
         if args.qc_dir:
             qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
     low, high, means = same_subject_agreement(single_subject)
     print(f"\nOne subject, three contrasts (tutorial single_subject), mean CSA over S {low:.0f} to {high:.0f} mm: "
           + ", ".join(f"{name} {csa:.1f} mm²" for name, csa in means.items())
-          + f"; SD {np.std(list(means.values()), ddof=1):.2f} mm²")
+          + f"; SD {np.std(list(means.values()), ddof=1):.2f} mm²"
+          + (" (trained on, with pseudo-labels)" if single_subject_seen else ""))
     return 0
+
+
+def trained_on(image_path, seen):
+    """Whether model.json's real_training_images lists the image (labelled or pseudo-labelled)."""
+    return any(image_path in image for image in seen)
 
 
 def slug(name):
