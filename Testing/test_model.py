@@ -290,16 +290,17 @@ def test_large_fields_of_view_are_segmented_in_cord_windows(shared_file):
     assert abs(prob[..., rated].sum() / manual.sum() - 1) <= 0.1
 
 
-def _pseudo_label_tool():
+def _tool(name):
+    """A script of tools/ imported as a module."""
+    import importlib
     import sys
 
     tools = str(Path(__file__).resolve().parents[1] / "tools")
     sys.path.insert(0, tools)
     try:
-        import pseudo_label
+        return importlib.import_module(name)
     finally:
         sys.path.remove(tools)
-    return pseudo_label
 
 
 def _disc_stack(radii, size=30):
@@ -312,13 +313,7 @@ def _disc_stack(radii, size=30):
 def test_blur_probe_renders_the_canal_with_its_exact_cord_area():
     """tools/blur_probe.py: the target keeps the cord's area; the image puts the T2w-like levels in place and
     blurring conserves the signal (so only the network can make the cord read smaller)."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    try:
-        import blur_probe
-    finally:
-        sys.path.pop(0)
+    blur_probe = _tool("blur_probe")
     patch = _canal_patch(radius_cord_mm=4.0).astype(np.float32)
     sharp, target = blur_probe.render([patch], margin_mm=0.8, fwhm_mm=0.0)
     blurred, _ = blur_probe.render([patch], margin_mm=0.8, fwhm_mm=3.0)
@@ -332,7 +327,7 @@ def test_blur_probe_renders_the_canal_with_its_exact_cord_area():
 
 def test_consensus_label_averages_the_contrasts_but_not_a_missed_slice():
     a, b = _disc_stack([5, 5, 4]), _disc_stack([6, 0, 6])
-    label = _pseudo_label_tool().consensus_label([a, b])
+    label = _tool("pseudo_label").consensus_label([a, b])
     assert np.allclose(label[..., 0], (a[..., 0] + b[..., 0]) / 2)  # areas 0.7:1, both vote
     assert np.allclose(label[..., 1], a[..., 1])  # b found nothing there: a alone
     assert np.allclose(label[..., 2], b[..., 2])  # a found under half of b's area
@@ -345,7 +340,7 @@ def test_resampled_label_keeps_its_place_and_area_on_another_grid():
     label = _disc_stack([5] * 4)
     source = np.diag([1.0, 1.0, 5.0, 1.0])
     target = np.array([[-0.5, 0, 0, 25.0], [0, 0.5, 0, 3.0], [0, 0, 5.0, 0], [0, 0, 0, 1]])
-    moved = _pseudo_label_tool().resample_label(label, source, (40, 40, 4), target)
+    moved = _tool("pseudo_label").resample_label(label, source, (40, 40, 4), target)
     assert moved.shape == (40, 40, 4) and moved.min() >= 0 and moved.max() <= 1
     assert moved[..., 1].sum() * 0.25 == pytest.approx(label[..., 1].sum(), rel=0.03)  # mm2
     centre = target @ np.r_[ndimage.center_of_mass(moved[..., 1]), 1, 1]
@@ -356,7 +351,7 @@ def test_dwi_views_tell_b0_from_diffusion_weighted_volumes():
     series = np.full((4, 4, 2, 20), 300.0, np.float32)
     series[..., [0, 19]] = 1000.0
     series[..., 1] = 200.0
-    views = _pseudo_label_tool().dwi_views(series)
+    views = _tool("pseudo_label").dwi_views(series)
     assert list(views) == ["mean", "b0 mean", "diffusion-weighted mean", "volume 1", "volume 16"]
     assert views["b0 mean"].max() == 1000.0 and views["volume 1"].max() == 200.0
     assert views["diffusion-weighted mean"].mean() == pytest.approx((200 + 17 * 300) / 18)
@@ -381,7 +376,7 @@ def test_pseudo_labels_keep_each_image_grid_and_its_source(data_dir, random_mode
     """tools/pseudo_label.py on the 4D DWI alone (the others excluded): its mean and a soft mask, same grid."""
     import nibabel as nib
 
-    pseudo_label = _pseudo_label_tool()
+    pseudo_label = _tool("pseudo_label")
     out = tmp_path / "pseudo"
     excluded = sum([["--exclude", text] for text in ("sub-0", "mt0", "mt1", "t2_ms")], [])
     assert pseudo_label.main(["--data", str(data_dir), "--weights-dir", str(random_model), "--out", str(out)]

@@ -64,7 +64,6 @@ def teacher_pairs(args, out):
     """Each unlabelled image with the teacher's soft mask of it."""
     from SoftSpinalCordSegLib import inference
     from SoftSpinalCordSegLib.io import save_like
-    from SoftSpinalCordSegLib.morphometry import slice_axis
 
     pairs = []
     for name, path, how in UNLABELLED:
@@ -77,16 +76,23 @@ def teacher_pairs(args, out):
         save_like(volume.array, volume, image_file)
         save_like(prob, volume, label_file)
         pairs.append({"image": str(image_file.resolve()), "label": str(label_file.resolve()), "source": path})
-        axis = slice_axis(volume.affine)
-        per_slice = np.moveaxis(prob, axis, 0).reshape(prob.shape[axis], -1).max(axis=1)
-        print(f"{name:14s} cord on {int((per_slice >= 0.5).sum())}/{prob.shape[axis]} slices")
+        print(f"{name:14s} cord on {slices_with_cord(prob, volume.affine)} slices")
     return pairs
+
+
+def slices_with_cord(prob, affine):
+    """'found/total': slices (along the image's own slice axis) where the cord fraction reaches 0.5."""
+    from SoftSpinalCordSegLib.morphometry import slice_axis
+
+    axis = slice_axis(affine)
+    per_slice = np.moveaxis(prob, axis, 0).reshape(prob.shape[axis], -1).max(axis=1)
+    return f"{int((per_slice >= 0.5).sum())}/{prob.shape[axis]}"
 
 
 def consensus_pairs(args, out):
     """Every image of SESSIONS (less --exclude) with its session's one label."""
     from SoftSpinalCordSegLib import inference
-    from SoftSpinalCordSegLib.io import load_mask, load_volume
+    from SoftSpinalCordSegLib.io import Volume, load_mask, load_volume
 
     pairs = []
     for session in SESSIONS:
@@ -101,13 +107,14 @@ def consensus_pairs(args, out):
             label_from = "pseudo-labelled, consensus of " + " and ".join(voters)
         repeat = MANUAL_REPEAT if "manual" in session else 1
         for file, volume in zip(voters, volumes):
-            pairs.append(_write_pair(out, file, "", volume.array, label, volume.affine, label_from, repeat))
+            pairs.append(_write_pair(out, file, "", volume.array, label, volume, label_from, repeat))
         for file in session.get("followers", []):
-            views = dwi_views(np.asanyarray(nib.load(os.path.join(args.data, TUTORIAL + file)).dataobj))
-            affine = nib.load(os.path.join(args.data, TUTORIAL + file)).affine
-            follower_label = resample_label(label, volumes[0].affine, next(iter(views.values())).shape, affine)
+            series = nib.load(os.path.join(args.data, TUTORIAL + file))
+            views = dwi_views(np.asanyarray(series.dataobj))
+            grid = Volume(array=views["mean"], affine=series.affine)
+            follower_label = resample_label(label, volumes[0].affine, grid.array.shape, grid.affine)
             for view, array in views.items():
-                pairs.append(_write_pair(out, file, view, array, follower_label, affine, label_from, repeat))
+                pairs.append(_write_pair(out, file, view, array, follower_label, grid, label_from, repeat))
     return pairs
 
 
@@ -142,13 +149,15 @@ def dwi_views(series):
     return views
 
 
-def _write_pair(out, file, view, image, label, affine, label_from, repeat):
+def _write_pair(out, file, view, image, label, grid, label_from, repeat):
+    """Write an image and its label in the grid of `grid` (an io.Volume); their pairs.json entry."""
+    from SoftSpinalCordSegLib.io import save_like
+
     stem = file.replace(".nii.gz", "") + ("_" + view.replace(" ", "-") if view else "")
     image_file, label_file = out / f"{stem}.nii.gz", out / f"{stem}_label.nii.gz"
-    nib.save(nib.Nifti1Image(np.asarray(image, np.float32), affine), image_file)
-    nib.save(nib.Nifti1Image(np.asarray(label, np.float32), affine), label_file)
-    found = int((label.reshape(-1, label.shape[2]).max(axis=0) >= 0.5).sum())
-    print(f"{stem:40s} label on {found}/{label.shape[2]} slices ({label_from})")
+    save_like(image, grid, image_file)
+    save_like(label, grid, label_file)
+    print(f"{stem:40s} label on {slices_with_cord(label, grid.affine)} slices ({label_from})")
     entry = {"image": str(image_file.resolve()), "label": str(label_file.resolve()), "source": TUTORIAL + file,
              "label_from": label_from, "repeat": repeat}
     return dict(entry, view=view) if view else entry
