@@ -104,6 +104,23 @@ def test_area_downsample_conserves_partial_volume():
     assert low.sum() * 4 == pytest.approx(hires.sum())
 
 
+def test_shrinking_slices_averages_partial_volume_like_training():
+    import torch
+    import torch.nn.functional as F
+
+    hires = (np.random.default_rng(0).random((3, 64, 48)) > 0.7).astype(np.float32)
+    halved = inference.resize_slices(torch.from_numpy(hires), (32, 24)).numpy()
+    assert np.allclose(halved, [synth.area_downsample(s) for s in hires], atol=1e-6)
+    for size in ((45, 33), (57, 47), (20, 40)):  # non-integer factors: cord fractions keep their area
+        coarse = inference.resize_slices(torch.from_numpy(hires), size).numpy()
+        scale = 64 * 48 / (size[0] * size[1])
+        assert coarse.sum() * scale == pytest.approx(hires.sum(), rel=1e-4)
+        assert coarse.min() >= 0 and coarse.max() <= 1
+    grown = inference.resize_slices(torch.from_numpy(hires), (100, 70))
+    expected = F.interpolate(torch.from_numpy(hires)[:, None], size=(100, 70), mode="bilinear", align_corners=False)
+    assert torch.allclose(grown, expected[:, 0], atol=1e-5)
+
+
 def test_padding_reaches_the_training_canvas_and_the_divisor():
     for size in (5, 40, 127, 128, 129, 300):
         before, after = pad_amounts(size)

@@ -153,13 +153,36 @@ def _to_1mm(volume, ks, size_1mm):
     return resize_slices(chunk, size_1mm)
 
 
+def axis_weights(n_in, n_out):
+    """(n_out, n_in) matrix resampling one axis over the same extent. Where the axis shrinks, each input
+    pixel weighs by the share of the output pixel it covers (partial-volume averaging, as the training
+    slices were area-downsampled from 0.5 mm, and exact for cord fractions); where it grows, linear
+    interpolation between pixel centres."""
+    scale = n_in / n_out
+    if n_out < n_in:
+        start = np.arange(n_out)[:, None] * scale
+        first = np.arange(n_in)[None, :]
+        overlap = np.minimum(start + scale, first + 1) - np.maximum(start, first)
+        return np.clip(overlap, 0, None) / scale
+    x = np.clip((np.arange(n_out) + 0.5) * scale - 0.5, 0, n_in - 1)
+    low = np.floor(x).astype(int)
+    weights = np.zeros((n_out, n_in))
+    np.add.at(weights, (np.arange(n_out), low), 1 - (x - low))
+    np.add.at(weights, (np.arange(n_out), np.minimum(low + 1, n_in - 1)), x - low)
+    return weights
+
+
 def resize_slices(slices, size):
-    """A stack of slices (n, X, Y) resampled to size (antialiased bilinear); as is where already that size."""
-    import torch.nn.functional as F
+    """A stack of slices (n, X, Y) resampled to size (see axis_weights); as is where already that size.
+
+    Antialiased bilinear shrinking (a triangle twice the output pixel) blurred 0.5 mm images more than the
+    network had seen: unf01 T2w read 5 % smaller from a 0.5 mm grid, 3 % with these weights."""
+    import torch
 
     if tuple(slices.shape[1:]) == tuple(size):
         return slices
-    return F.interpolate(slices[:, None], size=size, mode="bilinear", antialias=True, align_corners=False)[:, 0]
+    rows, cols = (torch.from_numpy(axis_weights(n, m).astype(np.float32)) for n, m in zip(slices.shape[1:], size))
+    return torch.einsum("ai,nij,bj->nab", rows, slices.float(), cols)
 
 
 def _run_network(net, slices, device, min_px):
