@@ -404,3 +404,16 @@ def test_pseudo_labels_keep_each_image_grid_and_its_source(data_dir, random_mode
     assert image.shape == label.shape == nib.load(data_dir / entry["source"]).shape[:3]
     assert np.allclose(image.affine, label.affine)
     assert 0 <= label.get_fdata().min() and label.get_fdata().max() <= 1
+
+
+def test_magnified_slices_scale_the_cord_area_about_its_centre():
+    from scipy import ndimage
+
+    evaluate_model = _tool("evaluate_model")
+    discs = np.moveaxis(_disc_stack([6, 6, 0]), 2, 0)  # slices along the first axis, centred at (14.5, 14.5)
+    centre = np.array([14.5, 14.5])
+    for factor in (0.85, 1.15):
+        scaled = evaluate_model.magnify_slices(discs, factor, centre, axis=0, order=1)
+        assert scaled[0].sum() == pytest.approx(discs[0].sum() * factor**2, rel=0.03)
+        assert np.allclose(ndimage.center_of_mass(scaled[1]), centre, atol=0.05)
+        assert scaled[2].sum() == 0

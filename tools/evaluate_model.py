@@ -39,6 +39,7 @@ LABELLED = [
     ("unf01 T2w", "real/unf01/sub-unf01_T2w.nii.gz", "real/unf01/sub-unf01_T2w_seg-manual.nii.gz"),
     ("sub-05 MT-on", "real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz"),
 ]
+SIZE_FACTORS = (0.85, 1.0, 1.15)  # in-plane magnifications: cord areas 0.72x to 1.32x, the range across adults
 SINGLE_SUBJECT = ("MT1", "MT0", "DWI (mean)")  # one subject, one session (SCT tutorial single_subject)
 UNLABELLED = [
     ("sub-01 MT-off", "real/tutorial/sub-01_acq-MToff_MTS.nii.gz", None),
@@ -139,6 +140,37 @@ def coarse_ratios(volume, csa_manual):
     return ratios
 
 
+def magnify_slices(array, factor, centre, axis, order):
+    """Each slice along `axis` magnified `factor` times in-plane about `centre` (the voxel size kept): a
+    bigger or smaller subject, canal and neck included."""
+    from scipy import ndimage
+
+    moved = np.moveaxis(array.astype(np.float32), axis, -1)
+    shrink = np.eye(2) / factor
+    offset = centre - shrink @ centre
+    out = np.stack([ndimage.affine_transform(moved[..., k], shrink, offset, order=order, mode="nearest")
+                    for k in range(moved.shape[-1])], -1)
+    return np.moveaxis(out, -1, axis)
+
+
+def size_ratios(volume, manual, factors=SIZE_FACTORS):
+    """Mean CSA over the manual mask's, both magnified by each factor, and how much of the true change in
+    area between the smallest and largest factor the model measures (1: CSA follows the cord's size)."""
+    from scipy import ndimage
+
+    axis = slice_axis(volume.affine)
+    in_plane = [a for a in range(3) if a != axis]
+    centre = np.array(ndimage.center_of_mass(manual))[in_plane]
+    model, truth = [], []
+    for factor in factors:
+        image = magnify_slices(volume.array, factor, centre, axis, order=3)
+        mask = magnify_slices(manual.astype(np.float32), factor, centre, axis, order=1)
+        model.append(mean_csa(inference.segment_image(image, volume.affine), volume.affine)[0])
+        truth.append(mean_csa(mask, volume.affine)[0])
+    ratios = [m / t for m, t in zip(model, truth)]
+    return ratios, (model[-1] - model[0]) / (truth[-1] - truth[0])
+
+
 def same_subject_agreement(tables):
     """Mean CSA of MT1, MT0 and the mean DWI of the tutorial's single subject (their CSA tables, by name)
     over the S range all three cover: one cord seen in three contrasts (no manual mask needed)."""
@@ -176,7 +208,7 @@ def main(argv=None):
 
     print("| image | Dice | Dice on the rater's slices | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    unf01, coarse_rows = [], []
+    unf01, coarse_rows, size_rows = [], [], []
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
         if name.startswith("sub-05"):
@@ -194,6 +226,7 @@ def main(argv=None):
         if name.startswith("unf01"):
             unf01.append(csa_model)
             coarse_rows.append((name, [csa_model / csa_manual] + coarse_ratios(volume, csa_manual)))
+            size_rows.append((name, *size_ratios(volume, manual)))
         outline = half_intensity_ratio(volume.array, manual, axis)
         print(f"| {name} | {overlap:.3f} | {dice_rated:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")
         if args.qc_dir:
@@ -206,6 +239,13 @@ def main(argv=None):
           "\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, ratios in coarse_rows:
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
+    print()
+
+    print("unf01 magnified in-plane about the cord (a smaller or bigger subject): mean CSA / the magnified manual mask's, "
+          "and the share of the true change in area from x0.85 to x1.15 that the model measures (1 when CSA follows size)")
+    print("\n| image | " + " | ".join(f"x{f}" for f in SIZE_FACTORS) + " | measured / true change |\n|" + " --- |" * (len(SIZE_FACTORS) + 2))
+    for name, ratios, slope in size_rows:
+        print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + f" | {slope:.2f} |")
     print()
 
     print("| image | slices with cord / total | CSA median [min, max] (mm²) | probability removed by clean-up | components (p ≥ 0.5) | seconds |")
