@@ -417,3 +417,14 @@ def test_magnified_slices_scale_the_cord_area_about_its_centre():
         assert scaled[0].sum() == pytest.approx(discs[0].sum() * factor**2, rel=0.03)
         assert np.allclose(ndimage.center_of_mass(scaled[1]), centre, atol=0.05)
         assert scaled[2].sum() == 0
+
+
+def test_edge_offsets_name_the_anatomical_side_where_the_outline_lies_outside():
+    """An outline 2 voxels further posterior and 1 voxel further right than the manual one, in an LPS file
+    (array axis 0 runs to the left, axis 1 to the posterior) with 0.5 mm voxels."""
+    evaluate_model = _tool("evaluate_model")
+    manual = _disc_stack([6, 6, 6]) >= 0.5
+    wider = manual | np.roll(manual, 2, axis=1) | np.roll(manual, -1, axis=0)
+    lps = np.diag([-0.5, -0.5, 2.0, 1.0])
+    offsets = evaluate_model.edge_offsets(wider.astype(np.float32), manual, lps)
+    assert offsets == pytest.approx({"R": 0.5, "L": 0.0, "A": 0.0, "P": 1.0}, abs=1e-6)

@@ -175,6 +175,27 @@ def size_ratios(volume, manual, factors=SIZE_FACTORS):
     return ratios, (model[-1] - model[0]) / (truth[-1] - truth[0])
 
 
+EDGE_DIRECTIONS = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1)}  # RAS axis, sign
+
+
+def edge_offsets(prob, manual, affine):
+    """Where the model's outline lies against the manual one, per direction (mm, + outside): along the
+    rays from the manual mask's centre on each slice, the soft mask's extent minus the manual mask's."""
+    prob, spacing, _ = inference.canonical_view(prob, affine)
+    manual, _, _ = inference.canonical_view(manual.astype(np.float32), affine)
+    offsets = {d: [] for d in EDGE_DIRECTIONS}
+    for k in range(manual.shape[2]):
+        if manual[..., k].sum() < 10:
+            continue
+        centre = np.argwhere(manual[..., k] > 0.5).mean(axis=0).round().astype(int)
+        for direction, (axis, sign) in EDGE_DIRECTIONS.items():
+            ray = [slice(None) if a == axis else int(centre[a]) for a in range(2)] + [k]
+            beyond = (np.arange(manual.shape[axis]) - centre[axis]) * sign >= 0
+            difference = prob[tuple(ray)][beyond].sum() - manual[tuple(ray)][beyond].sum()
+            offsets[direction].append(difference * spacing[axis])
+    return {d: float(np.mean(v)) for d, v in offsets.items()}
+
+
 def same_subject_agreement(tables):
     """Mean CSA of MT1, MT0 and the mean DWI of the tutorial's single subject (their CSA tables, by name)
     over the S range all three cover: one cord seen in three contrasts (no manual mask needed)."""
@@ -212,7 +233,7 @@ def main(argv=None):
 
     print("| image | Dice | Dice on the rater's slices | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    unf01, coarse_rows, size_rows = [], [], []
+    unf01, coarse_rows, size_rows, edge_rows = [], [], [], []
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
         if name.startswith("sub-05"):
@@ -232,6 +253,7 @@ def main(argv=None):
             coarse_rows.append((name, [csa_model / csa_manual] + coarse_ratios(volume, csa_manual)))
             (smaller, bigger), slope = size_ratios(volume, manual)
             size_rows.append((name, [smaller, csa_model / csa_manual, bigger], slope))
+            edge_rows.append((name, edge_offsets(prob, manual, volume.affine)))
         outline = half_intensity_ratio(volume.array, manual, axis)
         print(f"| {name} | {overlap:.3f} | {dice_rated:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")
         if args.qc_dir:
@@ -251,6 +273,13 @@ def main(argv=None):
     print(f"\n| image | x{SIZE_FACTORS[0]} | x1.0 | x{SIZE_FACTORS[1]} | measured / true change |\n|" + " --- |" * 5)
     for name, ratios, slope in size_rows:
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + f" | {slope:.2f} |")
+    print()
+
+    print("Where the model's outline lies against the manual one (mm, + outside), along the rays from the manual "
+          "mask's centre, mean over slices")
+    print("\n| image | " + " | ".join(EDGE_DIRECTIONS) + " |\n|" + " --- |" * (len(EDGE_DIRECTIONS) + 1))
+    for name, offsets in edge_rows:
+        print(f"| {name} | " + " | ".join(f"{offsets[d]:+.2f}" for d in EDGE_DIRECTIONS) + " |")
     print()
 
     print("| image | slices with cord / total | CSA median [min, max] (mm²) | probability removed by clean-up | components (p ≥ 0.5) | seconds |")
