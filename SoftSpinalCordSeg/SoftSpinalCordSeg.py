@@ -197,8 +197,18 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.outputs = self.logic.finishProcessing(
                 worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity, levels=parameters.levels
             )
-            self.ui.statusLabel.text = _("Done: {rows} slices measured.").format(rows=len(self.outputs.csa.rows))
+            self.ui.statusLabel.text = self.doneMessage(self.outputs.csa)
         self.onParameterNodeModified()
+
+    @staticmethod
+    def doneMessage(csa):
+        """Slices measured, and those whose CSA stands out from their neighbours' (misread more often than real)."""
+        message = _("Done: {rows} slices measured.").format(rows=len(csa.rows))
+        suspects = csa.suspect_slices()
+        if suspects:
+            message += " " + _("Check slices {slices} in the slice views: their CSA departs from their neighbours'.").format(
+                slices=", ".join(str(index) for index in suspects))
+        return message
 
     def cancel(self):
         if self.worker:

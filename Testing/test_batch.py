@@ -244,6 +244,9 @@ def test_summary_rows_per_level_when_levels_are_known(tmp_path):
     rows = report.summarise(image, table, "sub-01/anat/sub-01_T2w_csa.csv")
     assert [(r["level"], r["n_slices"], r["mean_csa_mm2"]) for r in rows] == [("all", 6, 72.5), ("C2", 3, 71.0), ("C3", 3, 74.0)]
     assert rows[1]["slices"] == "0:2" and rows[0]["contrast"] == "T2w"
+    assert all(row["slices_to_check"] == "" for row in rows)
+    misread = csa_table(range(0, 30, 5), [70.0, 71.0, 98.0, 73.0, 74.0, 75.0], [2, 2, 2, 3, 3, 3])
+    assert [r["slices_to_check"] for r in report.summarise(image, misread, "csa.csv")] == ["2", "2", ""]
 
 
 def test_outputs_of_other_weights_are_redone(tmp_path):

@@ -15,6 +15,7 @@ from SoftSpinalCordSegLib.cli import main
 from SoftSpinalCordSegLib.phantom import CordPhantom, is_interior
 
 from test_io import bad_files, random_image, write_nifti
+from test_morphometry import cord_with_misread_slices
 
 
 def read_csv(path):
@@ -52,6 +53,7 @@ def test_csa_of_tilted_phantom_in_every_orientation(write_phantom, tmp_path, cap
     code, out, err = run(["csa", mask_path, "--output", tmp_path / "csa.csv", "--plot", tmp_path / "csa.png"], capsys)
     assert code == 0, err
     assert "CSA: mean" in out and "measuring" in err  # summary on stdout, progress on stderr
+    assert "check slices" not in out  # a smooth cord has none
     rows = read_csv(tmp_path / "csa.csv")
     for column in ("slice", "z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm",
                    "eccentricity", "solidity", "level"):
@@ -62,6 +64,14 @@ def test_csa_of_tilted_phantom_in_every_orientation(write_phantom, tmp_path, cap
     assert interior.sum() >= 20
     assert np.all(np.abs(csa[interior] - 80.0) <= 1.6), csa[interior]
     assert (tmp_path / "csa.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_names_the_slices_to_check(tmp_path, capsys):
+    mask, affine = cord_with_misread_slices()
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "cord.nii.gz")
+    code, out, err = run(["csa", tmp_path / "cord.nii.gz", "--output", tmp_path / "csa.csv"], capsys)
+    assert code == 0, err
+    assert "check slices 3, 8 on the QC mosaic" in out
 
 
 def test_quiet_prints_nothing(write_phantom, tmp_path, capsys):

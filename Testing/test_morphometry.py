@@ -212,3 +212,20 @@ def test_dice_counts_the_overlap_of_two_masks():
     assert dice(a, b) == pytest.approx(0.5)
     assert dice(a, a) == 1.0 and dice(a, ~a) == 0.0
     assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0  # both empty: they agree
+
+
+def cord_with_misread_slices():
+    """5 mm axial slices of a 5 mm radius cord (78.5 mm²) with one swollen slice (index 3) and one shrunken
+    slice (8), ending in a conus that tapers to 2 mm radius: (soft mask, affine)."""
+    radii = [5, 5, 5, 6.2, 5, 5, 5, 5, 3.5, 5, 5, 5, 4.5, 4, 3, 2]
+    yy, xx = np.mgrid[0:40, 0:40] - 19.5
+    mask = np.stack([np.clip(r + 0.5 - np.hypot(yy, xx), 0, 1) for r in radii], axis=2).astype(np.float32)
+    return mask, np.diag([1.0, 1.0, 5.0, 1.0])
+
+
+def test_suspect_slices_are_the_ones_that_break_from_their_neighbours():
+    table = compute_csa(*cord_with_misread_slices())
+    assert table.suspect_slices() == [3, 8]  # not the tapering conus, whose CSA falls by 20-55 % a slice
+    assert table.suspect_slices(tolerance=0.6) == []  # the swollen slice is 54 % above, the shrunken one 50 % below
+    flipped = compute_csa(*cord_with_misread_slices()[:1], np.diag([1.0, 1.0, -5.0, 1.0]))
+    assert flipped.suspect_slices() == [3, 8]  # the file's indices, whichever way the slices run

@@ -12,7 +12,8 @@
   mask leaves out the first and last of the 22 slices, where the cord continues, so Dice is also given
   over the slices the rater labelled;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
-  largest-component clean-up removed (mass outside the canal), and a QC mosaic to look at; marked
+  largest-component clean-up removed (mass outside the canal), the slices whose CSA breaks from their
+  neighbours' (`CsaTable.suspect_slices`), and a QC mosaic to look at; marked
   "trained on" where model.json lists it (self-training on pseudo-labels).
 """
 
@@ -282,8 +283,8 @@ def main(argv=None):
         print(f"| {name} | " + " | ".join(f"{offsets[d]:+.2f}" for d in EDGE_DIRECTIONS) + " |")
     print()
 
-    print("| image | slices with cord / total | CSA median [min, max] (mm²) | probability removed by clean-up | components (p ≥ 0.5) | seconds |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| image | slices with cord / total | CSA median [min, max] (mm²) | probability removed by clean-up | components (p ≥ 0.5) | slices to check | seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     from scipy import ndimage
 
     single_subject, single_subject_seen = {}, False
@@ -301,7 +302,7 @@ def main(argv=None):
         removed = 1 - prob.sum() / max(raw.sum(), 1e-6)
         components = ndimage.label(raw >= 0.5, structure=np.ones((3, 3, 3)))[1]
         stats = f"{np.median(csa):.1f} [{csa.min():.1f}, {csa.max():.1f}]" if csa.size else "none"
-        print(f"| {name}{' (trained on)' if seen_here else ''} | {with_cord} / {n_total} | {stats} | {removed:.1%} | {components} | {seconds:.1f} |")
+        print(f"| {name}{' (trained on)' if seen_here else ''} | {with_cord} / {n_total} | {stats} | {removed:.1%} | {components} | {' '.join(map(str, table.suspect_slices())) or '-'} | {seconds:.1f} |")
         if args.qc_dir:
             qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
     low, high, means = same_subject_agreement(single_subject)

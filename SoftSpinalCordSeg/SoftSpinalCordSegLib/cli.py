@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CancelledError, InputError
-from .morphometry import parse_range
+from .morphometry import SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
 
 PROG = "softseg"
 
@@ -75,6 +75,10 @@ def print_summary(table) -> None:
     print(f"{len(table)} slices with cord from z = {z.min():.1f} to {z.max():.1f} mm")
     print(f"CSA: mean {csa.mean():.2f} mm², SD {csa.std(ddof=1) if csa.size > 1 else 0:.2f}, "
           f"range {csa.min():.2f} to {csa.max():.2f}")
+    suspects = table.suspect_slices()
+    if suspects:
+        print(f"check slices {', '.join(map(str, suspects))} on the QC mosaic: their CSA departs by more than "
+              f"{SUSPECT_TOLERANCE:.0%} from that of the slices within {SUSPECT_WINDOW_MM:.0f} mm")
     ap, rl = np.abs(table.column("angle_ap_deg")), np.abs(table.column("angle_rl_deg"))
     print(f"centreline angle from S: AP up to {ap.max():.1f}°, RL up to {rl.max():.1f}°")
     if any(row["level"] is not None for row in table.rows):

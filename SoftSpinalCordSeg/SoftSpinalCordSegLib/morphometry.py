@@ -42,6 +42,9 @@ SLICE_COLUMNS = [
 METRICS = ["csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm", "eccentricity", "solidity", "orientation_deg"]
 SMOOTHING_MM = 20.0  # centreline smoothing length (wavelengths shorter than this are damped)
 MIN_SLICE_AREA = 1e-3  # soft sum below this (in voxels) counts as no cord in the slice
+SUSPECT_TOLERANCE = 0.25  # a slice whose CSA departs this much (relative) from its neighbours' is worth a look,
+SUSPECT_MIN_MM2 = 10.0  # if that is also this much in mm² (the tapering tip of the cord changes fast, but by little)
+SUSPECT_WINDOW_MM = 10.0  # its neighbours: the slices within this distance along S, on both sides
 
 
 class Table:
@@ -106,6 +109,28 @@ class CsaTable(Table):
                 continue
             chosen.append(row)
         return chosen
+
+    def suspect_slices(self, tolerance: float = SUSPECT_TOLERANCE, window_mm: float = SUSPECT_WINDOW_MM) -> List[int]:
+        """Slice indices whose CSA departs by more than `tolerance` and SUSPECT_MIN_MM2 from the median of
+        their neighbours: as many slices below as above, within `window_mm` (a balanced set keeps a steady
+        change along the cord, such as the conus tapering, at its median; the end slices are not judged).
+        The cord changes slowly along S, so such a slice is more often misread (blur, motion, artefact) than
+        real: a hint for the QC mosaic, nothing is removed."""
+        z, csa = self.column("z_mm"), self.column("csa_mm2")
+        order = np.argsort(z, kind="stable")
+        z, csa = z[order], csa[order]
+        suspects = []
+        for i in range(len(z)):
+            below = np.flatnonzero((z < z[i]) & (z >= z[i] - window_mm))
+            above = np.flatnonzero((z > z[i]) & (z <= z[i] + window_mm))
+            pairs = min(below.size, above.size)
+            if not pairs:
+                continue
+            reference = np.median(np.concatenate([csa[below[-pairs:]], csa[above[:pairs]]]))
+            departure = abs(csa[i] - reference)
+            if departure > tolerance * reference and departure > SUSPECT_MIN_MM2:
+                suspects.append(self.rows[order[i]]["slice"])
+        return sorted(suspects)
 
     def summarize(self, levels=None, slices=None, z_range=None, per_level: bool = False) -> Table:
         """Mean, SD and number of slices of every metric over a selection (SCT's -vert / -z / -perlevel)."""

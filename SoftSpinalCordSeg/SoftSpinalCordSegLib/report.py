@@ -19,7 +19,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from .morphometry import CsaTable
 
-SUMMARY_COLUMNS = ["subject", "session", "contrast", "level", "slices", "z_min_mm", "z_max_mm", "mean_csa_mm2", "sd_csa_mm2", "n_slices", "file"]
+SUMMARY_COLUMNS = ["subject", "session", "contrast", "level", "slices", "z_min_mm", "z_max_mm", "mean_csa_mm2", "sd_csa_mm2", "n_slices", "slices_to_check", "file"]
 SPREAD_COLUMNS = ["subject", "session", "level", "z_min_mm", "z_max_mm", "n_contrasts", "contrast_means_mm2", "mean_csa_mm2", "sd_across_contrasts_mm2", "range_mm2", "cv_percent"]
 WHOLE_CORD = "all"
 
@@ -41,15 +41,18 @@ def summarise(image, table, csa_path) -> List[dict]:
     aggregates = table.summarize().rows
     if _levels(table):
         aggregates += table.summarize(per_level=True).rows
+    suspects = set(table.suspect_slices())
     summary = []
     for aggregate in aggregates:
         level = aggregate["level"]
+        in_level = [row["slice"] for row in table.rows if level == "" or row["level"] == level]
         summary.append({
             "subject": image.subject, "session": image.session, "contrast": contrast_label(image),
             "level": level_name(level) if isinstance(level, int) else WHOLE_CORD, "slices": aggregate["slices"],
             "z_min_mm": round(aggregate["z_min_mm"], 2), "z_max_mm": round(aggregate["z_max_mm"], 2),
             "mean_csa_mm2": round(aggregate["csa_mm2_mean"], 3), "sd_csa_mm2": _rounded(aggregate["csa_mm2_sd"]),
-            "n_slices": aggregate["n_slices"], "file": str(csa_path),
+            "n_slices": aggregate["n_slices"],
+            "slices_to_check": " ".join(str(index) for index in in_level if index in suspects), "file": str(csa_path),
         })
     return summary
 
