@@ -221,8 +221,8 @@ def run_demo(output_dir, quiet: bool = False, device: str = "auto") -> DemoResul
               f"{(mean - truth) / truth * 100:+.2f}%")
         error = demo_result.errors_percent
         if demo_result.rater_margin_mm:
-            print(f"the model draws the cord {demo_result.rater_margin_mm:g} mm inside its intensity edge, as raters "
-                  f"do (see the model card): expected {demo_result.expected_mm2:.2f} mm², error {error.mean():+.2f}%")
+            print(f"vs {demo_result.expected_mm2:.2f} mm², the area {demo_result.rater_margin_mm:g} mm inside that edge, "
+                  f"where raters draw the cord on real images (see the model card): {error.mean():+.2f}%")
         print(f"per slice: largest error {np.abs(error).max():.2f}%, {error.size} slices")
         print("wrote " + ", ".join(str(path) for path in demo_result.written))
     return demo_result
