@@ -270,7 +270,8 @@ def main(argv=None):
     print()
 
     print("unf01 magnified in-plane about the cord (a smaller or bigger subject): mean CSA / the magnified manual mask's, "
-          "and the share of the true change in area from x0.85 to x1.15 that the model measures (1 when CSA follows size)")
+          f"and the share of the true change in area from x{SIZE_FACTORS[0]} to x{SIZE_FACTORS[1]} that the model measures "
+          "(1 when CSA follows size)")
     print(f"\n| image | x{SIZE_FACTORS[0]} | x1.0 | x{SIZE_FACTORS[1]} | measured / true change |\n|" + " --- |" * 5)
     for name, ratios, slope in size_rows:
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + f" | {slope:.2f} |")

@@ -45,7 +45,7 @@ def summarise(image, table, csa_path) -> List[dict]:
     summary = []
     for aggregate in aggregates:
         level = aggregate["level"]
-        in_level = [row["slice"] for row in table.rows if level == "" or row["level"] == level]
+        in_level = [row["slice"] for row in table.rows if not isinstance(level, int) or row["level"] == level]
         summary.append({
             "subject": image.subject, "session": image.session, "contrast": contrast_label(image),
             "level": level_name(level) if isinstance(level, int) else WHOLE_CORD, "slices": aggregate["slices"],
