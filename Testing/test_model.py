@@ -150,6 +150,23 @@ def test_the_torchscript_architecture_computes_what_monai_builds(tmp_path):
         fill_parameters(scripted, {"conv.weight": torch.zeros(1)})
 
 
+def test_the_loaded_network_is_frozen_and_computes_what_monai_builds(random_model):
+    from SoftSpinalCordSegLib.model import build_network, save_architecture
+
+    architecture = random_model / inference.ARCHITECTURE_NAME
+    save_architecture(architecture)
+    (random_model / (inference.ARCHITECTURE_NAME + ".sha256")).write_text(inference.sha256_of(architecture) + "\n")
+    inference.load_network.cache_clear()
+    net = inference.load_network("cpu")
+    assert isinstance(net, torch.jit.ScriptModule) and not list(net.parameters())  # weights folded in as constants
+    monai_net = build_network().eval()
+    state = torch.load(random_model / inference.WEIGHTS_NAME, weights_only=True)
+    monai_net.load_state_dict({k: v.float() for k, v in state.items()})
+    x = torch.randn(2, 1, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert torch.allclose(net(x), monai_net(x), atol=1e-5)
+
+
 def test_the_architecture_is_checksummed_and_falls_back_to_monai(random_model):
     architecture = random_model / inference.ARCHITECTURE_NAME
     architecture.write_bytes(b"not a TorchScript archive")
