@@ -45,14 +45,15 @@ def summarise(image, table, csa_path) -> List[dict]:
     summary = []
     for aggregate in aggregates:
         level = aggregate["level"]
-        in_level = [row["slice"] for row in table.rows if not isinstance(level, int) or row["level"] == level]
+        rows = table.select(levels=(level, level)) if isinstance(level, int) else table.rows
         summary.append({
             "subject": image.subject, "session": image.session, "contrast": contrast_label(image),
             "level": level_name(level) if isinstance(level, int) else WHOLE_CORD, "slices": aggregate["slices"],
             "z_min_mm": round(aggregate["z_min_mm"], 2), "z_max_mm": round(aggregate["z_max_mm"], 2),
             "mean_csa_mm2": round(aggregate["csa_mm2_mean"], 3), "sd_csa_mm2": _rounded(aggregate["csa_mm2_sd"]),
             "n_slices": aggregate["n_slices"],
-            "slices_to_check": " ".join(str(index) for index in in_level if index in suspects), "file": str(csa_path),
+            "slices_to_check": " ".join(str(row["slice"]) for row in rows if row["slice"] in suspects),
+            "file": str(csa_path),
         })
     return summary
 
