@@ -269,6 +269,14 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     assert meta["real_training_images"] == ["real/tutorial/fake.nii.gz (pseudo-labelled)"]
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: training on it is allowed")
+def test_training_on_a_missing_gpu_stops_with_a_clear_error_and_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit, match="no CUDA GPU is available"):
+        train.main(["--run", str(run), "--device", "cuda", "--iterations", "1"])
+    assert not run.exists()
+
+
 def _pseudo_label_folder(folder):
     """pairs.json of tools/pseudo_label.py with one small image and its soft label (a disc)."""
     import nibabel as nib
