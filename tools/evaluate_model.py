@@ -11,6 +11,8 @@
 - sub-05 MT-on: Dice and CSA, marked "trained on" unless model.json says no real image was; its manual
   mask leaves out the first and last of the 22 slices, where the cord continues, so Dice is also given
   over the slices the rater labelled;
+- unf01 with every 64 mm window moved up to 2 mm from where the locating pass put it: how much the mean CSA
+  depends on where the windows fall;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
   largest-component clean-up removed (mass outside the canal), the slices whose CSA breaks from their
   neighbours' (`CsaTable.suspect_slices`), and a QC mosaic to look at; marked
@@ -20,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -41,6 +44,7 @@ LABELLED = [
     ("sub-05 MT-on", "real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz"),
 ]
 SIZE_FACTORS = (0.85, 1.15)  # in-plane magnifications: cord areas 0.72x to 1.32x, the range across adults
+WINDOW_SHIFTS_MM = range(-2, 3)  # each in-plane axis: 25 placements of the windows
 SINGLE_SUBJECT = ("MT1", "MT0", "DWI (mean)")  # one subject, one session (SCT tutorial single_subject)
 UNLABELLED = [
     ("sub-01 MT-off", "real/tutorial/sub-01_acq-MToff_MTS.nii.gz", None),
@@ -176,6 +180,32 @@ def size_ratios(volume, manual, factors=SIZE_FACTORS):
     return ratios, (model[-1] - model[0]) / (truth[-1] - truth[0])
 
 
+@contextlib.contextmanager
+def windows_moved(dx, dy):
+    """Every window of the two-pass inference moved by (dx, dy) 1 mm pixels from where the locating pass put it."""
+    locate = inference.locate_cord
+
+    def moved(*args):
+        centres = locate(*args)
+        return None if centres is None else np.round(centres) + (dx, dy)
+
+    inference.locate_cord = moved
+    try:
+        yield
+    finally:
+        inference.locate_cord = locate
+
+
+def placement_ratios(volume, csa_manual):
+    """Mean CSA over the manual mask's with the windows moved by every (dx, dy) of WINDOW_SHIFTS_MM."""
+    ratios = []
+    for dx in WINDOW_SHIFTS_MM:
+        for dy in WINDOW_SHIFTS_MM:
+            with windows_moved(dx, dy):
+                ratios.append(mean_csa(inference.segment_image(volume.array, volume.affine), volume.affine)[0] / csa_manual)
+    return np.array(ratios)
+
+
 EDGE_DIRECTIONS = {"R": (0, 1), "L": (0, -1), "A": (1, 1), "P": (1, -1)}  # RAS axis, sign
 
 
@@ -234,7 +264,7 @@ def main(argv=None):
 
     print("| image | Dice | Dice on the rater's slices | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    unf01, coarse_rows, size_rows, edge_rows = [], [], [], []
+    unf01, coarse_rows, size_rows, edge_rows, placement_rows = [], [], [], [], []
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
         if name.startswith("sub-05"):
@@ -255,6 +285,7 @@ def main(argv=None):
             (smaller, bigger), slope = size_ratios(volume, manual)
             size_rows.append((name, [smaller, csa_model / csa_manual, bigger], slope))
             edge_rows.append((name, edge_offsets(prob, manual, volume.affine)))
+            placement_rows.append((name, csa_model / csa_manual, placement_ratios(volume, csa_manual)))
         outline = half_intensity_ratio(volume.array, manual, axis)
         print(f"| {name} | {overlap:.3f} | {dice_rated:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")
         if args.qc_dir:
@@ -275,6 +306,14 @@ def main(argv=None):
     print(f"\n| image | x{SIZE_FACTORS[0]} | x1.0 | x{SIZE_FACTORS[1]} | measured / true change |\n|" + " --- |" * 5)
     for name, ratios, slope in size_rows:
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + f" | {slope:.2f} |")
+    print()
+
+    span = f"{WINDOW_SHIFTS_MM[0]} to +{WINDOW_SHIFTS_MM[-1]}"
+    print(f"unf01 with the 64 mm windows moved {span} mm along each in-plane axis ({len(WINDOW_SHIFTS_MM) ** 2} "
+          "placements): mean CSA / manual")
+    print("\n| image | where the locating pass puts them | min | mean | max | SD |\n|" + " --- |" * 6)
+    for name, default, ratios in placement_rows:
+        print(f"| {name} | {default:.3f} | {ratios.min():.3f} | {ratios.mean():.3f} | {ratios.max():.3f} | {ratios.std():.3f} |")
     print()
 
     print("Where the model's outline lies against the manual one (mm, + outside), along the rays from the manual "
