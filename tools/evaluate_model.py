@@ -11,7 +11,7 @@
 - sub-05 MT-on: Dice and CSA, marked "trained on" unless model.json says no real image was; its manual
   mask leaves out the first and last of the 22 slices, where the cord continues, so Dice is also given
   over the slices the rater labelled;
-- unf01 with every 64 mm window moved up to 2 mm from where the locating pass put it: how much the mean CSA
+- unf01 with every window (inference.CROP_MM) moved up to 2 mm from where the locating pass put it: how much the mean CSA
   depends on where the windows fall;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
   largest-component clean-up removed (mass outside the canal), the slices whose CSA breaks from their
@@ -309,7 +309,7 @@ def main(argv=None):
     print()
 
     span = f"{WINDOW_SHIFTS_MM[0]} to +{WINDOW_SHIFTS_MM[-1]}"
-    print(f"unf01 with the 64 mm windows moved {span} mm along each in-plane axis ({len(WINDOW_SHIFTS_MM) ** 2} "
+    print(f"unf01 with the {inference.CROP_MM} mm windows moved {span} mm along each in-plane axis ({len(WINDOW_SHIFTS_MM) ** 2} "
           "placements): mean CSA / manual")
     print("\n| image | where the locating pass puts them | min | mean | max | SD |\n|" + " --- |" * 6)
     for name, default, ratios in placement_rows:
