@@ -102,6 +102,10 @@ def test_constant_image_and_4d_image_for_segment(tmp_path, capsys):
     code, _, err = run(["segment", dwi, "-o", tmp_path / "prob.nii.gz"], capsys)
     assert_one_line_error(code, err, "4D", "--volume")
     assert not (tmp_path / "prob.nii.gz").exists()
+    (tmp_path / "qc.png").mkdir()
+    code, _, err = run(["segment", dwi, "--volume", "0", "-o", tmp_path / "prob.nii.gz", "--qc", tmp_path / "qc.png"], capsys)
+    assert_one_line_error(code, err, "qc.png: is a folder")
+    assert "loading" not in err and not (tmp_path / "prob.nii.gz").exists()  # refused before any work
 
 
 def test_empty_mask_and_levels_on_another_grid(write_phantom, tmp_path, capsys):
@@ -263,6 +267,25 @@ def test_python_dash_m_runs_the_command_line():
     completed = subprocess.run([sys.executable, "-m", "SoftSpinalCordSegLib", "--version"], capture_output=True,
                                text=True, env={**os.environ, "PYTHONPATH": ":".join(sys.path)})
     assert completed.returncode == 0 and completed.stdout.startswith("softseg ")
+
+
+def test_python_dash_m_segment_ends_with_its_outputs_written_and_its_exit_code(write_phantom, tmp_path):
+    """A process that ran the network ends without unloading torch (inference.exit_process): its files are
+    complete, its last lines reach the pipes and its exit code is kept, on success and on a late failure."""
+    _, cord, affine = write_phantom(CordPhantom(area_mm2=80.0, length_mm=20.0), (1.0, 1.0, 2.0), "RAS")
+    image = write_nifti(tmp_path / "image.nii.gz", (100 * cord + random_image(cord.shape)).astype(np.float32), affine)
+    command = [sys.executable, "-m", "SoftSpinalCordSegLib", "segment", image, "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": ":".join(sys.path)}
+    done = subprocess.run(command + ["-o", tmp_path / "prob.nii.gz"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("prob.nii.gz") and done.stderr.strip().endswith("done")
+    assert nib.load(str(tmp_path / "prob.nii.gz")).get_fdata().shape == cord.shape
+    (tmp_path / "file").write_text("")  # the table, written after the network ran, cannot go inside a file
+    failed = subprocess.run(command + ["-o", tmp_path / "prob2.nii.gz", "--csa", tmp_path / "file" / "csa.csv"],
+                            capture_output=True, text=True, env=env)
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith("softseg: error: ")
+    assert nib.load(str(tmp_path / "prob2.nii.gz")).get_fdata().shape == cord.shape
 
 
 def test_segment_pipeline_writes_every_output_in_the_input_grid(write_phantom, tmp_path, capsys, monkeypatch):

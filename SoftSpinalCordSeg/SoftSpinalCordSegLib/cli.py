@@ -264,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run() -> None:
+    """The `softseg` console command: main(), then a quick exit (inference.exit_process)."""
+    from .inference import exit_process
+
+    exit_process(main())
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:

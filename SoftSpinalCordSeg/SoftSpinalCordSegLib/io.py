@@ -202,12 +202,17 @@ def reorient(array: np.ndarray, affine: np.ndarray, axcodes: str = "RAS") -> Tup
     return np.ascontiguousarray(new_array), new_affine
 
 
+def refuse_folder(path) -> None:
+    """An output named after an existing folder cannot be written: say so."""
+    if Path(path).is_dir():
+        raise InputError(f"{path}: is a folder; give an output file name")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path` (same suffixes); it replaces `path` only if the block succeeds."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give an output file name")
+    refuse_folder(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
     for attempt in range(3):  # another process (a batch worker cleaning up) may remove an empty folder meanwhile
         try:

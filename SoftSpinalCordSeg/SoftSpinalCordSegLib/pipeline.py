@@ -10,7 +10,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from .errors import InputError
-from .io import load_labels, load_mask, load_volume, save_like
+from .io import load_labels, load_mask, load_volume, refuse_folder, save_like
 from .morphometry import CsaTable, Table, compute_csa
 
 Progress = Optional[Callable[[float, str], None]]
@@ -40,8 +40,10 @@ def _report(progress: Progress, fraction: float, message: str) -> None:
 
 
 def _check_outputs(inputs, outputs) -> None:
-    """Refuse to overwrite an input or to write two outputs to one file."""
+    """Refuse to overwrite an input, to write two outputs to one file or to write onto a folder, before any work."""
     given = [Path(path) for path in outputs if path is not None]
+    for path in given:
+        refuse_folder(path)
     resolved = [path.resolve() for path in given]
     if len(set(resolved)) != len(resolved):
         raise InputError("two outputs have the same file name")

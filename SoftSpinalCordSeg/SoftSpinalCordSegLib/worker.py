@@ -209,4 +209,6 @@ def segment_in_subprocess(image, affine, *, device="auto", largest_component=Tru
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .inference import exit_process
+
+    exit_process(main())
