@@ -73,13 +73,20 @@ def test_csf_flow_voids_are_patches_on_some_slices():
     assert any(0 < v.mean() < 1 for v in with_voids)  # patches, not a uniform change
 
 
-def test_cord_windows_keep_the_cord():
+@pytest.mark.parametrize("side", [48, synth.WINDOW_PX, 80])
+def test_cord_windows_keep_the_cord(side):
     rng = np.random.default_rng(4)
     for _ in range(10):
         image, target = synth.synthetic_sample(_canal_patch(), rng)
-        window_image, window_target = synth.cord_window(image, target, rng)
-        assert window_image.shape == window_target.shape == (synth.WINDOW_PX, synth.WINDOW_PX)
+        window_image, window_target = synth.cord_window(image, target, rng, side)
+        assert window_image.shape == window_target.shape == (side, side)
         assert window_target.sum() >= 0.95 * target.sum()
+
+
+def test_window_batches_take_each_of_the_given_sizes(data_dir):
+    generator = synth.SliceGenerator(data_dir, seed=0, n_pam50=4, window_fraction=1.0, window_sizes=[48, 80])
+    sides = {generator.batch(2)[0].shape[-1] for _ in range(12)}
+    assert sides == {48, 80}
 
 
 def test_cord_locations_drop_isolated_false_hits_and_fill_the_gaps():

@@ -360,9 +360,10 @@ class SliceGenerator:
     """Mixes synthetic slices from PAM50 and spine-generic label maps with real labelled slices."""
 
     def __init__(self, data_dir, seed=0, n_pam50=1500, real_pairs=None, weights=(0.5, 0.4, 0.1),
-                 rater_margin_mm=0.0, window_fraction=0.0):
+                 rater_margin_mm=0.0, window_fraction=0.0, window_sizes=(WINDOW_PX,)):
         self.rater_margin_mm = rater_margin_mm
         self.window_fraction = window_fraction
+        self.window_sizes = list(window_sizes)
         self.rng = np.random.default_rng(seed)
         labels = os.path.join(data_dir, "labels")
         self.banks = [
@@ -383,9 +384,11 @@ class SliceGenerator:
         return real_sample(image, mask, spacing, self.rng)
 
     def batch(self, size):
-        """size slices of OUT_PX, or (window_fraction of the batches) cord windows of WINDOW_PX."""
+        """size slices of OUT_PX, or (window_fraction of the batches) cord windows of one of window_sizes."""
         samples = [self.sample() for _ in range(size)]
         if self.rng.random() < self.window_fraction:
-            samples = [cord_window(image, target, self.rng) for image, target in samples]
+            # one size only: no draw, so that runs recorded before the choice existed replay exactly
+            side = self.window_sizes[0] if len(self.window_sizes) == 1 else int(self.rng.choice(self.window_sizes))
+            samples = [cord_window(image, target, self.rng, side) for image, target in samples]
         images, targets = zip(*samples)
         return np.stack(images)[:, None], np.stack(targets)[:, None]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import build_network
-from .synth import VALIDATION_SUBJECT, SliceGenerator
+from .model import DIVISOR, build_network
+from .synth import OUT_PX, VALIDATION_SUBJECT, WINDOW_PX, SliceGenerator
 
 REAL_TRAINING_PAIRS = [("real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz")]
 VALIDATION = [
@@ -54,6 +54,8 @@ def parse_args(argv=None):
                    help="render synthetic cords this much (x0.5-1.5) wider than their target: the raters' edge")
     p.add_argument("--window-fraction", type=float, default=0.0,
                    help="share of batches cropped to the 64 px cord windows that inference segments")
+    p.add_argument("--window-sizes", type=int, nargs="+", default=[WINDOW_PX], metavar="PX",
+                   help="side of those windows, drawn per batch among these (one context size or several)")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
@@ -66,6 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--stop-after", type=int, metavar="N", help="checkpoint and stop at iteration N (resume later)")
     p.add_argument("--export", metavar="DIR", help="export the last checkpoint's weights to DIR and exit")
     args = p.parse_args(argv)
+    if any(side % DIVISOR or not DIVISOR <= side <= OUT_PX for side in args.window_sizes):
+        p.error(f"--window-sizes: each must be a multiple of {DIVISOR} from {DIVISOR} to {OUT_PX} (the training canvas)")
     for name in ("init", "pseudo_labels"):  # kept in the checkpoint; --export may run from another folder
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
@@ -131,7 +135,7 @@ def make_generator(args, seed):
     weights = (0.0, 0.0, 1.0) if args.no_synthetic else (synthetic * 5 / 9, synthetic * 4 / 9, args.real_fraction)
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
                           real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
-                          window_fraction=args.window_fraction)
+                          window_fraction=args.window_fraction, window_sizes=getattr(args, "window_sizes", [WINDOW_PX]))
 
 
 def validate(net, data_dir, device="cpu"):
