@@ -255,9 +255,14 @@ def main(argv=None):
     p.add_argument("--data", default=os.environ.get("SOFTSEG_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     p.add_argument("--qc-dir", help="write a QC mosaic per image here")
     p.add_argument("--weights-dir", help="evaluate the weights in this folder instead of the shipped ones")
+    p.add_argument("--window-mm", type=int, default=inference.CROP_MM,
+                   help="side of the second pass's windows (an experiment: the network was trained on 64 mm ones)")
     args = p.parse_args(argv)
     if args.weights_dir:
         os.environ["SOFTSEG_MODEL_DIR"] = args.weights_dir
+    if args.window_mm % 16:
+        p.error("--window-mm must be a multiple of 16 (the network pools four times)")
+    inference.CROP_MM = args.window_mm  # this process only evaluates
     data = Path(args.data)
     if args.qc_dir:
         Path(args.qc_dir).mkdir(parents=True, exist_ok=True)
