@@ -1,6 +1,6 @@
 """Quality bars of the shipped model on the real images in ../shared/data (prints a Markdown report).
 
-    python tools/evaluate_model.py [--data ../shared/data] [--qc-dir docs/qc] [--weights-dir DIR]
+    python tools/evaluate_model.py [--data ../shared/data] [--qc-dir docs/qc] [--weights-dir DIR] [--window-mm 64]
 
 - unf01 T1w, T2star, T2w (validation subject, never trained on): Dice (soft >= 0.5 vs manual), mean
   angle-corrected CSA vs the manual mask's, spread of mean CSA across the three contrasts;
@@ -13,6 +13,7 @@
   over the slices the rater labelled;
 - unf01 with every window (inference.CROP_MM) moved up to 2 mm from where the locating pass put it: how much the mean CSA
   depends on where the windows fall;
+- unf01 on its acquired slices only: its images are linear interpolations along z of slices 5 mm apart;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
   largest-component clean-up removed (mass outside the canal), the slices whose CSA breaks from their
   neighbours' (`CsaTable.suspect_slices`), and a QC mosaic to look at; marked
@@ -243,6 +244,21 @@ def mean_csa(probability, affine):
     return float(np.nanmean(csa)) if csa.size else float("nan"), table
 
 
+def acquired_slices(array, axis):
+    """Indices of the slices that are not linear interpolations of their neighbours along axis: the ends and
+    every bend of the intensity profile (unf01's images were resampled to 1 mm from slices 5 mm apart)."""
+    other = tuple(a for a in range(3) if a != axis)
+    bends = np.abs(np.diff(array.astype(np.float64), 2, axis=axis)).mean(axis=other) > 1e-3 * array.std()
+    return np.concatenate([[0], np.flatnonzero(bends) + 1, [array.shape[axis] - 1]])
+
+
+def mean_csa_on(probability, affine, slices):
+    """Mean CSA over the given slice indices only."""
+    _, table = mean_csa(probability, affine)
+    keep = np.isin(table.column("slice"), slices)
+    return float(np.nanmean(table.column("csa_mm2").astype(float)[keep]))
+
+
 def segment(volume):
     start = time.perf_counter()
     raw = inference.segment_image(volume.array, volume.affine, largest_component=False)
@@ -269,7 +285,7 @@ def main(argv=None):
 
     print("| image | Dice | Dice on the rater's slices | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    unf01, coarse_rows, size_rows, edge_rows, placement_rows = [], [], [], [], []
+    unf01, coarse_rows, size_rows, edge_rows, placement_rows, acquired_rows = [], [], [], [], [], []
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
         if name.startswith("sub-05"):
@@ -291,6 +307,9 @@ def main(argv=None):
             size_rows.append((name, [smaller, csa_model / csa_manual, bigger], slope))
             edge_rows.append((name, edge_offsets(prob, manual, volume.affine)))
             placement_rows.append((name, csa_model / csa_manual, placement_ratios(volume, csa_manual)))
+            knots = acquired_slices(volume.array, axis)
+            on_knots = mean_csa_on(prob, volume.affine, knots), mean_csa_on(manual.astype(np.float32), volume.affine, knots)
+            acquired_rows.append((name, knots, dice(np.take(pred, knots, axis), np.take(manual, knots, axis)), *on_knots))
         outline = half_intensity_ratio(volume.array, manual, axis)
         print(f"| {name} | {overlap:.3f} | {dice_rated:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")
         if args.qc_dir:
@@ -320,6 +339,12 @@ def main(argv=None):
     for name, default, ratios in placement_rows:
         print(f"| {name} | {default:.3f} | {ratios.min():.3f} | {ratios.mean():.3f} | {ratios.max():.3f} | {ratios.std():.3f} |")
     print()
+
+    print("unf01 on its acquired slices only (the others are linear interpolations along z between them)")
+    print("\n| image | slices | Dice | mean CSA model / manual (mm²) | ratio |\n|" + " --- |" * 5)
+    for name, knots, overlap, csa_model, csa_manual in acquired_rows:
+        print(f"| {name} | {' '.join(map(str, knots))} | {overlap:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} |")
+    print(f"\nSD of mean CSA across unf01 T1w/T2star/T2w on those slices: {np.std([r[3] for r in acquired_rows], ddof=1):.2f} mm²\n")
 
     print("Where the model's outline lies against the manual one (mm, + outside), along the rays from the manual "
           "mask's centre, mean over slices")
