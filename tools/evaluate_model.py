@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SoftSpinalCordSeg"
 
 from SoftSpinalCordSegLib import inference  # noqa: E402
 from SoftSpinalCordSegLib.io import load_mask, load_volume  # noqa: E402
+from SoftSpinalCordSegLib.model import DIVISOR  # noqa: E402
 from SoftSpinalCordSegLib.morphometry import compute_csa, dice, slice_axis  # noqa: E402
 from SoftSpinalCordSegLib.qc import qc_mosaic  # noqa: E402
 
@@ -276,8 +277,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.weights_dir:
         os.environ["SOFTSEG_MODEL_DIR"] = args.weights_dir
-    if args.window_mm % 16:
-        p.error("--window-mm must be a multiple of 16 (the network pools four times)")
+    if args.window_mm % DIVISOR:
+        p.error(f"--window-mm must be a multiple of {DIVISOR} (the network pools four times)")
     inference.CROP_MM = args.window_mm  # this process only evaluates
     data = Path(args.data)
     if args.qc_dir:

@@ -125,9 +125,9 @@ def tune_cpu_allocator():
 
 
 def exit_process(code: int):
-    """End a command-line or worker process at once once its outputs are written and closed. Where torch
-    was imported, the interpreter's own shut-down spends 0.3-0.5 s unloading it (a tenth of a whole
-    `softseg segment` run); elsewhere (batch's coordinating process, Dask workers) exit as usual."""
+    """End a command-line or worker process whose outputs are all written and closed, skipping the
+    interpreter's shut-down where torch was imported: unloading it takes 0.3-0.5 s, a tenth of a whole
+    `softseg segment` run. Processes without torch (batch's coordinating one) exit as usual."""
     import sys
 
     if "torch" not in sys.modules:
