@@ -13,6 +13,7 @@
   over the slices the rater labelled;
 - unf01 with every window (inference.CROP_MM) moved up to 2 mm from where the locating pass put it: how much the mean CSA
   depends on where the windows fall;
+- unf01 with its intensities inverted, gamma-remapped (0.5, 2) or with 5 % noise: Dice and CSA on other contrasts;
 - unf01 on its acquired slices only: its images are linear interpolations along z of slices 5 mm apart;
 - every other tutorial image (no manual mask): slices with cord, CSA range, how much probability the
   largest-component clean-up removed (mass outside the canal), the slices whose CSA breaks from their
@@ -151,6 +152,22 @@ def coarse_ratios(volume, csa_manual):
     return ratios
 
 
+INTENSITY_REMAPS = ("inverted", "gamma 0.5", "gamma 2", "noise 5 %")
+
+
+def remapped_scores(volume, manual, csa_manual):
+    """(Dice, mean CSA / manual) of the volume with its intensities remapped: another contrast of the same
+    anatomy. The intensities are first scaled to [0, 1] between their 0.5 and 99.5 percentiles."""
+    low, high = np.percentile(volume.array, [0.5, 99.5])
+    scaled = np.clip((volume.array.astype(np.float32) - low) / (high - low), 0, 1)
+    noise = np.random.default_rng(0).normal(0, 0.05, scaled.shape).astype(np.float32)
+    scores = []
+    for image in (1 - scaled, scaled ** 0.5, scaled ** 2, scaled + noise):
+        prob = inference.segment_image(image, volume.affine)
+        scores.append((dice(prob >= 0.5, manual), mean_csa(prob, volume.affine)[0] / csa_manual))
+    return scores
+
+
 def magnify_slices(array, factor, centre, axis, order):
     """Each slice along `axis` magnified `factor` times in-plane about `centre` (the voxel size kept): a
     bigger or smaller subject, canal and neck included."""
@@ -286,7 +303,7 @@ def main(argv=None):
 
     print("| image | Dice | Dice on the rater's slices | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    unf01, coarse_rows, size_rows, edge_rows, placement_rows, acquired_rows = [], [], [], [], [], []
+    unf01, coarse_rows, size_rows, edge_rows, placement_rows, acquired_rows, remap_rows = [], [], [], [], [], [], []
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
         if name.startswith("sub-05"):
@@ -304,6 +321,7 @@ def main(argv=None):
         if name.startswith("unf01"):
             unf01.append(csa_model)
             coarse_rows.append((name, [csa_model / csa_manual] + coarse_ratios(volume, csa_manual)))
+            remap_rows.append((name, remapped_scores(volume, manual, csa_manual)))
             (smaller, bigger), slope = size_ratios(volume, manual)
             size_rows.append((name, [smaller, csa_model / csa_manual, bigger], slope))
             edge_rows.append((name, edge_offsets(prob, manual, volume.affine)))
@@ -323,6 +341,12 @@ def main(argv=None):
           "\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, ratios in coarse_rows:
         print(f"| {name} | " + " | ".join(f"{r:.3f}" for r in ratios) + " |")
+    print()
+
+    print("unf01 with its intensities remapped (another contrast of the same anatomy): Dice, mean CSA / manual")
+    print("\n| image | " + " | ".join(INTENSITY_REMAPS) + " |\n|" + " --- |" * (len(INTENSITY_REMAPS) + 1))
+    for name, scores in remap_rows:
+        print(f"| {name} | " + " | ".join(f"{overlap:.3f}, {ratio:.3f}" for overlap, ratio in scores) + " |")
     print()
 
     print("unf01 magnified in-plane about the cord (a smaller or bigger subject): mean CSA / the magnified manual mask's, "
