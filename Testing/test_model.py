@@ -89,6 +89,17 @@ def test_window_batches_take_each_of_the_given_sizes(data_dir):
     assert sides == {48, 80}
 
 
+def test_paired_batches_hold_two_contrasts_of_each_real_slice(data_dir):
+    generator = synth.SliceGenerator(data_dir, seed=1, n_pam50=0, real_pairs=[
+        (str(data_dir / image), str(data_dir / mask)) for image, mask in train.REAL_TRAINING_PAIRS], weights=(0, 0, 1),
+        window_fraction=0.5, paired=True)
+    for _ in range(4):
+        images, targets = generator.batch(6)
+        assert len(images) == 6 and targets.max() > 0.5
+        np.testing.assert_array_equal(targets[0::2], targets[1::2])  # one anatomy, one target, one window
+        assert all(np.abs(images[n] - images[n + 1]).mean() > 0.01 for n in (0, 2, 4))  # two intensity versions
+
+
 def test_cord_locations_drop_isolated_false_hits_and_fill_the_gaps():
     from SoftSpinalCordSegLib.inference import _cord_centres
 
@@ -274,6 +285,13 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     assert train.main(["--run", str(selftrained), "--export", str(selftrained_export)]) == 0
     meta = json.loads((selftrained_export / "model.json").read_text())
     assert meta["real_training_images"] == ["real/tutorial/fake.nii.gz (pseudo-labelled)"]
+    # consistency: real slices in pairs of two intensity versions, an extra loss term
+    paired = tmp_path / "paired"
+    assert train.main(tiny + ["--run", str(paired), "--iterations", "1", "--no-synthetic", "--real-fraction", "1",
+                              "--consistency", "1"]) == 0
+    assert json.loads(torch.load(paired / "last.pt", weights_only=True)["config"])["consistency"] == 1.0
+    with pytest.raises(SystemExit):  # pairs are made of real slices only
+        train.parse_args(["--run", str(paired), "--consistency", "1"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: training on it is allowed")

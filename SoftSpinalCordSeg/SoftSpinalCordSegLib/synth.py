@@ -317,6 +317,27 @@ def _field_of_view(image, target, centre_px, rng):
 
 def real_sample(image, mask, spacing, rng):
     """A real labelled slice resampled to 1 mm with spatial and intensity augmentation."""
+    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng)
+    img, tgt = _field_of_view(_real_intensity(img, rng), tgt, centre_out, rng)
+    return normalize_slice(img), np.clip(tgt, 0, 1).astype(np.float32)
+
+
+def real_sample_pair(image, mask, spacing, rng):
+    """Two versions of one real labelled slice: same geometry, field of view and target, each with its own
+    intensities, the second always remapped to another "contrast" (for the consistency loss)."""
+    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng)
+    versions = [_real_intensity(img, rng), _real_intensity(img, rng, remap_probability=1.0)]
+    state = rng.bit_generator.state
+    pair = []
+    for version in versions:
+        rng.bit_generator.state = state  # the same field of view for both
+        version, cropped = _field_of_view(version, tgt, centre_out, rng)
+        pair.append((normalize_slice(version), np.clip(cropped, 0, 1).astype(np.float32)))
+    return pair
+
+
+def _real_geometry(image, mask, spacing, rng):
+    """The slice and its mask rotated, flipped and magnified onto the 1 mm training canvas."""
     scale = np.array(spacing, np.float64)  # source mm per pixel
     centre_src = np.array(ndimage.center_of_mass(mask > 0.5))
     out = OUT_PX
@@ -331,16 +352,18 @@ def real_sample(image, mask, spacing, rng):
     coords = (matrix @ rel + centre_src[:, None]).reshape(2, out, out)
     img = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=float(np.percentile(image, 1)))
     tgt = ndimage.map_coordinates(mask, coords, order=1, mode="constant")
-    img = img / max(np.percentile(img, 99.5), 1e-6)
-    img = np.clip(img, 0, None)
-    if rng.random() < 0.5:  # random monotone or inverting intensity remap: another "contrast"
+    return img, tgt, centre_out
+
+
+def _real_intensity(img, rng, remap_probability=0.5):
+    """Scaled intensities, sometimes remapped (monotone or inverting: another "contrast"), bias field, noise."""
+    img = np.clip(img / max(np.percentile(img, 99.5), 1e-6), 0, None)
+    if rng.random() < remap_probability:
         knots = np.sort(rng.uniform(0, 1, 4))
         values = rng.uniform(0, 1, 6)
         img = np.interp(np.clip(img, 0, 1.5), np.concatenate([[0], knots, [1.5]]), values)
     img = img * np.exp(rng.uniform(0, 0.4) * smooth_noise(img.shape, rng.uniform(30, 100), rng))
-    img = img + rng.uniform(0, 0.04) * rng.standard_normal(img.shape)
-    img, tgt = _field_of_view(img, tgt, centre_out, rng)
-    return normalize_slice(img), np.clip(tgt, 0, 1).astype(np.float32)
+    return img + rng.uniform(0, 0.04) * rng.standard_normal(img.shape)
 
 
 def cord_window(image, target, rng, size=WINDOW_PX):
@@ -360,10 +383,11 @@ class SliceGenerator:
     """Mixes synthetic slices from PAM50 and spine-generic label maps with real labelled slices."""
 
     def __init__(self, data_dir, seed=0, n_pam50=1500, real_pairs=None, weights=(0.5, 0.4, 0.1),
-                 rater_margin_mm=0.0, window_fraction=0.0, window_sizes=(WINDOW_PX,)):
+                 rater_margin_mm=0.0, window_fraction=0.0, window_sizes=(WINDOW_PX,), paired=False):
         self.rater_margin_mm = rater_margin_mm
         self.window_fraction = window_fraction
         self.window_sizes = list(window_sizes)
+        self.paired = paired  # batches of real slices in two versions each (real_sample_pair)
         self.rng = np.random.default_rng(seed)
         labels = os.path.join(data_dir, "labels")
         self.banks = [
@@ -384,11 +408,24 @@ class SliceGenerator:
         return real_sample(image, mask, spacing, self.rng)
 
     def batch(self, size):
-        """size slices of OUT_PX, or (window_fraction of the batches) cord windows of one of window_sizes."""
-        samples = [self.sample() for _ in range(size)]
+        """size slices of OUT_PX, or (window_fraction of the batches) cord windows of one of window_sizes.
+        Paired: size // 2 real slices, each followed by its other version (items 2n and 2n + 1)."""
+        if self.paired:
+            groups = [real_sample_pair(*self.real[self.rng.integers(len(self.real))], self.rng) for _ in range(size // 2)]
+        else:
+            groups = [[self.sample()] for _ in range(size)]
         if self.rng.random() < self.window_fraction:
             # one size only: no draw, so that runs recorded before the choice existed replay exactly
             side = self.window_sizes[0] if len(self.window_sizes) == 1 else int(self.rng.choice(self.window_sizes))
-            samples = [cord_window(image, target, self.rng, side) for image, target in samples]
-        images, targets = zip(*samples)
+            groups = [self._same_window(group, side) for group in groups]
+        images, targets = zip(*[sample for group in groups for sample in group])
         return np.stack(images)[:, None], np.stack(targets)[:, None]
+
+    def _same_window(self, group, side):
+        """The same cord window cut from every version of a slice."""
+        state = self.rng.bit_generator.state
+        windows = []
+        for image, target in group:
+            self.rng.bit_generator.state = state
+            windows.append(cord_window(image, target, self.rng, side))
+        return windows

@@ -56,6 +56,10 @@ def parse_args(argv=None):
                    help="share of batches cropped to the 64 px cord windows that inference segments")
     p.add_argument("--window-sizes", type=int, nargs="+", default=[WINDOW_PX], metavar="PX",
                    help="side of those windows, drawn per batch among these (one context size or several)")
+    p.add_argument("--consistency", type=float, default=0.0, metavar="WEIGHT",
+                   help="real slices in pairs of two intensity versions (two 'contrasts' of one anatomy), their "
+                        "cord fractions pulled together by this weight times their mean squared difference "
+                        "(needs --no-synthetic)")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
@@ -70,6 +74,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if any(side % DIVISOR or not DIVISOR <= side <= OUT_PX for side in args.window_sizes):
         p.error(f"--window-sizes: each must be a multiple of {DIVISOR} from {DIVISOR} to {OUT_PX} (the training canvas)")
+    if args.consistency and not args.no_synthetic:
+        p.error("--consistency pairs real slices only: add --no-synthetic")
     for name in ("init", "pseudo_labels"):  # kept in the checkpoint; --export may run from another folder
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
@@ -135,7 +141,8 @@ def make_generator(args, seed):
     weights = (0.0, 0.0, 1.0) if args.no_synthetic else (synthetic * 5 / 9, synthetic * 4 / 9, args.real_fraction)
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
                           real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
-                          window_fraction=args.window_fraction, window_sizes=getattr(args, "window_sizes", [WINDOW_PX]))
+                          window_fraction=args.window_fraction, window_sizes=getattr(args, "window_sizes", [WINDOW_PX]),
+                          paired=bool(getattr(args, "consistency", 0)))
 
 
 def validate(net, data_dir, device="cpu"):
@@ -266,6 +273,9 @@ def main(argv=None):
         with torch.autocast(device, dtype=torch.bfloat16, enabled=args.bf16):
             logits = net(x)
         loss = criterion(logits.float(), y)
+        if getattr(args, "consistency", 0):  # items 2n and 2n + 1 are two versions of one slice
+            prob = logits.float().sigmoid()
+            loss = loss + args.consistency * torch.nn.functional.mse_loss(prob[0::2], prob[1::2])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
