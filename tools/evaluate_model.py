@@ -270,9 +270,8 @@ def acquired_slices(array, axis):
     return np.concatenate([[0], np.flatnonzero(bends) + 1, [array.shape[axis] - 1]])
 
 
-def mean_csa_on(probability, affine, slices):
-    """Mean CSA over the given slice indices only."""
-    _, table = mean_csa(probability, affine)
+def mean_csa_on(table, slices):
+    """Mean CSA of a compute_csa table over the given slice indices only."""
     keep = np.isin(table.column("slice"), slices)
     return float(np.nanmean(table.column("csa_mm2").astype(float)[keep]))
 
@@ -316,8 +315,8 @@ def main(argv=None):
         axis = slice_axis(volume.affine)
         rated = manual.any(axis=tuple(a for a in range(3) if a != axis))
         dice_rated = dice(np.compress(rated, pred, axis), np.compress(rated, manual, axis))
-        csa_model, _ = mean_csa(prob, volume.affine)
-        csa_manual, _ = mean_csa(manual.astype(np.float32), volume.affine)
+        csa_model, model_table = mean_csa(prob, volume.affine)
+        csa_manual, manual_table = mean_csa(manual.astype(np.float32), volume.affine)
         if name.startswith("unf01"):
             unf01.append(csa_model)
             coarse_rows.append((name, [csa_model / csa_manual] + coarse_ratios(volume, csa_manual)))
@@ -327,7 +326,7 @@ def main(argv=None):
             edge_rows.append((name, edge_offsets(prob, manual, volume.affine)))
             placement_rows.append((name, csa_model / csa_manual, placement_ratios(volume, csa_manual)))
             knots = acquired_slices(volume.array, axis)
-            on_knots = mean_csa_on(prob, volume.affine, knots), mean_csa_on(manual.astype(np.float32), volume.affine, knots)
+            on_knots = mean_csa_on(model_table, knots), mean_csa_on(manual_table, knots)
             acquired_rows.append((name, knots, dice(np.take(pred, knots, axis), np.take(manual, knots, axis)), *on_knots))
         outline = half_intensity_ratio(volume.array, manual, axis)
         print(f"| {name} | {overlap:.3f} | {dice_rated:.3f} | {csa_model:.1f} / {csa_manual:.1f} | {csa_model / csa_manual:.3f} | {outline:.2f} | {seconds:.1f} |")

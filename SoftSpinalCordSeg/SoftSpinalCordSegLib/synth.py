@@ -318,8 +318,7 @@ def _field_of_view(image, target, centre_px, rng):
 def real_sample(image, mask, spacing, rng):
     """A real labelled slice resampled to 1 mm with spatial and intensity augmentation."""
     img, tgt, centre_out = _real_geometry(image, mask, spacing, rng)
-    img, tgt = _field_of_view(_real_intensity(img, rng), tgt, centre_out, rng)
-    return normalize_slice(img), np.clip(tgt, 0, 1).astype(np.float32)
+    return _cropped(_real_intensity(img, rng), tgt, centre_out, rng)
 
 
 def real_sample_pair(image, mask, spacing, rng):
@@ -327,13 +326,24 @@ def real_sample_pair(image, mask, spacing, rng):
     intensities, the second always remapped to another "contrast" (for the consistency loss)."""
     img, tgt, centre_out = _real_geometry(image, mask, spacing, rng)
     versions = [_real_intensity(img, rng), _real_intensity(img, rng, remap_probability=1.0)]
+    return same_draws(rng, lambda version: _cropped(version, tgt, centre_out, rng), versions)
+
+
+def same_draws(rng, apply, items):
+    """apply(item) for every item with the same random draws (rng rewound before each), so that one
+    augmentation falls alike on every version of a slice."""
     state = rng.bit_generator.state
-    pair = []
-    for version in versions:
-        rng.bit_generator.state = state  # the same field of view for both
-        version, cropped = _field_of_view(version, tgt, centre_out, rng)
-        pair.append((normalize_slice(version), np.clip(cropped, 0, 1).astype(np.float32)))
-    return pair
+    results = []
+    for item in items:
+        rng.bit_generator.state = state
+        results.append(apply(item))
+    return results
+
+
+def _cropped(img, tgt, centre_out, rng):
+    """The training pair after the field-of-view cut: normalised image, target in [0, 1]."""
+    img, tgt = _field_of_view(img, tgt, centre_out, rng)
+    return normalize_slice(img), np.clip(tgt, 0, 1).astype(np.float32)
 
 
 def _real_geometry(image, mask, spacing, rng):
@@ -417,15 +427,6 @@ class SliceGenerator:
         if self.rng.random() < self.window_fraction:
             # one size only: no draw, so that runs recorded before the choice existed replay exactly
             side = self.window_sizes[0] if len(self.window_sizes) == 1 else int(self.rng.choice(self.window_sizes))
-            groups = [self._same_window(group, side) for group in groups]
+            groups = [same_draws(self.rng, lambda sample: cord_window(*sample, self.rng, side), group) for group in groups]
         images, targets = zip(*[sample for group in groups for sample in group])
         return np.stack(images)[:, None], np.stack(targets)[:, None]
-
-    def _same_window(self, group, side):
-        """The same cord window cut from every version of a slice."""
-        state = self.rng.bit_generator.state
-        windows = []
-        for image, target in group:
-            self.rng.bit_generator.state = state
-            windows.append(cord_window(image, target, self.rng, side))
-        return windows

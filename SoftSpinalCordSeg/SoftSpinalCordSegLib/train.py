@@ -141,8 +141,7 @@ def make_generator(args, seed):
     weights = (0.0, 0.0, 1.0) if args.no_synthetic else (synthetic * 5 / 9, synthetic * 4 / 9, args.real_fraction)
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
                           real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
-                          window_fraction=args.window_fraction, window_sizes=getattr(args, "window_sizes", [WINDOW_PX]),
-                          paired=bool(getattr(args, "consistency", 0)))
+                          window_fraction=args.window_fraction, window_sizes=args.window_sizes, paired=bool(args.consistency))
 
 
 def validate(net, data_dir, device="cpu"):
@@ -273,7 +272,7 @@ def main(argv=None):
         with torch.autocast(device, dtype=torch.bfloat16, enabled=args.bf16):
             logits = net(x)
         loss = criterion(logits.float(), y)
-        if getattr(args, "consistency", 0):  # items 2n and 2n + 1 are two versions of one slice
+        if args.consistency:  # items 2n and 2n + 1 are two versions of one slice
             prob = logits.float().sigmoid()
             loss = loss + args.consistency * torch.nn.functional.mse_loss(prob[0::2], prob[1::2])
         opt.zero_grad(set_to_none=True)
