@@ -252,6 +252,29 @@ def test_largest_component_keeps_the_cord_and_drops_specks():
     assert cleaned[25:27, 25:27, 4].max() == 0
 
 
+def test_largest_component_bridges_one_weak_slice_but_not_two():
+    prob = np.zeros((20, 20, 12), np.float32)
+    prob[8:13, 8:13, :] = 0.9
+    prob[8:13, 8:13, 3] = 0.4  # one artefact-hit slice: the slices below it stay
+    prob[8:13, 8:13, 8:10] = 0.1  # two weak slices: the smaller piece above them goes
+    cleaned = inference.keep_largest_component(prob)
+    assert cleaned[10, 10, :3].tolist() == pytest.approx([0.9] * 3)
+    assert cleaned[10, 10, 3] == pytest.approx(0.4)
+    assert cleaned[10, 10, 10:].max() == 0
+
+
+def test_clean_up_in_a_file_grid_is_the_one_segment_image_applies():
+    prob = np.zeros((12, 20, 20), np.float32)  # a sagittal grid: the cord runs along the file's j axis
+    prob[4:8, :, 8:12] = 0.9
+    prob[4:8, 6, 8:12] = 0.3  # one weak slice along the cord
+    prob[4:8, 14:16, 8:12] = 0.2  # two weak slices: what lies beyond them is removed
+    affine = np.array([[0, 0, -1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], float)  # i: A, j: S, k: L
+    cleaned = inference.keep_largest_component_in_grid(prob, affine)
+    assert cleaned.shape == prob.shape
+    assert cleaned[5, :14, 9].min() == pytest.approx(0.3)
+    assert cleaned[5, 16:, 9].max() == 0
+
+
 def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, monkeypatch):
     run = tmp_path / "run"
     tiny = ["--data", str(data_dir), "--batch", "2", "--pam50-slabs", "4", "--workers", "0", "--threads", "1",

@@ -280,7 +280,7 @@ def segment(volume):
     start = time.perf_counter()
     raw = inference.segment_image(volume.array, volume.affine, largest_component=False)
     seconds = time.perf_counter() - start
-    return raw, inference.keep_largest_component(raw), seconds
+    return raw, inference.keep_largest_component_in_grid(raw, volume.affine), seconds
 
 
 def main(argv=None):

@@ -294,7 +294,10 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
 
 
 def keep_largest_component(prob, margin_voxels=2):
-    """Zero the soft mask outside (a small margin around) the largest 3D component of prob >= 0.5."""
+    """Zero the soft mask outside (a small margin around) the largest 3D component of prob >= 0.5.
+
+    prob is in canonical (RAS) axes: a gap of one axial slice (axis 2) does not split the cord, so a slice
+    wrecked by an artefact does not cost the slices beyond it."""
     from scipy import ndimage
 
     cord = prob >= 0.5
@@ -303,13 +306,23 @@ def keep_largest_component(prob, margin_voxels=2):
     # work in the bounding box of the candidates (plus the margin): the cord is a small part of the volume
     box = tuple(slice(max(int(i.min()) - margin_voxels, 0), int(i.max()) + margin_voxels + 1)
                 for i in np.nonzero(cord))
-    labels, n = ndimage.label(cord[box], structure=np.ones((3, 3, 3)))
+    cord = cord[box]
+    bridged = cord.copy()
+    bridged[:, :, 1:-1] |= cord[:, :, :-2] & cord[:, :, 2:]  # cord on both sides of a one-slice gap
+    labels, n = ndimage.label(bridged, structure=np.ones((3, 3, 3)))
     mass = ndimage.sum(prob[box], labels, index=np.arange(1, n + 1))
     keep = labels == (1 + int(np.argmax(mass)))
     keep = ndimage.binary_dilation(keep, structure=np.ones((3, 3, 1)), iterations=margin_voxels)
     cleaned = np.zeros(prob.shape, np.float32)
     cleaned[box] = np.where(keep, prob[box], 0)
     return cleaned
+
+
+def keep_largest_component_in_grid(prob, affine):
+    """keep_largest_component of a soft mask in a file's voxel order, done in canonical axes as segment_image
+    does it."""
+    canonical, _, back = canonical_view(np.asarray(prob, np.float32), np.asarray(affine, np.float64))
+    return np.ascontiguousarray(back(keep_largest_component(canonical)), dtype=np.float32)
 
 
 def segment_image(array, affine, *, device="auto", largest_component=True, progress=None, cancel=None):
