@@ -218,8 +218,8 @@ def test_demo_segments_its_image_with_an_installed_network(random_model, tmp_pat
 def test_demo_csa_of_the_shipped_model_lies_between_the_raters_convention_and_the_intensity_edge(tmp_path, capsys):
     """On real images raters draw the cord about 0.8 mm inside its intensity edge, and the model with them
     (model card). The demo phantom's edge is sharper than any real image's: the shipped model (stage 2 on real
-    slices only) draws it 0.36 mm inside, 68.6 mm² between the raters' 56.1 and the edge's 80 mm²; the
-    releases whose stage 2 also saw synthetic slices drawn with that margin read 56.1 +5 % to +9.5 %."""
+    slices only) reads 74.0 mm², between the raters' 56.1 and the edge's 80 mm²; the releases whose stage 2
+    also saw synthetic slices drawn with that margin read 56.1 +5 % to +9.5 %."""
     from SoftSpinalCordSegLib.cli import run_demo
 
     result = run_demo(tmp_path / "demo", quiet=True, device="cpu")
