@@ -414,14 +414,17 @@ class SliceGenerator:
             bank = self.banks[source]
             margin = self.rater_margin_mm * self.rng.uniform(0.5, 1.5)
             return synthetic_sample(bank[self.rng.integers(len(bank))], self.rng, margin)
-        image, mask, spacing = self.real[self.rng.integers(len(self.real))]
-        return real_sample(image, mask, spacing, self.rng)
+        return real_sample(*self._real_slice(), self.rng)
+
+    def _real_slice(self):
+        """(image, mask, spacing) of a real labelled slice drawn at random."""
+        return self.real[self.rng.integers(len(self.real))]
 
     def batch(self, size):
         """size slices of OUT_PX, or (window_fraction of the batches) cord windows of one of window_sizes.
         Paired: size // 2 real slices, each followed by its other version (items 2n and 2n + 1)."""
         if self.paired:
-            groups = [real_sample_pair(*self.real[self.rng.integers(len(self.real))], self.rng) for _ in range(size // 2)]
+            groups = [real_sample_pair(*self._real_slice(), self.rng) for _ in range(size // 2)]
         else:
             groups = [[self.sample()] for _ in range(size)]
         if self.rng.random() < self.window_fraction:

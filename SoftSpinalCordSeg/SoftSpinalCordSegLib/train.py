@@ -271,9 +271,10 @@ def main(argv=None):
             y = (y >= 0.5).float()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=args.bf16):
             logits = net(x)
-        loss = criterion(logits.float(), y)
+        logits = logits.float()
+        loss = criterion(logits, y)
         if args.consistency:  # items 2n and 2n + 1 are two versions of one slice
-            prob = logits.float().sigmoid()
+            prob = logits.sigmoid()
             loss = loss + args.consistency * torch.nn.functional.mse_loss(prob[0::2], prob[1::2])
         opt.zero_grad(set_to_none=True)
         loss.backward()
