@@ -100,6 +100,32 @@ def test_paired_batches_hold_two_contrasts_of_each_real_slice(data_dir):
         assert all(np.abs(images[n] - images[n + 1]).mean() > 0.01 for n in (0, 2, 4))  # two intensity versions
 
 
+def test_contrast_partners_are_the_other_images_sharing_a_slices_label():
+    mask = np.zeros((20, 20), np.float32)
+    mask[8:12, 8:12] = 1
+    other_mask = np.roll(mask, 3, axis=0)
+    on, off, other_subject = (np.random.default_rng(n).random((20, 20)).astype(np.float32) for n in range(3))
+    slices = [(on, mask, (1, 1)), (off, mask, (1, 1)), (on, mask, (1, 1)),  # MT-on listed twice, as sub-05 is
+              (other_subject, other_mask, (1, 1)), (off, mask, (0.5, 0.5))]  # another label; another grid
+    assert synth.contrast_partners(slices) == [[1], [0, 2], [1], [], []]
+
+
+def test_cross_contrast_pairs_are_two_registered_images_with_one_target(data_dir):
+    mask = str(data_dir / "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz")
+    generator = synth.SliceGenerator(data_dir, seed=3, n_pam50=0, weights=(0, 0, 1), paired=True, cross_contrast=1.0,
+                                     real_pairs=[(str(data_dir / f"real/tutorial/sub-05_acq-MT{s}_MTS.nii.gz"), mask)
+                                                 for s in ("on", "off")])
+    images, targets = generator.batch(8)
+    np.testing.assert_array_equal(targets[0::2], targets[1::2])
+    # same geometry: the two contrasts' edges line up (anatomy in one place), their intensities differ
+    edges = np.hypot(*np.gradient(images[:, 0], axis=(1, 2)))
+    for n in range(0, 8, 2):
+        assert np.abs(images[n] - images[n + 1]).mean() > 0.01
+        assert np.corrcoef(edges[n].ravel(), edges[n + 1].ravel())[0, 1] > 0.3
+    with pytest.raises(SystemExit):
+        train.parse_args(["--run", "x", "--cross-contrast", "0.5"])
+
+
 def test_cord_locations_drop_isolated_false_hits_and_fill_the_gaps():
     from SoftSpinalCordSegLib.inference import _cord_centres
 

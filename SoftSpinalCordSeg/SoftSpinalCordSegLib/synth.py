@@ -12,6 +12,7 @@ Training-only code: the shipped extension never imports it at run time.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 
 import numpy as np
@@ -141,6 +142,18 @@ def real_labelled_slices(pairs):
             if mask[:, :, k].sum() > 0:
                 slices.append((image[:, :, k].astype(np.float32), mask[:, :, k].astype(np.float32), zooms[:2]))
     return slices
+
+
+def contrast_partners(slices):
+    """For each real slice, the indices of the slices of other images with the same mask and grid: the
+    co-registered contrasts of one session, which share one label (tools/pseudo_label.py --consensus)."""
+    keys = [(mask.shape, tuple(np.round(spacing, 4)), hashlib.sha1(mask.tobytes()).hexdigest())
+            for _, mask, spacing in slices]
+    groups = {}
+    for n, key in enumerate(keys):
+        groups.setdefault(key, []).append(n)
+    return [[m for m in groups[key] if not np.array_equal(slices[m][0], slices[n][0])]  # not a repeat of n
+            for n, key in enumerate(keys)]
 
 
 # --------------------------------------------------------------------------- rendering helpers
@@ -329,6 +342,15 @@ def real_sample_pair(image, mask, spacing, rng):
     return same_draws(rng, lambda version: _cropped(version, tgt, centre_out, rng), versions)
 
 
+def real_sample_across(image, other, mask, spacing, rng):
+    """Two co-registered contrasts of one real slice sharing one label: same geometry, field of view and
+    target, each with its own intensity augmentation (for the consistency loss)."""
+    (img, tgt, centre_out), (img_other, _, _) = same_draws(
+        rng, lambda version: _real_geometry(version, mask, spacing, rng), [image, other])
+    versions = [_real_intensity(img, rng), _real_intensity(img_other, rng)]
+    return same_draws(rng, lambda version: _cropped(version, tgt, centre_out, rng), versions)
+
+
 def same_draws(rng, apply, items):
     """apply(item) for every item with the same random draws (rng rewound before each), so that one
     augmentation falls alike on every version of a slice."""
@@ -393,11 +415,13 @@ class SliceGenerator:
     """Mixes synthetic slices from PAM50 and spine-generic label maps with real labelled slices."""
 
     def __init__(self, data_dir, seed=0, n_pam50=1500, real_pairs=None, weights=(0.5, 0.4, 0.1),
-                 rater_margin_mm=0.0, window_fraction=0.0, window_sizes=(WINDOW_PX,), paired=False):
+                 rater_margin_mm=0.0, window_fraction=0.0, window_sizes=(WINDOW_PX,), paired=False,
+                 cross_contrast=0.0):
         self.rater_margin_mm = rater_margin_mm
         self.window_fraction = window_fraction
         self.window_sizes = list(window_sizes)
         self.paired = paired  # batches of real slices in two versions each (real_sample_pair)
+        self.cross_contrast = cross_contrast  # share of those pairs made of two real contrasts (real_sample_across)
         self.rng = np.random.default_rng(seed)
         labels = os.path.join(data_dir, "labels")
         self.banks = [
@@ -405,6 +429,7 @@ class SliceGenerator:
             spinegeneric_bank(os.path.join(labels, "spinegeneric10"), self.rng),
         ]
         self.real = real_labelled_slices(real_pairs or [])
+        self.partners = contrast_partners(self.real) if cross_contrast else []
         self.weights = np.array(weights if self.real else weights[:2], np.float64)
         self.weights /= self.weights.sum()
 
@@ -414,17 +439,28 @@ class SliceGenerator:
             bank = self.banks[source]
             margin = self.rater_margin_mm * self.rng.uniform(0.5, 1.5)
             return synthetic_sample(bank[self.rng.integers(len(bank))], self.rng, margin)
-        return real_sample(*self._real_slice(), self.rng)
+        return real_sample(*self.real[self._real_index()], self.rng)
 
-    def _real_slice(self):
-        """(image, mask, spacing) of a real labelled slice drawn at random."""
-        return self.real[self.rng.integers(len(self.real))]
+    def _real_index(self):
+        """Index of a real labelled slice drawn at random."""
+        return self.rng.integers(len(self.real))
+
+    def _real_pair(self):
+        """Two versions of a real slice drawn at random: two co-registered contrasts (a cross_contrast share
+        of the slices that have one) or two intensity versions of one."""
+        n = self._real_index()
+        image, mask, spacing = self.real[n]
+        partners = self.partners[n] if self.cross_contrast else []
+        if partners and self.rng.random() < self.cross_contrast:
+            other = self.real[partners[self.rng.integers(len(partners))]][0]
+            return real_sample_across(image, other, mask, spacing, self.rng)
+        return real_sample_pair(image, mask, spacing, self.rng)
 
     def batch(self, size):
         """size slices of OUT_PX, or (window_fraction of the batches) cord windows of one of window_sizes.
         Paired: size // 2 real slices, each followed by its other version (items 2n and 2n + 1)."""
         if self.paired:
-            groups = [real_sample_pair(*self._real_slice(), self.rng) for _ in range(size // 2)]
+            groups = [self._real_pair() for _ in range(size // 2)]
         else:
             groups = [[self.sample()] for _ in range(size)]
         if self.rng.random() < self.window_fraction:

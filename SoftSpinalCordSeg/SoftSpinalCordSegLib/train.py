@@ -60,6 +60,9 @@ def parse_args(argv=None):
                    help="real slices in pairs of two intensity versions (two 'contrasts' of one anatomy), their "
                         "cord fractions pulled together by this weight times their mean squared difference "
                         "(needs --no-synthetic)")
+    p.add_argument("--cross-contrast", type=float, default=0.0, metavar="SHARE",
+                   help="with --consistency: this share of the pairs are two co-registered real contrasts of one "
+                        "slice that share one label (MT-on and MT-off, the DWI's views) instead of two intensity versions")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
@@ -76,6 +79,8 @@ def parse_args(argv=None):
         p.error(f"--window-sizes: each must be a multiple of {DIVISOR} from {DIVISOR} to {OUT_PX} (the training canvas)")
     if args.consistency and not args.no_synthetic:
         p.error("--consistency pairs real slices only: add --no-synthetic")
+    if args.cross_contrast and not args.consistency:
+        p.error("--cross-contrast chooses the pairs of --consistency: add --consistency WEIGHT")
     for name in ("init", "pseudo_labels"):  # kept in the checkpoint; --export may run from another folder
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
@@ -141,7 +146,8 @@ def make_generator(args, seed):
     weights = (0.0, 0.0, 1.0) if args.no_synthetic else (synthetic * 5 / 9, synthetic * 4 / 9, args.real_fraction)
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
                           real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
-                          window_fraction=args.window_fraction, window_sizes=args.window_sizes, paired=bool(args.consistency))
+                          window_fraction=args.window_fraction, window_sizes=args.window_sizes, paired=bool(args.consistency),
+                          cross_contrast=args.cross_contrast)
 
 
 def validate(net, data_dir, device="cpu"):
