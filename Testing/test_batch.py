@@ -186,6 +186,10 @@ def test_discovery_of_a_plain_folder_and_a_file_list(tmp_path):
     images = bids.discover(folder)
     assert [image.stem for image in images] == ["patient9_acq-masked_T2w", "patient7_t2"]  # masks left out
     assert images[1].output_dir == "site_a" and images[1].subject == "patient7_t2"
+    # files named like BIDS beside others (as the SCT tutorial's folder): a plain folder, every image kept
+    write_image(phantom_mri((16, 16, 6), affine, 7), affine, folder / "sub-01_acq-MTon_MTS.nii.gz")
+    assert {image.stem for image in bids.discover(folder)} == {"patient9_acq-masked_T2w", "patient7_t2",
+                                                             "sub-01_acq-MTon_MTS"}
 
     listing = tmp_path / "cohort.txt"
     listing.write_text("# my cohort\nscans/site_a/patient7_t2.nii.gz\n\n")

@@ -112,8 +112,10 @@ def _walk_images(root: Path, excluded: Iterable[Path]) -> List[Path]:
 
 
 def is_bids_dataset(folder) -> bool:
+    """A dataset description or sub-* folders: then only the images under sub-* are the dataset's. A plain
+    folder whose files are named sub-* is not one (all its images are segmented)."""
     folder = Path(folder)
-    return (folder / "dataset_description.json").is_file() or any(folder.glob("sub-*"))
+    return (folder / "dataset_description.json").is_file() or any(p.is_dir() for p in folder.glob("sub-*"))
 
 
 def discover(input_path, include: Sequence[str] = (), exclude_dirs: Iterable = ()) -> List[SourceImage]:
