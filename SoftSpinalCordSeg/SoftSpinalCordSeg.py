@@ -4,7 +4,6 @@ Module (metadata, sample data), parameter node, Widget (GUI only), Logic (depend
 in a worker process, showing results) and Test. The work itself is `SoftSpinalCordSegLib.mrml.segment_volume_node`.
 """
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -25,14 +24,6 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 DEVICES = ["auto", "cpu", "cuda"]
-TORCH_REQUIREMENT = ">=2.0"
-# Python packages the library needs beyond what Slicer bundles: import name -> pinned requirement (tested ranges).
-REQUIREMENTS = {
-    "monai": "monai>=1.3,<1.7",
-    "nibabel": "nibabel>=5.0",
-    "scipy": "scipy>=1.9",
-    "skimage": "scikit-image>=0.19",
-}
 SAMPLE_NAME = "SpinalCordT2w"
 # T2-weighted axial cervical MRI of an MS patient from the SCT course data (MIT licence), pinned to a commit.
 SAMPLE_URL = (
@@ -143,7 +134,9 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            self._parameterNode.inputVolume = next(
+                (volume for volume in volumes if not volume.IsA("vtkMRMLLabelMapVolumeNode")), None)
 
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
@@ -178,7 +171,8 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             if not self.logic.ensureDependencies():
                 return
             self.runningVolume = self._parameterNode.inputVolume
-            self.worker = self.logic.startProcessing(self.runningVolume, device=self._parameterNode.device)
+            self.worker = self.logic.startProcessing(
+                self.runningVolume, device=self._parameterNode.device, levels=self._parameterNode.levels)
             self.setRunning(True)
 
     def onPollWorker(self):
@@ -197,17 +191,20 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.outputs = self.logic.finishProcessing(
                 worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity, levels=parameters.levels
             )
-            self.ui.statusLabel.text = self.doneMessage(self.outputs.csa)
+            self.ui.statusLabel.text = self.doneMessage(self.outputs)
         self.onParameterNodeModified()
 
     @staticmethod
-    def doneMessage(csa):
-        """Slices measured, and those whose CSA stands out from their neighbours' (misread more often than real)."""
-        message = _("Done: {rows} slices measured.").format(rows=len(csa.rows))
-        suspects = csa.suspect_slices()
+    def doneMessage(outputs):
+        """Slices measured, those whose CSA stands out from their neighbours' (misread more often than real), and
+        why levels given made no per-level table."""
+        message = _("Done: {rows} slices measured.").format(rows=len(outputs.csa.rows))
+        suspects = outputs.csa.suspect_slices()
         if suspects:
             message += " " + _("Check slices {slices} in the slice views: their CSA departs from their neighbours'.").format(
                 slices=", ".join(str(index) for index in suspects))
+        if outputs.level_note:
+            message += " " + outputs.level_note[0].upper() + outputs.level_note[1:] + "."
         return message
 
     def cancel(self):
@@ -241,7 +238,9 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         path = qt.QFileDialog.getSaveFileName(None, _("Export CSA table"), "csa.csv", "CSV (*.csv)")
         if path:
             with slicer.util.tryWithErrorDisplay(_("Could not export the table."), waitCursor=True):
-                self.outputs.csa.write_csv(path)  # the library's writer: the same file as `softseg csa`
+                # the library's writer, as `softseg csa`; `slice` is the node's K index, which Slicer flips for
+                # left-handed files: match rows on z_mm
+                self.outputs.csa.write_csv(path)
 
     def onExportPng(self):
         path = qt.QFileDialog.getSaveFileName(None, _("Export CSA plot"), "csa.png", "PNG (*.png)")
@@ -265,12 +264,15 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
             self.showResults(outputs)
         return outputs
 
-    def startProcessing(self, inputVolume, device="auto"):
-        """Start the model in a separate process (PythonSlicer); poll the returned worker, cancel to kill it."""
-        from SoftSpinalCordSegLib.mrml import volume_array_and_affine
+    def startProcessing(self, inputVolume, device="auto", levels=None):
+        """Start the model in a separate process (PythonSlicer); poll the returned worker, cancel to kill it.
+        The levels are checked first: a wrong levels input fails before the model runs, not after."""
+        from SoftSpinalCordSegLib.mrml import levels_in_volume_grid, volume_array_and_affine
         from SoftSpinalCordSegLib.worker import WorkerProcess
 
         image, affine = volume_array_and_affine(inputVolume)
+        if levels is not None:
+            levels_in_volume_grid(levels, inputVolume)
         return WorkerProcess(image, affine, device=device, python=shutil.which("PythonSlicer"))
 
     def finishProcessing(self, worker, inputVolume, **options):
@@ -294,7 +296,10 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
     # --- dependencies ----------------------------------------------------------------------------------------
 
     def missingPackages(self):
-        return [requirement for module, requirement in REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
+        """Requirements not installed, or installed outside their tested range (pip then upgrades them)."""
+        from SoftSpinalCordSegLib.dependencies import unmet_requirements
+
+        return unmet_requirements()
 
     def ensureDependencies(self, askConfirmation=True):
         """Install what is missing (torch through the PyTorch extension, the rest with pip), asking once."""
@@ -307,6 +312,8 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
         missing = self.missingPackages()
         if not needTorch and not missing:
             return True
+        from SoftSpinalCordSegLib.dependencies import TORCH_REQUIREMENT
+
         listed = (["torch" + TORCH_REQUIREMENT] if needTorch else []) + missing
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
             _("Soft Spinal Cord Segmentation needs these Python packages, which will be downloaded and installed now "

@@ -195,6 +195,81 @@ def test_levels_from_label_volume_and_disc_points(app, write_phantom):
         mrml.segment_volume_node(volume, probability=probability, levels=discs)
 
 
+def test_disc_points_unplaced_twice_and_levels_that_miss_the_cord(app, write_phantom):
+    _, volume, probability = phantom_input(app, write_phantom, axcodes="RAS")
+    discs = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "discs")
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, 30), "C1/C2")
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, 0), "C2/C3")
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, -30), "C3/C4")
+    unplaced = discs.AddControlPoint(vtk.vtkVector3d(0, 0, 5), "C2/C3")  # cleared: no position any more
+    discs.UnsetNthControlPointPosition(unplaced)
+    outputs = mrml.segment_volume_node(volume, probability=probability, levels=discs)
+    counts = [int(outputs.level_table.GetCellText(r, 2)) for r in range(outputs.level_table.GetNumberOfRows())]
+    superior = compute_csa(probability, ijk_to_ras(volume)).column("z_mm")
+    assert counts == [int((superior > 0).sum()), int((superior <= 0).sum())]  # split at S=0, not the unplaced S=5
+
+    discs.SetNthControlPointPosition(unplaced, 0, 0, 5)  # the same disc placed twice
+    with pytest.raises(InputError, match="placed twice"):
+        mrml.segment_volume_node(volume, probability=probability, levels=discs)
+
+    empty_labels = app.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "no voxels")
+    with pytest.raises(InputError, match="no image data"):
+        mrml.levels_in_volume_grid(empty_labels, volume)
+
+    far = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "far discs")
+    far.AddControlPoint(vtk.vtkVector3d(0, 0, 130), "C1/C2")
+    far.AddControlPoint(vtk.vtkVector3d(0, 0, 100), "C2/C3")
+    missed = mrml.segment_volume_node(volume, probability=probability, levels=far)
+    assert missed.level_table is None and "levels given do not reach the cord" in missed.level_note
+    assert missed.segmentation is outputs.segmentation  # the segmentation and CSA are still made
+
+
+def test_a_linear_parent_transform_places_csa_and_levels_in_world_space(app, write_phantom):
+    _, volume, probability = phantom_input(app, write_phantom, axcodes="RAS")
+    untransformed = mrml.segment_volume_node(volume, probability=probability).csa
+    transform = app.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    to_world = np.eye(4)
+    to_world[:3, 3] = (5.0, -3.0, 40.0)  # the cord lies 40 mm higher in world space
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(to_world))
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+
+    discs = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "discs")  # placed on the image as shown
+    for z, name in ((70, "C1/C2"), (40, "C2/C3"), (10, "C3/C4")):
+        discs.AddControlPoint(vtk.vtkVector3d(0, 0, z), name)
+    outputs = mrml.segment_volume_node(volume, probability=probability, levels=discs)
+    np.testing.assert_allclose(outputs.csa.column("z_mm"), untransformed.column("z_mm") + 40.0, atol=1e-6)
+    np.testing.assert_allclose(outputs.csa.column("csa_mm2"), untransformed.column("csa_mm2"), rtol=1e-6)
+    counts = [int(outputs.level_table.GetCellText(r, 2)) for r in range(outputs.level_table.GetNumberOfRows())]
+    superior = untransformed.column("z_mm")
+    assert counts == [int((superior > 0).sum()), int((superior <= 0).sum())]  # split at world S=40
+    assert outputs.probability_volume.GetTransformNodeID() == transform.GetID()  # outputs sit under it too
+
+
+def test_a_rerun_leaves_outputs_the_user_edited_or_copied_and_shows_the_new_input(app, write_phantom):
+    _, volume, probability = phantom_input(app, write_phantom)
+    first = mrml.segment_volume_node(volume, probability=probability)
+    first.csa_table.AddColumn().SetName("my notes")  # the user's own column
+    corrected = ijk_array(first.probability_volume).copy()
+    corrected[:, :, corrected.shape[2] // 2] = 0  # erased on one slice
+    slicer.util.updateVolumeFromArray(first.probability_volume, np.ascontiguousarray(corrected.transpose(2, 1, 0)))
+    first.segmentation.SetName("my corrected cord")
+    second = mrml.segment_volume_node(volume, probability=probability)
+    for role in ("probability_volume", "segmentation", "csa_table"):
+        assert getattr(second, role) is not getattr(first, role)
+        assert mrml.find_output(volume, role.replace("_volume", "").replace("_table", "")) is not getattr(first, role)
+    assert first.csa_table.GetTable().GetColumnByName("my notes") is not None
+    np.testing.assert_array_equal(ijk_array(first.probability_volume), corrected)
+    assert first.segmentation.GetName() == "my corrected cord"
+    third = mrml.segment_volume_node(volume, probability=probability)  # untouched outputs are updated in place
+    for role in ("probability_volume", "segmentation", "csa_table", "csa_chart"):
+        assert getattr(third, role) is getattr(second, role)
+
+    _, other, other_probability = phantom_input(app, write_phantom, axcodes="RAS", spacing=(0.5, 0.5, 1.0))
+    mrml.segment_volume_node(other, probability=other_probability)
+    composite = app.scene.GetNodeByID("vtkMRMLSliceCompositeNodeRed")
+    assert composite.GetBackgroundVolumeID() == other.GetID()  # its overlay is shown over it, not over the first
+
+
 def test_outputs_go_to_the_input_study_and_survive_mrb(app, write_phantom, tmp_path):
     _, volume, probability = phantom_input(app, write_phantom)
     hierarchy = app.scene.GetSubjectHierarchyNode()

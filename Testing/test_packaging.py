@@ -95,3 +95,20 @@ def test_module_code_runs_on_python_3_9():
         unions = [node for node in ast.walk(tree) if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr)
                   and isinstance(node.left, ast.Name) and node.left.id in ("str", "int", "float", "None")]
         assert not unions, f"{path.name}: X | Y type unions need Python 3.10"
+
+
+def test_slicer_requirements_are_the_package_dependencies_and_are_checked_by_version():
+    import importlib.metadata
+    import tomllib
+
+    from SoftSpinalCordSegLib.dependencies import SLICER_REQUIREMENTS, requirement_met, unmet_requirements
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert set(SLICER_REQUIREMENTS) <= set(declared)  # Slicer gets the ranges pip gets
+    numpy = importlib.metadata.version("numpy")
+    major = int(numpy.split(".")[0])
+    assert requirement_met(f"numpy>={major}.0,<{major + 1}")
+    assert not requirement_met(f"numpy>={major + 1}.0")  # installed but too old: pip must upgrade it
+    assert not requirement_met(f"numpy<{major}")
+    assert not requirement_met("no-such-package-softseg>=1.0")
+    assert unmet_requirements(["numpy>=1.0", "numpy>=999"]) == ["numpy>=999"]

@@ -75,7 +75,8 @@ def _format(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, (float, np.floating)):
-        return f"{value:.6f}"
+        text = f"{value:.6f}"
+        return text[1:] if text == "-0.000000" else text  # a rounded-away sign differs between equal tables
     return str(value)
 
 
@@ -141,7 +142,7 @@ class CsaTable(Table):
         if per_level:
             found = sorted({row["level"] for row in rows if row["level"] is not None})
             if not found:
-                raise InputError("no vertebral level is known for these slices: pass --levels LEVELS")
+                raise InputError("no vertebral level is known for these slices: the levels given do not reach the cord")
             groups = [(level, [row for row in rows if row["level"] == level]) for level in found]
         else:
             label = "" if levels is None else (str(levels[0]) if levels[0] == levels[1] else f"{levels[0]}:{levels[1]}")

@@ -5,7 +5,9 @@
 module logics that Slicer's application would otherwise register, for tests and for headless scripts.
 
 Outputs carry an attribute naming their role and a node reference to the input, so a re-run on the same
-input finds and updates them instead of adding new nodes; the input node itself is never modified.
+input finds and updates them instead of adding new nodes; the input node itself is never modified. An output
+the user has since renamed or edited (painted the segment, added a table column), or a copy of one, is theirs:
+a re-run leaves it as it is and makes a new output.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from .errors import InputError
 
 ROLE_ATTRIBUTE = "SoftSpinalCordSeg.Role"
+WRITTEN_ATTRIBUTE = "SoftSpinalCordSeg.Written"  # digest of what the last run wrote into an output
 SOURCE_REFERENCE_ROLE = "SoftSpinalCordSegSource"
 COLOR_TABLE_NAME = "SoftSpinalCordSeg Inferno"
 SEGMENT_ID = "spinal_cord"
@@ -49,6 +52,7 @@ class SegmentationOutputs:
     csa_chart: Any
     level_table: Any = None  # per-level summary, only when levels were given
     csa: Any = None  # the library's CsaTable behind csa_table
+    level_note: str = ""  # why there is no per-level table though levels were given
 
 
 def segment_volume_node(
@@ -74,7 +78,7 @@ def segment_volume_node(
     """
     _check_options(threshold, opacity, floor)
     image, affine = volume_array_and_affine(volume_node)
-    level_array = _level_array(levels, volume_node, image.shape) if levels is not None else None
+    level_array = levels_in_volume_grid(levels, volume_node) if levels is not None else None
     if probability is None:
         if segmenter is None:
             from .inference import segment_image as segmenter
@@ -85,8 +89,13 @@ def segment_volume_node(
 
     from .morphometry import compute_csa
 
-    csa = compute_csa(probability, affine, levels=level_array)
-    per_level = csa.summarize(per_level=True) if level_array is not None else None  # errors before any node is made
+    csa = compute_csa(probability, world_affine(volume_node), levels=level_array)  # positions as the views show them
+    per_level, level_note = None, ""
+    if level_array is not None:
+        try:
+            per_level = csa.summarize(per_level=True)
+        except InputError as error:  # levels that miss the cord: the segmentation is still worth keeping
+            level_note = f"no per-level table: {error}"
     scene = volume_node.GetScene()
     name = volume_node.GetName()
     outputs = SegmentationOutputs(
@@ -95,10 +104,14 @@ def segment_volume_node(
         csa_table=_update_table(volume_node, "csa", f"{name} CSA", csa),
         csa_chart=None,
         csa=csa,
+        level_note=level_note,
     )
     outputs.csa_chart = _update_chart(volume_node, outputs.csa_table)
     if per_level is not None:
         outputs.level_table = _update_table(volume_node, "csa_levels", f"{name} CSA per level", per_level)
+    for node in (outputs.probability_volume, outputs.segmentation, outputs.csa_table, outputs.level_table):
+        if node is not None:
+            node.SetAttribute(WRITTEN_ATTRIBUTE, _written_digest(node))
     _place_in_subject_hierarchy(scene, volume_node)
     if progress:
         progress(1.0, "done")
@@ -126,6 +139,23 @@ def volume_array_and_affine(volume_node):
     return np.array(slicer.util.arrayFromVolume(volume_node).transpose(2, 1, 0)), slicer.util.arrayFromVTKMatrix(matrix)
 
 
+def world_affine(volume_node):
+    """IJK-to-world matrix of a volume: its IJK-to-RAS under its parent transform where that is linear, so that
+    CSA positions, levels and disc points are where the views show them. Under a non-linear transform, the
+    untransformed IJK-to-RAS."""
+    import slicer
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    affine = slicer.util.arrayFromVTKMatrix(matrix)
+    transform = volume_node.GetParentTransformNode()
+    if transform is not None and transform.IsTransformToWorldLinear():
+        transform.GetMatrixTransformToWorld(matrix)
+        affine = slicer.util.arrayFromVTKMatrix(matrix) @ affine
+    return affine
+
+
 def find_output(volume_node, role: str):
     """The output node with this role made from `volume_node` by an earlier run, or None."""
     scene = volume_node.GetScene()
@@ -138,11 +168,42 @@ def find_output(volume_node, role: str):
 
 def _output_node(volume_node, role: str, class_name: str, name: str):
     node = find_output(volume_node, role)
+    while node is not None and node.GetAttribute(WRITTEN_ATTRIBUTE) not in (None, _written_digest(node)):
+        node.RemoveAttribute(ROLE_ATTRIBUTE)  # changed since the run wrote it: the user's now
+        node.RemoveAttribute(WRITTEN_ATTRIBUTE)
+        node = find_output(volume_node, role)
     if node is None:
         node = volume_node.GetScene().AddNewNodeByClass(class_name, name)
         node.SetAttribute(ROLE_ATTRIBUTE, role)
         node.SetNodeReferenceID(SOURCE_REFERENCE_ROLE, volume_node.GetID())
     return node
+
+
+def _written_digest(node) -> str:
+    """Digest of an output's name and content (voxels, cord segment or table cells): it changes when the user
+    renames or edits the node, and differs on a copy."""
+    import hashlib
+
+    import slicer
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    digest = hashlib.sha1(node.GetName().encode())
+    if node.IsA("vtkMRMLScalarVolumeNode"):
+        digest.update(np.ascontiguousarray(slicer.util.arrayFromVolume(node)).tobytes())
+    elif node.IsA("vtkMRMLSegmentationNode"):
+        labelmap = slicer.vtkOrientedImageData()
+        if node.GetSegmentation().GetSegment(SEGMENT_ID) is not None:
+            node.GetBinaryLabelmapRepresentation(SEGMENT_ID, labelmap)
+        digest.update(str(labelmap.GetExtent()).encode())
+        if labelmap.GetPointData().GetScalars() is not None:
+            digest.update(vtk_to_numpy(labelmap.GetPointData().GetScalars()).tobytes())
+    elif node.IsA("vtkMRMLTableNode"):
+        table = node.GetTable()
+        for index in range(table.GetNumberOfColumns()):
+            column = table.GetColumn(index)
+            digest.update(f"|{column.GetName()}:".encode())
+            digest.update(",".join(column.GetVariantValue(row).ToString() for row in range(column.GetNumberOfTuples())).encode())
+    return digest.hexdigest()
 
 
 def _check_options(threshold, opacity, floor):
@@ -212,12 +273,12 @@ def inferno_color_table(scene):
 
 
 def show_as_foreground(background_node, foreground_node, opacity):
-    """Show the overlay in every slice view (the input stays or becomes the background)."""
+    """Show the overlay over its input in every slice view (the input becomes the background: an overlay over
+    another image would mislead)."""
     scene = background_node.GetScene()
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
         composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
-        if not composite.GetBackgroundVolumeID():
-            composite.SetBackgroundVolumeID(background_node.GetID())
+        composite.SetBackgroundVolumeID(background_node.GetID())
         composite.SetForegroundVolumeID(foreground_node.GetID())
         composite.SetForegroundOpacity(opacity)
 
@@ -312,8 +373,10 @@ def _update_chart(volume_node, table_node):
 # --- vertebral levels --------------------------------------------------------------------------------------
 
 
-def _level_array(levels, volume_node, shape):
-    """Vertebral level codes in the input's voxel grid, from a label volume or from disc points."""
+def levels_in_volume_grid(levels, volume_node):
+    """Vertebral level codes in the input's voxel grid, from a label volume or from disc points (checked before
+    the model runs: a wrong levels input must not cost the user the segmentation)."""
+    shape = tuple(volume_node.GetImageData().GetDimensions())  # (i, j, k), as the arrays here
     if levels.IsA("vtkMRMLVolumeNode"):
         return _resampled_labels(levels, volume_node, shape)
     if levels.IsA("vtkMRMLMarkupsNode"):
@@ -326,7 +389,7 @@ def _resampled_labels(label_node, volume_node, shape):
     import scipy.ndimage
 
     labels, label_affine = _any_volume_array_and_affine(label_node)
-    _, affine = _any_volume_array_and_affine(volume_node)
+    affine = _level_affine(volume_node)
     if labels.shape == tuple(shape) and np.allclose(label_affine, affine, atol=1e-4):
         return labels.astype(np.int32)
     voxel_to_label_voxel = np.linalg.inv(label_affine) @ affine
@@ -339,16 +402,29 @@ def _any_volume_array_and_affine(node):
     import slicer
     import vtk
 
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    return np.array(slicer.util.arrayFromVolume(node).transpose(2, 1, 0)), slicer.util.arrayFromVTKMatrix(matrix)
+    if node.GetImageData() is None:
+        raise InputError(f"volume '{node.GetName()}' has no image data")
+    return np.array(slicer.util.arrayFromVolume(node).transpose(2, 1, 0)), _level_affine(node)
+
+
+def _level_affine(node):
+    """world_affine, refusing a non-linear transform: levels are compared where the views show them."""
+    transform = node.GetParentTransformNode()
+    if transform is not None and not transform.IsTransformToWorldLinear():
+        raise InputError(f"'{node.GetName()}' is under a non-linear transform: harden it (Data module) to use "
+                         "vertebral levels")
+    return world_affine(node)
 
 
 def _disc_points(markups_node):
     """{disc label: RAS position} from control points named like "C2/C3" (or "C2-C3")."""
     points = {}
     for index in range(markups_node.GetNumberOfControlPoints()):
+        if markups_node.GetNthControlPointPositionStatus(index) != markups_node.PositionDefined:
+            continue  # an unplaced (or being placed) point has no position yet
         label = markups_node.GetNthControlPointLabel(index).strip().upper().replace("-", "/")
+        if label in points:
+            raise InputError(f"disc point '{label}' is placed twice in '{markups_node.GetName()}': keep one")
         position = [0.0, 0.0, 0.0]
         markups_node.GetNthControlPointPositionWorld(index, position)
         points[label] = np.array(position)
@@ -372,7 +448,7 @@ def levels_from_disc_points(disc_points, volume_node, shape):
     if len(discs) < 2:
         raise InputError("at least two disc points (for example C2/C3 and C3/C4) are needed to define levels")
     discs.sort(reverse=True)  # superior first
-    _, affine = _any_volume_array_and_affine(volume_node)
+    affine = _level_affine(volume_node)
     grid = np.indices(shape).reshape(3, -1)
     superior = (affine[2, :3] @ grid + affine[2, 3]).reshape(shape)
     levels = np.zeros(shape, dtype=np.int32)
