@@ -253,12 +253,16 @@ def test_summary_rows_per_level_when_levels_are_known(tmp_path):
     assert [r["slices_to_check"] for r in report.summarise(image, misread, "csa.csv")] == ["2", "2", ""]
 
 
-def test_outputs_of_other_weights_are_redone(tmp_path):
-    assert not batch.model_changed(tmp_path, "b" * 64)  # no earlier run
-    batch.write_dataset_description(tmp_path, tmp_path, "a" * 64)
-    assert batch.model_changed(tmp_path, "b" * 64)
-    assert not batch.model_changed(tmp_path, "a" * 64)
-    assert not batch.model_changed(tmp_path, "")  # a stand-in pipeline: nothing to compare
+def test_outputs_of_other_weights_or_options_are_redone(tmp_path):
+    options = {"threshold": 0.5, "device": "auto", "largest_component": True}
+    assert batch.settings_changed(tmp_path, "b" * 64, options) == ""  # no earlier run
+    batch.write_dataset_description(tmp_path, tmp_path, "a" * 64, options)
+    assert batch.settings_changed(tmp_path, "b" * 64, options) == "the model changed since the last run"
+    assert batch.settings_changed(tmp_path, "a" * 64, options) == ""
+    assert batch.settings_changed(tmp_path, "", options) == ""  # a stand-in pipeline: nothing to compare
+    assert batch.settings_changed(tmp_path, "a" * 64, {**options, "device": "cpu"}) == ""  # same results
+    assert batch.settings_changed(tmp_path, "a" * 64, {**options, "threshold": 0.1, "largest_component": False}) == (
+        "largest_component and threshold changed since the last run")
 
 
 # ------------------------------------------------------------------------------------------ the whole batch
@@ -345,7 +349,7 @@ def test_rerun_skips_finished_work_and_redoes_only_what_changed(first_run, capsy
     before = {p: p.stat().st_mtime_ns for p in output.rglob("*_label-SC_probseg.nii.gz")}
 
     # Second run, through the command line: nothing to compute, so no cluster is even started.
-    code = cli.main(["batch", str(root), "--workers", "2", "--quiet"])
+    code = cli.main(["batch", str(root), "--workers", "2"])
     captured = capsys.readouterr()
     assert code == 1  # a file failed (from the first run's record, as the corrupt file did not change)
     assert f"{len(cohort['good'])} already done, 1 failed" in captured.out
@@ -382,6 +386,23 @@ def test_batch_command_line_errors_are_one_line(tmp_path, capsys):
     assert "--workers must be at least 1" in capsys.readouterr().err
     assert cli.main(["batch", "--help"]) == 0
     assert "--scheduler" in capsys.readouterr().out
+    write_image(phantom_mri((16, 16, 6), np.eye(4), 6), np.eye(4), tmp_path / "scans" / "t2.nii.gz")
+    assert cli.main(["batch", str(tmp_path / "scans"), "--scheduler", "notaurl"]) == 2  # no port: not an address
+    error = capsys.readouterr().err.strip()
+    assert "cannot reach the Dask scheduler notaurl" in error and "\n" not in error
+
+
+def test_a_listed_file_that_is_gone_fails_on_its_own_run_after_run(tmp_path, capsys):
+    good = write_image(phantom_mri((16, 16, 6), np.eye(4), 6), np.eye(4), tmp_path / "scans" / "a_t2.nii.gz")
+    listing = tmp_path / "cohort.txt"
+    listing.write_text(f"{good}\n{tmp_path / 'scans' / 'gone_t2.nii.gz'}\n")
+    for run in range(2):  # the second run skips the finished image and does not stop at the missing one
+        result = batch.run_batch(listing, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
+        assert [r.status for r in result.results] == (["done", "failed"] if run == 0 else ["skipped", "failed"])
+        assert "gone_t2.nii.gz" in result.failures[0].image.path
+    assert cli.main(["batch", str(listing), "--quiet"]) == 1  # --quiet: no summary; the failure is still named
+    captured = capsys.readouterr()
+    assert captured.out == "" and "failed:" in captured.err and "gone_t2" in captured.err
 
 
 # ------------------------------------------------------------------------------------------ the shipped model

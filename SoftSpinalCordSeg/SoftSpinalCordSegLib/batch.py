@@ -27,6 +27,7 @@ FAILURES_FILE = "softseg_failures.tsv"
 SUMMARY_FILE = "softseg_csa_summary.csv"
 SPREAD_FILE = "softseg_contrast_spread.csv"
 REPORT_FILE = "softseg_report.html"
+RESULT_OPTIONS = ("threshold", "largest_component")  # options that change the outputs: a change redoes every image
 
 
 @dataclass
@@ -122,11 +123,12 @@ def peak_rss_mb() -> float:
 
 # --------------------------------------------------------------------------------------------- client side
 def outputs_up_to_date(image: SourceImage, outputs: Dict[str, Path]) -> bool:
-    """All outputs exist and none is older than the image (outputs are atomic, so existing means complete)."""
-    source_mtime = os.stat(image.path).st_mtime_ns
+    """All outputs exist and none is older than the image (outputs are atomic, so existing means complete).
+    False where the image itself is gone: segmenting it then reports it as a failure of its own."""
     try:
+        source_mtime = os.stat(image.path).st_mtime_ns
         return all(os.stat(p).st_mtime_ns >= source_mtime for p in outputs.values())
-    except FileNotFoundError:
+    except OSError:
         return False
 
 
@@ -185,17 +187,22 @@ def installed_model_sha256() -> str:
         return ""
 
 
-def model_changed(output_dir: Path, model_sha256: str) -> bool:
-    """True when the derivatives were made by other weights than those installed now."""
+def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
+    """Why the derivatives in output_dir cannot be kept: made by other weights than those installed now, or
+    with other options (threshold, clean-up); "" when they can (or when there was no earlier run)."""
     try:
         generated = json.loads((output_dir / "dataset_description.json").read_text())["GeneratedBy"][0]
     except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return False
+        return ""
     previous = generated.get("ModelSHA256", "")
-    return bool(previous and model_sha256 and previous != model_sha256)
+    if previous and model_sha256 and previous != model_sha256:
+        return "the model changed since the last run"
+    recorded = generated.get("Options")
+    changed = sorted(k for k in RESULT_OPTIONS if recorded is not None and recorded.get(k) != options.get(k))
+    return f"{' and '.join(changed)} changed since the last run" if changed else ""
 
 
-def write_dataset_description(output_dir: Path, input_path: Path, model_sha256: str) -> Path:
+def write_dataset_description(output_dir: Path, input_path: Path, model_sha256: str, options: dict) -> Path:
     path = output_dir / "dataset_description.json"
     description = {
         "Name": "SoftSpinalCordSeg soft spinal-cord segmentation and CSA",
@@ -207,6 +214,7 @@ def write_dataset_description(output_dir: Path, input_path: Path, model_sha256: 
                 "Version": __version__,
                 "Description": "contrast-agnostic soft spinal-cord segmentation and angle-corrected CSA (softseg batch)",
                 "ModelSHA256": model_sha256,
+                "Options": {k: options[k] for k in RESULT_OPTIONS},
             }
         ],
         "SourceDatasets": [{"URL": Path(input_path).resolve().as_uri()}],
@@ -246,7 +254,7 @@ def open_client(workers: int, scheduler: Optional[str]):
     if scheduler:
         try:
             return Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as error:
+        except (OSError, TimeoutError, ValueError) as error:  # ValueError: not an address (no port...)
             raise InputError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     cluster = LocalCluster(
@@ -298,11 +306,12 @@ def run_batch(
     images = discover(input_path, include, exclude_dirs=[output_dir])
     output_dir.mkdir(parents=True, exist_ok=True)
     model_sha256 = installed_model_sha256() if segment_file is None else ""
-    if not overwrite and model_changed(output_dir, model_sha256):
-        if not quiet:
-            print("softseg batch: the model changed since the last run: redoing every image", file=sys.stderr)
-        overwrite = True
     options = {"threshold": threshold, "device": device, "largest_component": largest_component}
+    changed = "" if overwrite else settings_changed(output_dir, model_sha256, options)
+    if changed:
+        if not quiet:
+            print(f"softseg batch: {changed}: redoing every image", file=sys.stderr)
+        overwrite = True
 
     known_failures = {} if overwrite else read_known_failures(output_dir)
     results: Dict[str, ImageResult] = {}
@@ -330,7 +339,7 @@ def run_batch(
         results.update(_run_on_dask(pending, output_dir, segment_file, options, workers, scheduler, progress))
 
     ordered = [results[image.path] for image in images]
-    write_dataset_description(output_dir, input_path, model_sha256)
+    write_dataset_description(output_dir, input_path, model_sha256, options)
     write_failures(output_dir, ordered)
     from .report import write_cohort_outputs
 
@@ -408,11 +417,12 @@ def main(args) -> int:
         largest_component=not args.keep_all_components,
         quiet=args.quiet,
     )
-    print(
-        f"{len(result.results)} images: {result.count('done')} done, {result.count('skipped')} already done, "
-        f"{result.count('failed')} failed in {result.seconds:.1f} s\n"
-        f"CSA summary: {result.summary_csv}\nreport: {result.report_html}"
-    )
-    for failure in result.failures:
+    if not args.quiet:
+        print(
+            f"{len(result.results)} images: {result.count('done')} done, {result.count('skipped')} already done, "
+            f"{result.count('failed')} failed in {result.seconds:.1f} s\n"
+            f"CSA summary: {result.summary_csv}\nreport: {result.report_html}"
+        )
+    for failure in result.failures:  # errors are not silenced: the exit code alone would not say which
         print(f"failed: {failure.image.path}: {failure.reason}", file=sys.stderr)
     return 1 if result.failures else 0
