@@ -147,9 +147,15 @@ def test_mask_on_another_grid_or_empty_is_rejected(tmp_path):
     with pytest.raises(InputError, match="empty"):
         load_mask(empty, image)
     # A float32-rounded copy of the same grid is accepted, and values are clipped to [0, 1].
-    values = random_image() * 3 - 1
+    values = np.minimum(random_image() * 1.5 - 0.3, 1.0008)  # rounding just above 1 and below 0
     mask = load_mask(write_nifti(tmp_path / "mask.nii.gz", values, OBLIQUE_LEFT_HANDED.astype(np.float32)), image)
     assert mask.array.min() == 0.0 and mask.array.max() == 1.0
+    # A binary mask stored as 0/255 is binary; a soft one on a 0..100 scale is refused, not clipped.
+    binary = (random_image() > 0.5) * np.float32(255)
+    np.testing.assert_array_equal(load_mask(write_nifti(tmp_path / "b.nii.gz", binary, OBLIQUE_LEFT_HANDED), image).array,
+                                  binary / 255)
+    with pytest.raises(InputError, match="values reach 100"):
+        load_mask(write_nifti(tmp_path / "percent.nii.gz", np.round(random_image() * 100), OBLIQUE_LEFT_HANDED), image)
 
 
 def test_label_map_is_rounded_to_integers(tmp_path):

@@ -157,7 +157,7 @@ def test_levels_per_level_and_range_summaries():
 
 def test_summary_per_level_needs_levels():
     mask, affine = make_phantom_mask(CordPhantom(length_mm=20.0), (1.0, 1.0, 1.0))
-    with pytest.raises(InputError, match="--levels"):
+    with pytest.raises(InputError, match="no vertebral level is known"):
         compute_csa(mask, affine).summarize(per_level=True)
 
 
@@ -171,9 +171,9 @@ def test_slice_axis_is_the_one_closest_to_axial():
 def test_empty_mask_and_bad_ranges_are_input_errors():
     with pytest.raises(InputError):
         compute_csa(np.zeros((5, 5, 5)), np.eye(4))
-    assert parse_range("2:3", "--vert") == (2.0, 3.0)
-    assert parse_range("4", "--vert") == (4.0, 4.0)
-    for text in ("3:2", "a:b", "1:2:3"):
+    assert parse_range("2:3", "--vert") == (2, 3) and isinstance(parse_range("2:3", "--vert")[0], int)
+    assert parse_range("4", "--vert") == (4, 4)
+    for text in ("3:2", "a:b", "1:2:3", "0:inf", "nan:5", "2.9:3.9"):  # indices and levels are whole numbers
         with pytest.raises(InputError):
             parse_range(text, "--vert")
 

@@ -56,8 +56,8 @@ def add_csa_parser(subparsers, common) -> None:
 def run_csa(args) -> int:
     from .pipeline import measure_file
 
-    vert = None if args.vert is None else tuple(int(v) for v in parse_range(args.vert, "--vert"))
-    slices = None if args.slices is None else tuple(int(v) for v in parse_range(args.slices, "--slices"))
+    vert = None if args.vert is None else parse_range(args.vert, "--vert")
+    slices = None if args.slices is None else parse_range(args.slices, "--slices")
     result = measure_file(args.mask, args.output, levels_path=args.levels, perlevel=args.perlevel,
                           plot_path=args.plot, vert=vert, slices=slices, progress=StderrProgress(args.quiet))
     if not args.quiet:

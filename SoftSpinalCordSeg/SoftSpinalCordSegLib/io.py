@@ -57,13 +57,21 @@ def load_volume(path, volume_index: Optional[int] = None) -> Volume:
 
 
 def load_mask(path, reference: Optional[Volume] = None) -> Volume:
-    """Load a soft (0..1) or binary cord mask, values clipped to [0, 1].
+    """Load a soft (0..1) or binary cord mask, values clipped to [0, 1]. A binary mask stored with another
+    value than 1 (0/255) is read as binary; a soft mask on another scale (0..100, 0..255) is refused: clipped,
+    its partial-volume voxels would count as whole ones.
 
     With a `reference`, the mask must lie on the reference's grid; without one it is its own reference.
     """
     mask = _read(path, None)
     if reference is not None:
         check_same_grid(mask, reference, "mask")
+    top = float(mask.array.max())
+    if top > 1.001:
+        if np.unique(mask.array[mask.array > 0]).size > 1:
+            raise InputError(f"{path}: mask values reach {top:g}: a soft mask must lie in [0, 1] (divide it by its "
+                             "scale) and a binary one hold one value")
+        mask.array = (mask.array > 0).astype(np.float32)
     mask.array = np.clip(mask.array, 0.0, 1.0)
     if not np.any(mask.array > 0):
         raise InputError(f"{path}: the mask is empty (no voxel above 0)")

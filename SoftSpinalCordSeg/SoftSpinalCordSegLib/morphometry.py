@@ -142,7 +142,7 @@ class CsaTable(Table):
         if per_level:
             found = sorted({row["level"] for row in rows if row["level"] is not None})
             if not found:
-                raise InputError("no vertebral level is known for these slices: the levels given do not reach the cord")
+                raise InputError("no vertebral level is known for these slices: no levels were given, or they do not reach the cord")
             groups = [(level, [row for row in rows if row["level"] == level]) for level in found]
         else:
             label = "" if levels is None else (str(levels[0]) if levels[0] == levels[1] else f"{levels[0]}:{levels[1]}")
@@ -320,13 +320,13 @@ def slice_level(labels: np.ndarray, weights: np.ndarray) -> Optional[int]:
     return int(np.argmax(totals))
 
 
-def parse_range(text: str, what: str) -> Tuple[float, float]:
-    """'2:3' -> (2, 3), '2' -> (2, 2); a one-line InputError otherwise."""
+def parse_range(text: str, what: str) -> Tuple[int, int]:
+    """'2:3' -> (2, 3), '2' -> (2, 2) (levels and slice indices are whole numbers); a one-line InputError otherwise."""
     parts = text.split(":")
     try:
-        values = [float(part) for part in parts]
+        values = [int(part) for part in parts]
     except ValueError:
-        raise InputError(f"{what} must be a number or a range like 2:3, not {text!r}") from None
+        raise InputError(f"{what} must be a whole number or a range like 2:3, not {text!r}") from None
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or values[0] > values[1]:
