@@ -195,6 +195,9 @@ def test_discovery_of_a_plain_folder_and_a_file_list(tmp_path):
     listing.write_text("# my cohort\nscans/site_a/patient7_t2.nii.gz\n\n")
     listed = bids.discover(listing)
     assert [Path(image.path).resolve() for image in listed] == [(folder / "site_a" / "patient7_t2.nii.gz").resolve()]
+    write_image(phantom_mri((16, 16, 6), affine, 5), affine, folder / "site_b" / "patient7_t2.nii.gz")
+    listing.write_text("scans/site_a/patient7_t2.nii.gz\nscans/site_b/patient7_t2.nii.gz\n")  # one name, two folders
+    assert [image.output_dir for image in bids.discover(listing)] == ["site_a", "site_b"]
     assert bids.default_output_dir(listing) == tmp_path / "derivatives" / "softseg"
 
 

@@ -102,6 +102,14 @@ def test_constant_image_and_4d_image_for_segment(tmp_path, capsys):
     code, _, err = run(["segment", dwi, "-o", tmp_path / "prob.nii.gz"], capsys)
     assert_one_line_error(code, err, "4D", "--volume")
     assert not (tmp_path / "prob.nii.gz").exists()
+    import SimpleITK as sitk
+
+    from SoftSpinalCordSegLib.io import load_volume
+
+    nrrd = tmp_path / "dwi.nrrd"  # a 4D NRRD: its volumes are picked as a 4D NIfTI's
+    sitk.WriteImage(sitk.GetImageFromArray(np.ascontiguousarray(series.transpose(3, 2, 1, 0)), isVector=False), str(nrrd))
+    np.testing.assert_array_equal(load_volume(nrrd, 2).array, series[..., 2])
+    np.testing.assert_array_equal(load_volume(nrrd, 2).affine, np.diag([-1.0, -1.0, 1.0, 1.0]))  # LPS identity
     (tmp_path / "qc.png").mkdir()
     code, _, err = run(["segment", dwi, "--volume", "0", "-o", tmp_path / "prob.nii.gz", "--qc", tmp_path / "qc.png"], capsys)
     assert_one_line_error(code, err, "qc.png: is a folder")
@@ -332,4 +340,10 @@ def test_bad_threshold_and_output_over_input(tmp_path, capsys):
     assert_one_line_error(code, err, "--threshold")
     code, _, err = run(["segment", image, "-o", image], capsys)
     assert_one_line_error(code, err, "overwrite")
+    # Output types are checked before the model runs: nothing is written.
+    for option, name, reason in (("--mask", "mask.txt", "unsupported file type"), ("--mask", "mask.nhdr", ".nrrd (one file)"),
+                                 ("--qc", "qc.jpg", "name the file .png"), ("--plot", "csa.svg", "name the file .png")):
+        code, _, err = run(["segment", image, "-o", tmp_path / "prob.nii.gz", option, tmp_path / name], capsys)
+        assert_one_line_error(code, err, reason)
+        assert "loading" not in err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["image.nii.gz"]

@@ -137,7 +137,10 @@ def discover(input_path, include: Sequence[str] = (), exclude_dirs: Iterable = (
             if _included(relative, include):
                 images.append(describe(path, input_path))
     elif input_path.is_file():
-        images = [describe(p) for p in read_file_list(input_path) if _included(p.as_posix(), include)]
+        listed = [p for p in read_file_list(input_path) if _included(p.as_posix(), include)]
+        # the listed files' folders below their common one keep apart outputs of files with one name
+        root = Path(os.path.commonpath([p.resolve().parent for p in listed])) if listed else None
+        images = [describe(p.resolve(), root) for p in listed]
     else:
         raise InputError(f"{input_path}: no such dataset, folder or file list")
     _check_unique_outputs(images)

@@ -162,19 +162,22 @@ def _read_nrrd(path: Path):
     import SimpleITK as sitk
 
     image = sitk.ReadImage(str(path))
-    if image.GetDimension() != 3:
+    if image.GetDimension() not in (3, 4):
         raise InputError(f"{path}: the image is {image.GetDimension()}D; a 3D image is needed")
-    array = sitk.GetArrayFromImage(image).astype(np.float32)  # (k, j, i[, component])
+    array = sitk.GetArrayFromImage(image).astype(np.float32)  # (k, j, i[, component]) or (t, k, j, i)
+    if image.GetDimension() == 4:
+        array = np.moveaxis(array, 0, -1)  # volumes last, as components and NIfTI's 4th axis: --volume picks one
     array = np.moveaxis(array, (0, 1, 2), (2, 1, 0))
     return array, ras_affine_from_sitk(image), None
 
 
 def ras_affine_from_sitk(image) -> np.ndarray:
-    """Voxel -> RAS affine of a 3D SimpleITK image (SimpleITK works in LPS)."""
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    """Voxel -> RAS affine of a SimpleITK image's first three axes (SimpleITK works in LPS)."""
+    dimension = image.GetDimension()
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dimension, dimension)[:3, :3]
     lps = np.eye(4)
-    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)
-    lps[:3, 3] = image.GetOrigin()
+    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)[:3]
+    lps[:3, 3] = image.GetOrigin()[:3]
     return LPS_TO_RAS @ lps
 
 
@@ -192,7 +195,8 @@ def _select_3d(array: np.ndarray, path: Path, volume_index: Optional[int]) -> np
     count = array.shape[3]
     if volume_index is None:
         raise InputError(
-            f"{path}: is 4D with {count} volumes; pass one 3D volume (e.g. the mean DWI) or pick one with --volume N (0..{count - 1})"
+            f"{path}: is 4D with {count} volumes; pass one 3D volume (e.g. the mean DWI), or to segment one of them "
+            f"pick it with --volume N (0..{count - 1})"
         )
     if not 0 <= volume_index < count:
         raise InputError(f"{path}: --volume {volume_index} is out of range (the image has volumes 0..{count - 1})")

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from .errors import InputError
-from .io import load_labels, load_mask, load_volume, refuse_folder, save_like
+from .io import file_format, load_labels, load_mask, load_volume, refuse_folder, save_like
 from .morphometry import CsaTable, Table, compute_csa
 
 Progress = Optional[Callable[[float, str], None]]
@@ -52,6 +52,18 @@ def _check_outputs(inputs, outputs) -> None:
             raise InputError(f"{source}: an output would overwrite this input; choose another output name")
 
 
+def _check_output_types(images=(), pictures=()) -> None:
+    """Refuse, before any work, image outputs that are neither NIfTI nor single-file NRRD and pictures that are
+    not PNG (the file would not hold what its name says)."""
+    for path in (p for p in images if p is not None):
+        file_format(path)
+        if str(path).lower().endswith(".nhdr"):
+            raise InputError(f"{path}: write NRRD outputs as .nrrd (one file); a .nhdr header needs a data file beside it")
+    for path in (p for p in pictures if p is not None):
+        if not str(path).lower().endswith(".png"):
+            raise InputError(f"{path}: pictures are written as PNG: name the file .png")
+
+
 def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
                  qc_path=None, device="auto", volume_index=None, largest_component=True,
                  progress: Progress = None, expected_mm2: Optional[float] = None) -> SegmentResult:
@@ -63,6 +75,7 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
     if not 0.0 < float(threshold) < 1.0:
         raise InputError(f"--threshold must be between 0 and 1 (exclusive), not {threshold}")
     _check_outputs([image_path], [output_path, mask_path, csa_path, plot_path, qc_path])
+    _check_output_types(images=[output_path, mask_path], pictures=[plot_path, qc_path])
     _report(progress, 0.0, "loading the image")
     volume = load_volume(image_path, volume_index)
 
@@ -113,6 +126,7 @@ def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_pat
     (inclusive ranges) one row summarising that range (one per level in it with `perlevel`).
     """
     _check_outputs([mask_path, levels_path], [csa_path, plot_path])
+    _check_output_types(pictures=[plot_path])
     if (perlevel or vert is not None) and levels_path is None:
         raise InputError("--perlevel and --vert need the vertebral levels: pass --levels LEVELS")
     _report(progress, 0.0, "loading the mask")
