@@ -203,8 +203,9 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if suspects:
             message += " " + _("Check slices {slices} in the slice views: their CSA departs from their neighbours'.").format(
                 slices=", ".join(str(index) for index in suspects))
-        if outputs.level_note:
-            message += " " + outputs.level_note[0].upper() + outputs.level_note[1:] + "."
+        for note in (outputs.confidence_note, outputs.level_note):
+            if note:
+                message += " " + note[0].upper() + note[1:] + "."
         return message
 
     def cancel(self):

@@ -169,6 +169,23 @@ def test_segment_unf01_end_to_end(shared_file, tmp_path, capsys):
     assert outputs["qc.png"].stat().st_size > 1000
 
 
+def test_an_image_without_a_cord_gets_a_warning_and_a_cord_does_not(shared_file, tmp_path, capsys):
+    """Uniform noise makes the shipped model mark a small uncertain blob (no voxel reaches p 0.9); real cords
+    have 19-58 % of their mask there (inference.MIN_CONFIDENT_SHARE)."""
+    from SoftSpinalCordSegLib.inference import low_confidence_note
+
+    assert low_confidence_note(np.full((4, 4, 4), 0.7)) and not low_confidence_note(np.full((4, 4, 4), 0.95))
+    assert not low_confidence_note(np.zeros((4, 4, 4)))  # nothing marked: the "no cord" error's case
+    noise = write_nifti(tmp_path / "noise.nii.gz", random_image((128, 128, 20)), np.diag([0.8, 0.8, 3.0, 1.0]))
+    code, _, err = run(["segment", noise, "-o", tmp_path / "noise_prob.nii.gz", "--device", "cpu"], capsys)
+    if code == 2 and "model" in err and "install" in err:
+        pytest.skip("no model installed")
+    assert code == 0 and "warning: the model is unsure this is a spinal cord" in err
+    image = shared_file("real/tutorial/mt1.nii.gz")
+    code, _, err = run(["segment", image, "-o", tmp_path / "mt1_prob.nii.gz", "--device", "cpu"], capsys)
+    assert code == 0 and "warning" not in err
+
+
 DEMO_INPUTS = ["demo_t2w.nii.gz", "demo_cord_truth.nii.gz"]
 DEMO_SEGMENT_OUTPUTS = ["demo_cord_prob.nii.gz", "demo_cord_mask.nii.gz", "demo_csa.csv", "demo_csa.png", "demo_qc.png"]
 

@@ -120,6 +120,8 @@ def run_segment(args) -> int:
             print_summary(result.table)
         written = [result.probability_path, result.mask_path, result.csa_path, result.plot_path, result.qc_path]
         print("wrote " + ", ".join(str(path) for path in written if path is not None))
+        if result.note:
+            print(f"{PROG}: warning: {result.note}", file=sys.stderr)
     return 0
 
 

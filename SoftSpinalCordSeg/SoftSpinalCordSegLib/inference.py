@@ -29,6 +29,10 @@ LOCATE_STEP_MM = 10.0  # the locating pass segments one full axial slice per thi
 LOCATE_MAX_SLICES = BATCH_SLICES  # or fewer, farther apart, where that would take more than one batch
 LOCATE_TOLERANCE_MM = 15.0  # a located centre this far from its neighbours' median is discarded
 CROP_MM = 64  # side of the window segmented around the located cord (1 mm pixels, a multiple of 16)
+CONFIDENT_PROBABILITY = 0.9
+# Share of the p >= 0.5 mask at CONFIDENT_PROBABILITY under which the cord found is unlike a real one: real
+# images read 0.19 (one noisy DWI volume) to 0.58; uniform noise or one bright voxel 0 (session 13).
+MIN_CONFIDENT_SHARE = 0.05
 
 
 def model_dir() -> Path:
@@ -323,6 +327,15 @@ def keep_largest_component_in_grid(prob, affine):
     does it."""
     canonical, _, back = canonical_view(np.asarray(prob, np.float32), np.asarray(affine, np.float64))
     return np.ascontiguousarray(back(keep_largest_component(canonical)), dtype=np.float32)
+
+
+def low_confidence_note(prob) -> str:
+    """A warning where what the model marked is unlike a real cord (almost none of it is certain), else ""."""
+    cord = np.asarray(prob)[np.asarray(prob) >= 0.5]
+    if cord.size and np.mean(cord >= CONFIDENT_PROBABILITY) < MIN_CONFIDENT_SHARE:
+        return (f"the model is unsure this is a spinal cord (under {MIN_CONFIDENT_SHARE:.0%} of the mask reaches "
+                f"p {CONFIDENT_PROBABILITY}): check the result on the image")
+    return ""
 
 
 def segment_image(array, affine, *, device="auto", largest_component=True, progress=None, cancel=None):

@@ -53,6 +53,7 @@ class SegmentationOutputs:
     level_table: Any = None  # per-level summary, only when levels were given
     csa: Any = None  # the library's CsaTable behind csa_table
     level_note: str = ""  # why there is no per-level table though levels were given
+    confidence_note: str = ""  # inference.low_confidence_note: what was marked is unlike a real cord
 
 
 def segment_volume_node(
@@ -87,6 +88,7 @@ def segment_volume_node(
     if progress:
         progress(0.95, "building the scene outputs")
 
+    from .inference import low_confidence_note
     from .morphometry import compute_csa
 
     csa = compute_csa(probability, world_affine(volume_node), levels=level_array)  # positions as the views show them
@@ -105,6 +107,7 @@ def segment_volume_node(
         csa_chart=None,
         csa=csa,
         level_note=level_note,
+        confidence_note=low_confidence_note(probability),
     )
     outputs.csa_chart = _update_chart(volume_node, outputs.csa_table)
     if per_level is not None:

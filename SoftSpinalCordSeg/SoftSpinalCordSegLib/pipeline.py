@@ -24,6 +24,7 @@ class SegmentResult:
     plot_path: Optional[Path]
     qc_path: Optional[Path]
     table: CsaTable
+    note: str = ""  # a warning to show beside the result (inference.low_confidence_note)
 
 
 @dataclass
@@ -89,6 +90,11 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
     save_like(probability, volume, output_path, dtype=np.float32)
     if mask_path is not None:
         save_like(probability >= threshold, volume, mask_path, dtype=np.uint8)
+    if qc_path is not None:  # drawn before measuring: a QC mosaic also shows why no cord was found
+        from .qc import qc_mosaic
+
+        _report(progress, 0.88, "drawing the QC mosaic")
+        qc_mosaic(volume.array, probability, volume.affine, qc_path, title=f"{Path(image_path).name}: soft cord segmentation")
     table = None
     if csa_path is not None or plot_path is not None:
         if not np.any(probability > 0):
@@ -101,15 +107,10 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
             from .plot import plot_csa
 
             plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}", expected_mm2=expected_mm2)
-    if qc_path is not None:
-        from .qc import qc_mosaic
-
-        _report(progress, 0.95, "drawing the QC mosaic")
-        qc_mosaic(volume.array, probability, volume.affine, qc_path, title=f"{Path(image_path).name}: soft cord segmentation")
     _report(progress, 1.0, "done")
     return SegmentResult(
         probability_path=Path(output_path), mask_path=_path(mask_path), csa_path=_path(csa_path),
-        plot_path=_path(plot_path), qc_path=_path(qc_path), table=table,
+        plot_path=_path(plot_path), qc_path=_path(qc_path), table=table, note=inference.low_confidence_note(probability),
     )
 
 
