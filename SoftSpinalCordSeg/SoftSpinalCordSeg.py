@@ -88,7 +88,6 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._parameterNodeGuiTag = None
         self.worker = None  # the running WorkerProcess, if any
         self.runningVolume = None
-        self.outputs = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -157,8 +156,7 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.applyButton.enabled = volume is not None
         table = find_output(volume, "csa") if volume else None
         self.ui.csaTableView.setMRMLTableNode(table)
-        self.ui.exportPngButton.enabled = table is not None
-        self.ui.exportCsvButton.enabled = self.outputs is not None and self.outputs.csa_table is table
+        self.ui.exportPngButton.enabled = self.ui.exportCsvButton.enabled = table is not None
 
     # --- running ---------------------------------------------------------------------------------------------
 
@@ -188,10 +186,10 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.setRunning(False)
         parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
-            self.outputs = self.logic.finishProcessing(
+            outputs = self.logic.finishProcessing(
                 worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity, levels=parameters.levels
             )
-            self.ui.statusLabel.text = self.doneMessage(self.outputs)
+            self.ui.statusLabel.text = self.doneMessage(outputs)
         self.onParameterNodeModified()
 
     @staticmethod
@@ -239,9 +237,11 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         path = qt.QFileDialog.getSaveFileName(None, _("Export CSA table"), "csa.csv", "CSV (*.csv)")
         if path:
             with slicer.util.tryWithErrorDisplay(_("Could not export the table."), waitCursor=True):
-                # the library's writer, as `softseg csa`; `slice` is the node's K index, which Slicer flips for
-                # left-handed files: match rows on z_mm
-                self.outputs.csa.write_csv(path)
+                from SoftSpinalCordSegLib.mrml import csa_table_of
+
+                # the shown table (also one reloaded with a scene), written as `softseg csa` writes; `slice` is
+                # the node's K index, which Slicer flips for left-handed files: match rows on z_mm
+                csa_table_of(self.ui.csaTableView.mrmlTableNode()).write_csv(path)
 
     def onExportPng(self):
         path = qt.QFileDialog.getSaveFileName(None, _("Export CSA plot"), "csa.png", "PNG (*.png)")

@@ -295,6 +295,13 @@ def test_outputs_go_to_the_input_study_and_survive_mrb(app, write_phantom, tmp_p
     table2 = mrml.find_output(volume2, "csa")
     # Slicer's table storage writes 6 significant digits (the CLI's CSV keeps 6 decimals).
     np.testing.assert_allclose(slicer.util.arrayFromTableColumn(table2, "csa_mm2"), outputs.csa.column("csa_mm2"), rtol=1e-5)
+    outputs.csa.write_csv(tmp_path / "run.csv")
+    mrml.csa_table_of(outputs.csa_table).write_csv(tmp_path / "from_node.csv")  # what Export CSV writes
+    assert (tmp_path / "from_node.csv").read_text() == (tmp_path / "run.csv").read_text()
+    mrml.csa_table_of(table2).write_csv(tmp_path / "reloaded.csv")  # exportable after the scene is reloaded too
+    reloaded, run = read_csv(tmp_path / "reloaded.csv"), read_csv(tmp_path / "run.csv")
+    assert [row["slice"] for row in reloaded] == [row["slice"] for row in run]
+    np.testing.assert_allclose([float(row["csa_mm2"]) for row in reloaded], [float(row["csa_mm2"]) for row in run], rtol=1e-5)
     chart2 = mrml.find_output(volume2, "csa_chart")
     assert chart2.GetNthPlotSeriesNode(0).GetTableNode() is table2
     count = loaded.scene.GetNumberOfNodes()

@@ -351,6 +351,29 @@ def _update_table(volume_node, role, name, table):
     return node
 
 
+def csa_table_of(table_node):
+    """The library's CsaTable behind a CSA table node (made by a run, or reloaded with a scene), to export it
+    as `softseg csa` writes it."""
+    from .morphometry import CsaTable
+
+    table = table_node.GetTable()
+    columns = {table.GetColumnName(index): table.GetColumn(index) for index in range(table.GetNumberOfColumns())}
+    rows = []
+    for row in range(table.GetNumberOfRows()):
+        values = {}
+        for name, column in columns.items():
+            value = column.GetValue(row)
+            if column.IsA("vtkStringArray"):
+                value = value or None
+            elif column.IsA("vtkIntArray"):
+                value = int(value)
+            else:
+                value = None if np.isnan(value) else float(value)
+            values[name] = value
+        rows.append(values)
+    return CsaTable(rows)
+
+
 def _update_chart(volume_node, table_node):
     scene = volume_node.GetScene()
     series = _output_node(volume_node, "csa_series", "vtkMRMLPlotSeriesNode", f"{volume_node.GetName()} CSA")
