@@ -148,12 +148,14 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.onParameterNodeModified()
 
     def onParameterNodeModified(self, caller=None, event=None):
-        """Enable Apply when there is an input, and show that input's earlier results if any."""
-        from SoftSpinalCordSegLib.mrml import find_output
+        """Enable Apply when there is an input, and show that input's earlier results (at the chosen opacity)."""
+        from SoftSpinalCordSegLib.mrml import find_output, set_overlay_opacity
 
         volume = self._parameterNode.inputVolume if self._parameterNode else None
         if not self.worker:
             self.ui.applyButton.enabled = volume is not None
+        if volume:
+            set_overlay_opacity(volume, self._parameterNode.opacity)
         table = find_output(volume, "csa") if volume else None
         self.ui.csaTableView.setMRMLTableNode(table)
         self.ui.exportPngButton.enabled = self.ui.exportCsvButton.enabled = table is not None

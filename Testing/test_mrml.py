@@ -109,6 +109,15 @@ def test_outputs_geometry_display_segment_table_chart(app, write_phantom):
     np.testing.assert_array_equal(ijk_array(volume), before)  # the input is untouched
 
 
+def test_overlay_opacity_follows_the_option_after_the_run(app, write_phantom):
+    _, volume, probability = phantom_input(app, write_phantom)
+    mrml.set_overlay_opacity(volume, 0.3)  # no result yet: nothing to do
+    outputs = mrml.segment_volume_node(volume, probability=probability, opacity=0.6)
+    mrml.set_overlay_opacity(volume, 0.25)
+    assert outputs.probability_volume.GetDisplayNode().GetOpacity() == pytest.approx(0.25)
+    assert app.scene.GetNodeByID("vtkMRMLSliceCompositeNodeRed").GetForegroundOpacity() == pytest.approx(0.25)
+
+
 def test_overlay_is_composited_in_slice_view(app, write_phantom):
     """Slice-logic compositing (no OpenGL): inferno colours over the cord, plain grey elsewhere."""
     _, volume, probability = phantom_input(app, write_phantom, axcodes="RAS")

@@ -286,6 +286,19 @@ def show_as_foreground(background_node, foreground_node, opacity):
         composite.SetForegroundOpacity(opacity)
 
 
+def set_overlay_opacity(volume_node, opacity: float) -> None:
+    """Apply a new overlay opacity to the input's earlier result, where the slice views show it."""
+    overlay = find_output(volume_node, "probability")
+    if overlay is None or overlay.GetDisplayNode() is None:
+        return
+    overlay.GetDisplayNode().SetOpacity(opacity)
+    scene = volume_node.GetScene()
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        if composite.GetForegroundVolumeID() == overlay.GetID():
+            composite.SetForegroundOpacity(opacity)
+
+
 # --- binary segmentation -----------------------------------------------------------------------------------
 
 
