@@ -314,8 +314,9 @@ def test_outputs_go_to_the_input_study_and_survive_mrb(app, write_phantom, tmp_p
     chart2 = mrml.find_output(volume2, "csa_chart")
     assert chart2.GetNthPlotSeriesNode(0).GetTableNode() is table2
     count = loaded.scene.GetNumberOfNodes()
-    mrml.segment_volume_node(volume2, probability=probability)  # a re-run after reload still updates in place
+    rerun = mrml.segment_volume_node(volume2, probability=probability)  # a re-run after reload still updates in place
     assert loaded.scene.GetNumberOfNodes() == count
+    assert (rerun.probability_volume, rerun.segmentation, rerun.csa_table) == (prob2, segmentation2, table2)
     loaded.close()
 
 
