@@ -87,6 +87,6 @@ def random_model(tmp_path, monkeypatch):
     torch.save({k: v.half() for k, v in build_network().state_dict().items()}, weights)
     (tmp_path / (inference.WEIGHTS_NAME + ".sha256")).write_text(inference.sha256_of(weights) + "\n")
     monkeypatch.setenv("SOFTSEG_MODEL_DIR", str(tmp_path))
-    inference.load_network.cache_clear()
+    inference.cached_network.cache_clear()
     yield tmp_path
-    inference.load_network.cache_clear()
+    inference.cached_network.cache_clear()

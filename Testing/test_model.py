@@ -31,7 +31,7 @@ def _canal_patch(radius_cord_mm=4.0, radius_csf_mm=6.5):
 
 def _use_model_dir(monkeypatch, folder):
     monkeypatch.setenv("SOFTSEG_MODEL_DIR", str(folder))
-    inference.load_network.cache_clear()
+    inference.cached_network.cache_clear()
 
 
 def test_synthetic_slice_keeps_cord_area_within_the_augmentation_range():
@@ -173,8 +173,15 @@ def test_padding_reaches_the_training_canvas_and_the_divisor():
 
 
 def test_weights_failing_their_checksum_are_refused(random_model):
+    inference.load_network("cpu")  # a good load is cached...
+    weights = random_model / inference.WEIGHTS_NAME
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))  # ...and weights replaced afterwards are checked again, not taken from it
+    with pytest.raises(ModelNotInstalledError, match="SHA-256"):
+        inference.load_network("cpu")
     (random_model / (inference.WEIGHTS_NAME + ".sha256")).write_text("0" * 64 + "\n")
-    inference.load_network.cache_clear()
+    inference.cached_network.cache_clear()
     with pytest.raises(ModelNotInstalledError, match="SHA-256"):
         inference.load_network("cpu")
 
@@ -200,7 +207,7 @@ def test_the_loaded_network_is_frozen_and_computes_what_monai_builds(random_mode
     architecture = random_model / inference.ARCHITECTURE_NAME
     save_architecture(architecture)
     (random_model / (inference.ARCHITECTURE_NAME + ".sha256")).write_text(inference.sha256_of(architecture) + "\n")
-    inference.load_network.cache_clear()
+    inference.cached_network.cache_clear()
     net = inference.load_network("cpu")
     assert isinstance(net, torch.jit.ScriptModule) and not list(net.parameters())  # weights folded in as constants
     monai_net = build_network().eval()
@@ -215,12 +222,12 @@ def test_the_architecture_is_checksummed_and_falls_back_to_monai(random_model):
     architecture = random_model / inference.ARCHITECTURE_NAME
     architecture.write_bytes(b"not a TorchScript archive")
     (random_model / (inference.ARCHITECTURE_NAME + ".sha256")).write_text("0" * 64 + "\n")
-    inference.load_network.cache_clear()
+    inference.cached_network.cache_clear()
     with pytest.raises(ModelNotInstalledError, match="SHA-256"):
         inference.load_network("cpu")
     # a file that passes its checksum but that this torch cannot load: the network comes from MONAI
     (random_model / (inference.ARCHITECTURE_NAME + ".sha256")).write_text(inference.sha256_of(architecture) + "\n")
-    inference.load_network.cache_clear()
+    inference.cached_network.cache_clear()
     net = inference.load_network("cpu")
     assert not isinstance(net, torch.jit.ScriptModule)
     assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
@@ -263,6 +270,13 @@ def test_bad_arrays_are_refused_with_input_errors(random_model):
     bad[0, 0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         inference.segment_image(bad, np.eye(4))
+    with pytest.raises(InputError, match="float32"):  # finite in float64, infinite for the network
+        inference.segment_image(np.random.rand(4, 4, 4) * 1e300, np.eye(4))
+    for wrong in (np.zeros((4, 4)), np.eye(3), np.diag([1.0, 0.0, 1.0, 1.0])):
+        with pytest.raises(InputError, match="affine"):
+            inference.segment_image(np.random.rand(4, 4, 4), wrong)
+    with pytest.raises(InputError, match="real grey levels"):
+        inference.segment_image(np.random.rand(4, 4, 4) > 0.5, np.eye(4))
     with pytest.raises(InputError, match="device"):
         inference.resolve_device("tpu")
 
@@ -317,7 +331,7 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     prob = inference.segment_image(np.random.default_rng(0).random((20, 20, 3)), np.eye(4), device="cpu")
     assert prob.shape == (20, 20, 3)
     assert isinstance(inference.load_network("cpu"), torch.jit.ScriptModule)  # the exported architecture, not MONAI
-    inference.load_network.cache_clear()
+    inference.cached_network.cache_clear()
     # a synthetic-only fine-tune on 64 px cord windows still owes the real images its --init run saw
     tuned, tuned_export = tmp_path / "tuned", tmp_path / "tuned_model"
     assert train.main(tiny + ["--run", str(tuned), "--iterations", "1", "--init", str(run), "--no-real",
@@ -371,7 +385,7 @@ def _shipped_model_on(shared_file, image, mask):
     """(volume, manual mask, soft mask of the shipped model, Dice at 0.5) of a shared image; skip without a model."""
     from SoftSpinalCordSegLib.io import load_mask, load_volume
 
-    inference.load_network.cache_clear()
+    inference.cached_network.cache_clear()
     volume = load_volume(shared_file(image))
     manual = load_mask(shared_file(mask), volume).array >= 0.5
     try:

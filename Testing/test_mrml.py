@@ -449,3 +449,76 @@ def test_worker_error_reaches_the_caller_as_one_line_and_cancel_kills_it():
     assert not directory.exists()  # no temporary files left
     with pytest.raises(CancelledError):
         worker.result()
+
+
+def _live_processes_in_group(group):
+    """Pids of the running (not zombie) processes of a process group, from /proc."""
+    from pathlib import Path
+
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
+def _executable(path, text):
+    path.write_text(text)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_cancel_kills_a_launchers_child_and_failures_are_one_line(tmp_path):
+    """Slicer starts the worker through PythonSlicer, a launcher that runs Python as its child: cancel must
+    stop that child too. An unexpected failure in the worker arrives as one line, a failed start as an error."""
+    import os
+    import sys
+    import time
+
+    from SoftSpinalCordSegLib.worker import WorkerProcess
+
+    launcher = _executable(tmp_path / "launcher.sh", f'#!/bin/sh\n"{sys.executable}" "$@"\n')  # no exec: stays the parent
+    image = np.random.default_rng(0).random((96, 96, 600)).astype(np.float32)
+    worker = WorkerProcess(image, np.eye(4), device="cpu", python=launcher)
+    deadline = time.time() + 60
+    while not any(event.kind == "PROGRESS" for event in worker.poll()) and time.time() < deadline:
+        time.sleep(0.05)  # the model is running in the launcher's child
+    started = time.time()
+    worker.cancel()
+    assert time.time() - started < 2 and not worker.running
+    time.sleep(0.2)
+    assert _live_processes_in_group(worker._process.pid) == []  # the launcher's child is gone too
+
+    failing = _executable(tmp_path / "failing_python", f"""#!{sys.executable}
+import sys
+import SoftSpinalCordSegLib.inference as inference
+from SoftSpinalCordSegLib import worker
+
+def broken(*args, **kwargs):
+    raise ValueError("an unforeseen failure\\nsecond line")
+
+inference.segment_image = broken
+sys.exit(worker.main(sys.argv[4:]))
+""")
+    worker = WorkerProcess(np.random.rand(8, 8, 8).astype(np.float32), np.eye(4), device="cpu", python=failing,
+                           env={**os.environ, "PYTHONPATH": str(mrml.__file__).rsplit("/SoftSpinalCordSegLib", 1)[0]})
+    with pytest.raises(InputError) as error:
+        worker.result()
+    assert str(error.value) == "segmentation failed: ValueError: an unforeseen failure"
+    assert any("Traceback" in line for line in worker.log)  # the details stay in the worker's log
+
+    with pytest.raises(InputError, match="cannot start the segmentation process"):
+        WorkerProcess(np.ones((4, 4, 4), np.float32), np.eye(4), python=str(tmp_path / "no_such_python"))
+
+
+def test_a_workers_result_can_be_read_twice(random_model):
+    from SoftSpinalCordSegLib.worker import WorkerProcess
+
+    worker = WorkerProcess(np.random.default_rng(1).random((16, 16, 4)).astype(np.float32), np.eye(4), device="cpu")
+    first = worker.result()
+    np.testing.assert_array_equal(worker.result(), first)
+    assert first.shape == (16, 16, 4) and not worker._directory.exists()

@@ -95,14 +95,21 @@ def verified(path):
     return path
 
 
-@functools.lru_cache(maxsize=2)
 def load_network(device="cpu"):
-    """The network with the shipped weights, after checking their SHA-256 (cached per device).
+    """The network with the shipped weights, after checking their SHA-256 (cached per device and weights file:
+    other or replaced weights are loaded and checked again).
 
     Its code comes from the shipped TorchScript architecture where this torch loads it, else from MONAI."""
+    folder = model_dir()
+    status = (folder / WEIGHTS_NAME).stat()
+    return cached_network(str(folder), device, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_network(folder, device, *weights_identity):
     import torch
 
-    folder = model_dir()
+    folder = Path(folder)
     state = torch.load(verified(folder / WEIGHTS_NAME), map_location="cpu", weights_only=True)
     architecture = folder / ARCHITECTURE_NAME
     net = load_architecture(verified(architecture)) if architecture.is_file() else None
@@ -347,13 +354,20 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
     array = np.asarray(array)
     if array.ndim != 3:
         raise InputError(f"expected a 3D image, got {array.ndim} dimensions")
+    if not np.isrealobj(array) or array.dtype == bool:
+        raise InputError(f"expected real grey levels, got {array.dtype} voxels")
+    with np.errstate(over="ignore"):
+        array = array.astype(np.float32)  # the network's precision: checked after the cast
     if not np.isfinite(array).all():
-        raise InputError("the image contains NaN or infinite values")
+        raise InputError("the image contains NaN or infinite values (or values beyond float32's range, 3.4e38)")
     if np.ptp(array) == 0:
         raise InputError("the image is constant: there is nothing to segment")
+    affine = np.asarray(affine, np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError("the image's voxel-to-world matrix is not a valid 4x4 affine (zero voxel size?)")
     device = resolve_device(device)
     net = load_network(device)
-    canonical, spacing, back = canonical_view(array.astype(np.float32), np.asarray(affine, np.float64))
+    canonical, spacing, back = canonical_view(array, affine)
     prob = predict_slices(net, canonical, spacing, device, progress, cancel)
     prob[prob < NOISE_FLOOR] = 0
     if largest_component:

@@ -19,6 +19,7 @@ import argparse
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with np.load(args.input) as data:
             image, affine = data["image"], data["affine"]
+        os.remove(args.input)  # read: not left behind if the parent dies
         device, note = _resolved_device(args.device)
         print(f"DEVICE {device} {note}".rstrip(), flush=True)
         from .inference import segment_image, tune_cpu_allocator
@@ -95,6 +97,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except InputError as error:
         print(f"ERROR {type(error).__name__} {error}", flush=True)
         return 2
+    except Exception as error:  # one line for the user; the traceback goes to the worker's log
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        print(f"ERROR InputError segmentation failed: {type(error).__name__}: {error}".splitlines()[0], flush=True)
+        return 1
     print("DONE", flush=True)
     return 0
 
@@ -125,9 +133,15 @@ class WorkerProcess:
         package_root = str(Path(__file__).resolve().parent.parent)
         environment = dict(os.environ if env is None else env)
         environment["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, environment.get("PYTHONPATH", "")) if p)
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=environment
-        )
+        try:
+            self._process = subprocess.Popen(  # its own process group: cancel kills a launcher's child too
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=environment,
+                **({"start_new_session": True} if os.name == "posix" else
+                   {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}))
+        except OSError as error:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            raise InputError(f"cannot start the segmentation process {command[0]}: {error.strerror or error}") from None
+        self._result: Optional[np.ndarray] = None
         self._events: "queue.Queue[WorkerEvent]" = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -163,10 +177,15 @@ class WorkerProcess:
         return self._process.poll() is None or self._reader.is_alive()
 
     def cancel(self):
-        """Kill the worker and remove its files; the result is then unavailable."""
+        """Kill the worker with every process it started and remove its files; the result is then unavailable."""
         self.cancelled = True
-        if self._process.poll() is None:
-            self._process.kill()
+        if os.name == "posix":
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)  # the group outlives a launcher that already exited
+            except (ProcessLookupError, PermissionError):
+                pass
+        elif self._process.poll() is None:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)], capture_output=True)
         self._process.wait()
         self._reader.join(timeout=5)
         shutil.rmtree(self._directory, ignore_errors=True)
@@ -175,6 +194,8 @@ class WorkerProcess:
         """The probability once the worker has finished; raises its error, or CancelledError."""
         if self.cancelled:
             raise CancelledError("segmentation cancelled")
+        if self._result is not None:
+            return self._result
         self._process.wait()
         self._reader.join()
         self.poll()
@@ -182,11 +203,13 @@ class WorkerProcess:
             if self.error is not None:
                 class_name, _, message = self.error.message.partition(" ")
                 raise _ERRORS.get(class_name, InputError)(message)
-            if self._process.returncode != 0 or not self._output.exists():
-                tail = "\n".join(self.log[-20:])
-                raise InputError(f"segmentation process failed (exit code {self._process.returncode}): {tail}")
+            code = self._process.returncode
+            if code != 0 or not self._output.exists():
+                killed = " (killed by the system: out of memory?)" if code is not None and code < 0 else ""
+                raise InputError(f"segmentation process failed (exit code {code}){killed}: " + " | ".join(self.log[-3:]))
             with np.load(self._output) as data:
-                return data["probability"]
+                self._result = data["probability"]
+            return self._result
         finally:
             shutil.rmtree(self._directory, ignore_errors=True)
 
