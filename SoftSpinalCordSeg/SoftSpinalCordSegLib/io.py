@@ -56,10 +56,13 @@ def load_volume(path, volume_index: Optional[int] = None) -> Volume:
     return volume
 
 
+MAX_MASK_OVERSHOOT = 1.5  # above this a soft mask is on another scale, not overshooting 1 after resampling
+
+
 def load_mask(path, reference: Optional[Volume] = None) -> Volume:
-    """Load a soft (0..1) or binary cord mask, values clipped to [0, 1]. A binary mask stored with another
-    value than 1 (0/255) is read as binary; a soft mask on another scale (0..100, 0..255) is refused: clipped,
-    its partial-volume voxels would count as whole ones.
+    """Load a soft (0..1) or binary cord mask, values clipped to [0, 1] (the overshoot of spline resampling). A
+    binary mask stored with another value than 1 (0/255) is read as binary; a soft mask on another scale (0..100,
+    0..255) is refused: clipped, its partial-volume voxels would count as whole ones.
 
     With a `reference`, the mask must lie on the reference's grid; without one it is its own reference.
     """
@@ -67,7 +70,7 @@ def load_mask(path, reference: Optional[Volume] = None) -> Volume:
     if reference is not None:
         check_same_grid(mask, reference, "mask")
     top = float(mask.array.max())
-    if top > 1.001:
+    if top > MAX_MASK_OVERSHOOT:
         if np.unique(mask.array[mask.array > 0]).size > 1:
             raise InputError(f"{path}: mask values reach {top:g}: a soft mask must lie in [0, 1] (divide it by its "
                              "scale) and a binary one hold one value")
