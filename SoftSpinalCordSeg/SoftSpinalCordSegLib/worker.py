@@ -180,10 +180,11 @@ class WorkerProcess:
         """Kill the worker with every process it started and remove its files; the result is then unavailable."""
         self.cancelled = True
         if os.name == "posix":
-            try:
-                os.killpg(self._process.pid, signal.SIGKILL)  # the group outlives a launcher that already exited
-            except (ProcessLookupError, PermissionError):
-                pass
+            if self.running:  # the launcher, or a process it started, still holds the output pipe
+                try:
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         elif self._process.poll() is None:
             subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)], capture_output=True)
         self._process.wait()
