@@ -229,3 +229,18 @@ def test_suspect_slices_are_the_ones_that_break_from_their_neighbours():
     assert table.suspect_slices(tolerance=0.6) == []  # the swollen slice is 54 % above, the shrunken one 50 % below
     flipped = compute_csa(*cord_with_misread_slices()[:1], np.diag([1.0, 1.0, -5.0, 1.0]))
     assert flipped.suspect_slices() == [3, 8]  # the file's indices, whichever way the slices run
+
+
+def test_orientation_summary_averages_axes_not_numbers():
+    from SoftSpinalCordSegLib.morphometry import METRICS, CsaTable
+
+    def summary(orientations):
+        rows = [{**{metric: 1.0 for metric in METRICS}, "orientation_deg": value, "slice": index, "z_mm": float(index),
+                 "level": None} for index, value in enumerate(orientations)]
+        row = CsaTable(rows).summarize().rows[0]
+        return row["orientation_deg_mean"], row["orientation_deg_sd"]
+
+    mean, sd = summary([89.0, -89.0, 88.0, -88.0])  # a major axis along A-P, wobbling across the +-90 wrap
+    assert abs(abs(mean) - 90.0) < 1e-6 and sd < 2.0  # not 0 +- 89
+    mean, sd = summary([10.0, 20.0])
+    assert mean == pytest.approx(15.0) and sd == pytest.approx(np.std([10.0, 20.0], ddof=1), rel=0.05)

@@ -48,7 +48,8 @@ def add_csa_parser(subparsers, common) -> None:
     parser.add_argument("--levels", metavar="LEVELS", help="vertebral level map on the mask's grid (1=C1, 2=C2, ... as PAM50_levels)")
     parser.add_argument("--perlevel", action="store_true", help="one row per vertebral level (mean, SD, number of slices)")
     parser.add_argument("--vert", metavar="LOW:HIGH", help="summarise the levels LOW..HIGH, e.g. 2:3 for C2-C3 (needs --levels)")
-    parser.add_argument("--slices", metavar="LOW:HIGH", help="summarise the slice indices LOW..HIGH of the file's grid (as SCT's -z)")
+    parser.add_argument("--slices", metavar="LOW:HIGH", help="summarise the slice indices LOW..HIGH of the file's grid (SCT's -z; its slice 0 is the inferior one, "
+                             "which is also the file's where the slices run upwards, as in RPI/LPI files)")
     parser.add_argument("--plot", metavar="CSA.png", help="also write a plot of CSA along the cord")
     parser.set_defaults(func=run_csa)
 

@@ -162,9 +162,25 @@ def _aggregate(label, rows: List[dict]) -> dict:
     for metric in METRICS:
         values = np.array([row[metric] for row in rows], dtype=float)
         values = values[np.isfinite(values)]
+        if metric == "orientation_deg":  # an axis: -89 and +89 degrees are 2 apart, their mean is 90, not 0
+            summary[f"{metric}_mean"], summary[f"{metric}_sd"] = _axial_mean_sd(values)
+            continue
         summary[f"{metric}_mean"] = float(values.mean()) if values.size else math.nan
         summary[f"{metric}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
     return summary
+
+
+def _axial_mean_sd(degrees: np.ndarray) -> Tuple[float, float]:
+    """Mean and circular SD of axis orientations (period 180 degrees), the mean in [-90, 90); the SD scaled to the
+    sample SD (ddof=1) of the other metrics, which it equals for a small spread."""
+    if not degrees.size:
+        return math.nan, math.nan
+    doubled = np.radians(2.0 * degrees)
+    resultant = np.hypot(np.sin(doubled).mean(), np.cos(doubled).mean())
+    mean = math.degrees(math.atan2(np.sin(doubled).mean(), np.cos(doubled).mean())) / 2.0
+    n = degrees.size
+    sd = math.degrees(math.sqrt(-2.0 * math.log(max(resultant, 1e-12)) * n / (n - 1))) / 2.0 if n > 1 else math.nan
+    return (mean + 90.0) % 180.0 - 90.0, sd
 
 
 def dice(mask: np.ndarray, reference: np.ndarray) -> float:
