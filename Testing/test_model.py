@@ -500,6 +500,16 @@ def test_a_consensus_entry_replaces_the_labelled_image_and_repeats(tmp_path):
     assert train.real_pairs(args) == [(entry["image"], entry["label"])] * 3
     images = train.real_training_images(vars(args))
     assert images == [f"{train.REAL_TRAINING_PAIRS[0][0]} (manual mask)", "real/tutorial/fake.nii.gz mean (pseudo-labelled)"]
+    # a fine-tuning run does not list again, bare, an image its --init run learnt from
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    import torch
+
+    torch.save({"config": json.dumps(vars(train.parse_args(["--run", str(parent), "--data", "/data"])))},
+               parent / "last.pt")
+    child = train.parse_args(["--run", str(tmp_path / "run"), "--data", "/data", "--pseudo-labels", str(folder),
+                              "--init", str(parent)])
+    assert train.real_training_images(vars(child)) == images
 
 
 def test_pseudo_labels_keep_each_image_grid_and_its_source(data_dir, random_model, tmp_path):

@@ -195,7 +195,8 @@ def real_training_images(config):
     init = config.get("init")
     if init and (Path(init) / "last.pt").is_file():
         parent = torch.load(Path(init) / "last.pt", map_location="cpu", weights_only=True)
-        images += [i for i in real_training_images(json.loads(parent["config"])) if i not in images]
+        listed = {image.split(" (")[0] for image in images}  # "path[ view] (how it was labelled)"
+        images += [i for i in real_training_images(json.loads(parent["config"])) if i.split(" (")[0] not in listed]
     return images
 
 
