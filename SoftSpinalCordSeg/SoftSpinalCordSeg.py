@@ -158,6 +158,9 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             set_overlay_opacity(volume, self._parameterNode.opacity)
         table = find_output(volume, "csa") if volume else None
         self.ui.csaTableView.setMRMLTableNode(table)
+        levels = find_output(volume, "csa_levels") if volume else None
+        self.ui.levelTableView.setMRMLTableNode(levels)
+        self.ui.levelTableView.visible = levels is not None
         self.ui.exportPngButton.enabled = self.ui.exportCsvButton.enabled = table is not None
 
     # --- running ---------------------------------------------------------------------------------------------

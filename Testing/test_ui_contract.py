@@ -21,6 +21,7 @@ EXPECTED_WIDGETS = {
     "statusLabel": "QLabel",
     "deviceNoteLabel": "QLabel",
     "csaTableView": "qMRMLTableView",
+    "levelTableView": "qMRMLTableView",
     "exportCsvButton": "QPushButton",
     "exportPngButton": "QPushButton",
 }
