@@ -338,7 +338,8 @@ def keep_largest_component_in_grid(prob, affine):
 
 def low_confidence_note(prob) -> str:
     """A warning where what the model marked is unlike a real cord (almost none of it is certain), else ""."""
-    cord = np.asarray(prob)[np.asarray(prob) >= 0.5]
+    prob = np.asarray(prob)
+    cord = prob[prob >= 0.5]
     if cord.size and np.mean(cord >= CONFIDENT_PROBABILITY) < MIN_CONFIDENT_SHARE:
         return (f"the model is unsure this is a spinal cord (under {MIN_CONFIDENT_SHARE:.0%} of the mask reaches "
                 f"p {CONFIDENT_PROBABILITY}): check the result on the image")

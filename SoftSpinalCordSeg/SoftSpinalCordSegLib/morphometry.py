@@ -171,16 +171,16 @@ def _aggregate(label, rows: List[dict]) -> dict:
 
 
 def _axial_mean_sd(degrees: np.ndarray) -> Tuple[float, float]:
-    """Mean and circular SD of axis orientations (period 180 degrees), the mean in [-90, 90); the SD scaled to the
+    """Circular mean and SD of axis orientations (period 180 degrees), the mean in [-90, 90); the SD scaled to the
     sample SD (ddof=1) of the other metrics, which it equals for a small spread."""
-    if not degrees.size:
-        return math.nan, math.nan
-    doubled = np.radians(2.0 * degrees)
-    resultant = np.hypot(np.sin(doubled).mean(), np.cos(doubled).mean())
-    mean = math.degrees(math.atan2(np.sin(doubled).mean(), np.cos(doubled).mean())) / 2.0
+    from scipy.stats import circmean, circstd
+
     n = degrees.size
-    sd = math.degrees(math.sqrt(-2.0 * math.log(max(resultant, 1e-12)) * n / (n - 1))) / 2.0 if n > 1 else math.nan
-    return (mean + 90.0) % 180.0 - 90.0, sd
+    if not n:
+        return math.nan, math.nan
+    mean = float(circmean(degrees, high=90.0, low=-90.0))
+    sd = float(circstd(degrees, high=90.0, low=-90.0)) * math.sqrt(n / (n - 1)) if n > 1 else math.nan
+    return mean, sd
 
 
 def dice(mask: np.ndarray, reference: np.ndarray) -> float:

@@ -278,9 +278,7 @@ def inferno_color_table(scene):
 def show_as_foreground(background_node, foreground_node, opacity):
     """Show the overlay over its input in every slice view (the input becomes the background: an overlay over
     another image would mislead)."""
-    scene = background_node.GetScene()
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+    for composite in _slice_composites(background_node.GetScene()):
         composite.SetBackgroundVolumeID(background_node.GetID())
         composite.SetForegroundVolumeID(foreground_node.GetID())
         composite.SetForegroundOpacity(opacity)
@@ -292,11 +290,15 @@ def set_overlay_opacity(volume_node, opacity: float) -> None:
     if overlay is None or overlay.GetDisplayNode() is None:
         return
     overlay.GetDisplayNode().SetOpacity(opacity)
-    scene = volume_node.GetScene()
-    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
-        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+    for composite in _slice_composites(volume_node.GetScene()):
         if composite.GetForegroundVolumeID() == overlay.GetID():
             composite.SetForegroundOpacity(opacity)
+
+
+def _slice_composites(scene):
+    """The slice views' composite nodes (what each view shows as background and foreground)."""
+    return [scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+            for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
 
 
 # --- binary segmentation -----------------------------------------------------------------------------------
