@@ -16,6 +16,8 @@ try:  # an in-tree run (no `pip install -e .`) still finds the library
     import SoftSpinalCordSegLib  # noqa: F401
 except ImportError:
     sys.path.insert(0, str(REPO_ROOT / "SoftSpinalCordSeg"))
+if str(REPO_ROOT) not in sys.path:  # the training package (SoftSpinalCordSegTraining) lives at the top
+    sys.path.insert(0, str(REPO_ROOT))
 
 
 def data_root() -> Path:

@@ -12,7 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from SoftSpinalCordSegLib import inference, synth, train  # noqa: E402
+from SoftSpinalCordSegLib import inference  # noqa: E402
+from SoftSpinalCordSegTraining import synth, train  # noqa: E402
 from SoftSpinalCordSegLib.errors import InputError, ModelNotInstalledError  # noqa: E402
 from SoftSpinalCordSegLib.io import reorient  # noqa: E402
 from SoftSpinalCordSegLib.model import pad_amounts  # noqa: E402
@@ -366,7 +367,7 @@ def test_training_on_a_missing_gpu_stops_with_a_clear_error_and_writes_nothing(t
 
 
 def _pseudo_label_folder(folder):
-    """pairs.json of tools/pseudo_label.py with one small image and its soft label (a disc)."""
+    """pairs.json of SoftSpinalCordSegTraining/pseudo_label.py with one small image and its soft label (a disc)."""
     import nibabel as nib
 
     folder.mkdir()
@@ -433,6 +434,13 @@ def _tool(name):
         sys.path.remove(tools)
 
 
+def _training_tool(name):
+    """A training tool (SoftSpinalCordSegTraining/NAME.py)."""
+    import importlib
+
+    return importlib.import_module(f"SoftSpinalCordSegTraining.{name}")
+
+
 def _disc_stack(radii, size=30):
     """A soft-edged disc per slice (third axis) of the given radii (0: empty slice)."""
     yy, xx = np.mgrid[0:size, 0:size] - size / 2 + 0.5
@@ -441,9 +449,9 @@ def _disc_stack(radii, size=30):
 
 
 def test_blur_probe_renders_the_canal_with_its_exact_cord_area():
-    """tools/blur_probe.py: the target keeps the cord's area; the image puts the T2w-like levels in place and
+    """SoftSpinalCordSegTraining/blur_probe.py: the target keeps the cord's area; the image puts the T2w-like levels in place and
     blurring conserves the signal (so only the network can make the cord read smaller)."""
-    blur_probe = _tool("blur_probe")
+    blur_probe = _training_tool("blur_probe")
     patch = _canal_patch(radius_cord_mm=4.0).astype(np.float32)
     sharp, target = blur_probe.render([patch], margin_mm=0.8, fwhm_mm=0.0)
     blurred, _ = blur_probe.render([patch], margin_mm=0.8, fwhm_mm=3.0)
@@ -457,7 +465,7 @@ def test_blur_probe_renders_the_canal_with_its_exact_cord_area():
 
 def test_consensus_label_averages_the_contrasts_but_not_a_missed_slice():
     a, b = _disc_stack([5, 5, 4]), _disc_stack([6, 0, 6])
-    label = _tool("pseudo_label").consensus_label([a, b])
+    label = _training_tool("pseudo_label").consensus_label([a, b])
     assert np.allclose(label[..., 0], (a[..., 0] + b[..., 0]) / 2)  # areas 0.7:1, both vote
     assert np.allclose(label[..., 1], a[..., 1])  # b found nothing there: a alone
     assert np.allclose(label[..., 2], b[..., 2])  # a found under half of b's area
@@ -470,7 +478,7 @@ def test_resampled_label_keeps_its_place_and_area_on_another_grid():
     label = _disc_stack([5] * 4)
     source = np.diag([1.0, 1.0, 5.0, 1.0])
     target = np.array([[-0.5, 0, 0, 25.0], [0, 0.5, 0, 3.0], [0, 0, 5.0, 0], [0, 0, 0, 1]])
-    moved = _tool("pseudo_label").resample_label(label, source, (40, 40, 4), target)
+    moved = _training_tool("pseudo_label").resample_label(label, source, (40, 40, 4), target)
     assert moved.shape == (40, 40, 4) and moved.min() >= 0 and moved.max() <= 1
     assert moved[..., 1].sum() * 0.25 == pytest.approx(label[..., 1].sum(), rel=0.03)  # mm2
     centre = target @ np.r_[ndimage.center_of_mass(moved[..., 1]), 1, 1]
@@ -481,14 +489,14 @@ def test_dwi_views_tell_b0_from_diffusion_weighted_volumes():
     series = np.full((4, 4, 2, 20), 300.0, np.float32)
     series[..., [0, 19]] = 1000.0
     series[..., 1] = 200.0
-    views = _tool("pseudo_label").dwi_views(series)
+    views = _training_tool("pseudo_label").dwi_views(series)
     assert list(views) == ["mean", "b0 mean", "diffusion-weighted mean", "volume 1", "volume 16"]
     assert views["b0 mean"].max() == 1000.0 and views["volume 1"].max() == 200.0
     assert views["diffusion-weighted mean"].mean() == pytest.approx((200 + 17 * 300) / 18)
 
 
 def test_a_consensus_entry_replaces_the_labelled_image_and_repeats(tmp_path):
-    """tools/pseudo_label.py --consensus lists sub-05 MT-on with its manual mask twice: it must not come a
+    """SoftSpinalCordSegTraining/pseudo_label.py --consensus lists sub-05 MT-on with its manual mask twice: it must not come a
     third time from REAL_TRAINING_PAIRS."""
     folder = _pseudo_label_folder(tmp_path / "pseudo")
     listing = json.loads((folder / "pairs.json").read_text())
@@ -513,10 +521,10 @@ def test_a_consensus_entry_replaces_the_labelled_image_and_repeats(tmp_path):
 
 
 def test_pseudo_labels_keep_each_image_grid_and_its_source(data_dir, random_model, tmp_path):
-    """tools/pseudo_label.py on the 4D DWI alone (the others excluded): its mean and a soft mask, same grid."""
+    """SoftSpinalCordSegTraining/pseudo_label.py on the 4D DWI alone (the others excluded): its mean and a soft mask, same grid."""
     import nibabel as nib
 
-    pseudo_label = _tool("pseudo_label")
+    pseudo_label = _training_tool("pseudo_label")
     out = tmp_path / "pseudo"
     excluded = sum([["--exclude", text] for text in ("sub-0", "mt0", "mt1", "t2_ms")], [])
     assert pseudo_label.main(["--data", str(data_dir), "--weights-dir", str(random_model), "--out", str(out)]

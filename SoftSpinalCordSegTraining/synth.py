@@ -18,7 +18,7 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from .model import normalize_slice
+from SoftSpinalCordSegLib.model import normalize_slice
 
 HIRES_MM = 0.5  # grid of the label maps and of the rendering
 PATCH_HR = 128  # canal patch side in high-resolution pixels (64 mm)
@@ -146,7 +146,7 @@ def real_labelled_slices(pairs):
 
 def contrast_partners(slices):
     """For each real slice, the indices of the slices of other images with the same mask and grid: the
-    co-registered contrasts of one session, which share one label (tools/pseudo_label.py --consensus)."""
+    co-registered contrasts of one session, which share one label (SoftSpinalCordSegTraining/pseudo_label.py --consensus)."""
     keys = [(mask.shape, tuple(np.round(spacing, 4)), hashlib.sha1(mask.tobytes()).hexdigest())
             for _, mask, spacing in slices]
     groups = {}

@@ -1,6 +1,6 @@
 """Validate training runs side by side on unf01 (Markdown table): the ablation of the model card.
 
-    python tools/evaluate_ablation.py runs/ablation_full runs/ablation_no_synthetic ... [--data ../shared/data]
+    python -m SoftSpinalCordSegTraining.evaluate_ablation runs/ablation_full runs/ablation_no_synthetic ... [--data ../shared/data]
 
 Each run's last.pt is evaluated with the same clean-up as `segment_image`: Dice (p >= 0.5 vs manual) and the
 soft volume over the manual volume, per contrast, and the spread of that ratio across contrasts.
@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SoftSpinalCordSeg"))
 
 from SoftSpinalCordSegLib.model import build_network  # noqa: E402
-from SoftSpinalCordSegLib.train import validate  # noqa: E402
+from SoftSpinalCordSegTraining.train import validate  # noqa: E402
 
 
 def main(argv=None):

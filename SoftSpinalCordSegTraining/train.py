@@ -1,8 +1,8 @@
 """Train the soft cord model: one command, fixed seed, logged, checkpointed, resumable.
 
-    python -m SoftSpinalCordSegLib.train --data ../shared/data --run runs/main --iterations 6000
-    python -m SoftSpinalCordSegLib.train --run runs/main --resume          # continue after a stop
-    python -m SoftSpinalCordSegLib.train --run runs/main --export SoftSpinalCordSeg/Resources/Models
+    python -m SoftSpinalCordSegTraining.train --data ../shared/data --run runs/main --iterations 6000
+    python -m SoftSpinalCordSegTraining.train --run runs/main --resume          # continue after a stop
+    python -m SoftSpinalCordSegTraining.train --run runs/main --export SoftSpinalCordSeg/Resources/Models
 
 Data: synthetic slices from PAM50 + spine-generic label maps (never subject unf01) and real labelled
 sub-05 MT-on slices; validation on unf01 (T1w, T2star, T2w), which is never trained on.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import DIVISOR, build_network
+from SoftSpinalCordSegLib.model import DIVISOR, build_network
 from .synth import OUT_PX, VALIDATION_SUBJECT, WINDOW_PX, SliceGenerator
 
 REAL_TRAINING_PAIRS = [("real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz")]
@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--binary-targets", action="store_true", help="threshold targets at 0.5 (ablation)")
     p.add_argument("--real-fraction", type=float, default=0.1, help="share of real labelled slices in a batch")
     p.add_argument("--pseudo-labels", metavar="DIR",
-                   help="self-training: add the (image, soft mask) pairs of DIR/pairs.json (tools/pseudo_label.py)"
+                   help="self-training: add the (image, soft mask) pairs of DIR/pairs.json (SoftSpinalCordSegTraining/pseudo_label.py)"
                         " to the real labelled slices")
     p.add_argument("--exclude-real", action="append", default=[], metavar="TEXT",
                    help="leave out the real labelled images whose path contains TEXT (held-out tests)")
@@ -128,7 +128,7 @@ def real_pairs(args):
 
 def real_sources(exclude_real, pseudo_labels):
     """(labelled (image, mask) pairs kept, entries of the pairs.json of pseudo_labels): an entry for a labelled
-    image replaces it (tools/pseudo_label.py --consensus lists sub-05 with its manual mask)."""
+    image replaces it (SoftSpinalCordSegTraining/pseudo_label.py --consensus lists sub-05 with its manual mask)."""
     extra = pseudo_label_pairs(pseudo_labels) if pseudo_labels else []
     given = {p["source"] for p in extra}
     return [pair for pair in labelled_pairs(exclude_real) if pair[0] not in given], extra
@@ -154,8 +154,8 @@ def validate(net, data_dir, device="cpu"):
     """Dice (soft >= 0.5 vs manual) and soft volume / manual volume on the validation subject, per contrast."""
     import nibabel as nib
 
-    from .inference import NOISE_FLOOR, canonical_view, keep_largest_component, predict_slices
-    from .morphometry import dice
+    from SoftSpinalCordSegLib.inference import NOISE_FLOOR, canonical_view, keep_largest_component, predict_slices
+    from SoftSpinalCordSegLib.morphometry import dice
 
     results = {}
     net.eval()
@@ -205,8 +205,8 @@ def export(run_dir, dest, args=None):
     into dest."""
     import torch
 
-    from .inference import ARCHITECTURE_NAME, WEIGHTS_NAME, sha256_of
-    from .model import save_architecture
+    from SoftSpinalCordSegLib.inference import ARCHITECTURE_NAME, WEIGHTS_NAME, sha256_of
+    from SoftSpinalCordSegLib.model import save_architecture
 
     ckpt = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=True)
     dest = Path(dest)
@@ -232,8 +232,8 @@ def main(argv=None):
         return 0
     import torch
 
-    from .errors import InputError
-    from .inference import resolve_device
+    from SoftSpinalCordSegLib.errors import InputError
+    from SoftSpinalCordSegLib.inference import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -1,7 +1,7 @@
 """Soft pseudo-labels of the unlabelled tutorial images, for self-training (train.py --pseudo-labels DIR).
 
-    python tools/pseudo_label.py --weights-dir TEACHER --out runs/pseudo_X [--exclude sub-05] [--data ../shared/data]
-    python tools/pseudo_label.py --consensus --weights-dir TEACHER --out runs/consensus_X [--exclude sub-05]
+    python -m SoftSpinalCordSegTraining.pseudo_label --weights-dir TEACHER --out runs/pseudo_X [--exclude sub-05] [--data ../shared/data]
+    python -m SoftSpinalCordSegTraining.pseudo_label --consensus --weights-dir TEACHER --out runs/consensus_X [--exclude sub-05]
 
 The teacher (a folder with softseg_2d.pt, its checksum and model.json) segments every unlabelled axial
 tutorial image (the lumbar sagittal one is left out: the conus has no reference to check it against);
@@ -27,7 +27,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from evaluate_model import UNLABELLED, load_image  # noqa: E402
 

@@ -1,6 +1,6 @@
 """How much smaller the model reads a cord as the image gets blurrier, on plain renderings with known targets.
 
-    python tools/blur_probe.py [--weights-dir DIR] [--margin MM] [--data ../shared/data] [--slices 48]
+    python -m SoftSpinalCordSegTraining.blur_probe [--weights-dir DIR] [--margin MM] [--data ../shared/data] [--slices 48]
 
 Canal slices of the training subjects' spine-generic cord and CSF masks (never unf01) are rendered plainly,
 T2w-like: grey cord 0.3, bright CSF 1.0, tissue 0.25, dark bone 0.05, the cord drawn the model's rater
@@ -30,7 +30,7 @@ def render(patches, margin_mm, fwhm_mm):
     """(images, targets) at 1 mm of the canal patches, centred on 128 mm canvases."""
     from scipy import ndimage
 
-    from SoftSpinalCordSegLib import synth
+    from SoftSpinalCordSegTraining import synth
 
     side, patch_side = synth.CANVAS_HR, synth.PATCH_HR
     corner = (side - patch_side) // 2
@@ -57,7 +57,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.weights_dir:
         os.environ["SOFTSEG_MODEL_DIR"] = args.weights_dir
-    from SoftSpinalCordSegLib import inference, synth
+    from SoftSpinalCordSegLib import inference
+    from SoftSpinalCordSegTraining import synth
 
     rng = np.random.default_rng(0)
     bank = synth.spinegeneric_bank(os.path.join(args.data, "labels", "spinegeneric10"), rng)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The model card's ablation: short runs (600 iterations each, same seed) of the training recipe with one
 # ingredient removed or changed, then validated side by side on unf01.
-#   bash tools/run_ablations.sh [DATA_DIR] [RUNS_DIR]
+#   bash SoftSpinalCordSegTraining/run_ablations.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
 data=${1:-../shared/data}; runs=${2:-runs}
 data=$(realpath "$data"); mkdir -p "$runs"; runs=$(realpath "$runs")
@@ -10,7 +10,7 @@ common="--data $data --iterations 600 --batch 16 --bf16 --seed 0 --validate-ever
 cd "$(dirname "$0")/../SoftSpinalCordSeg"
 for spec in "full:" "no_synthetic:--no-synthetic" "binary_targets:--binary-targets" "mse:--loss mse" "no_real:--no-real"; do
   name=${spec%%:*}; flags=${spec#*:}
-  python -m SoftSpinalCordSegLib.train $common --run "$runs/ablation_$name" --resume $flags
+  python -m SoftSpinalCordSegTraining.train $common --run "$runs/ablation_$name" --resume $flags
 done
 cd - > /dev/null
 python "$(dirname "$0")/evaluate_ablation.py" --data "$data" "$runs"/ablation_{full,no_synthetic,no_real,binary_targets,mse}
