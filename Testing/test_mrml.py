@@ -86,7 +86,9 @@ def test_outputs_geometry_display_segment_table_chart(app, write_phantom):
     assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
     segment = segmentation.GetSegmentation().GetSegment(mrml.SEGMENT_ID)
     assert segment.GetName() == "spinal cord"
-    assert "SCT^2748008^Spinal cord" in segment.GetTerminology()
+    tag = vtk.reference("")
+    assert segment.GetTag(segment.GetTerminologyEntryTagName(), tag)  # the tag API of every Slicer release
+    assert "SCT^2748008^Spinal cord" in str(tag) and str(tag) == segment.GetTerminology()
     assert segmentation.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is volume
     assert segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
     assert segmentation.GetDisplayNode().GetPreferredDisplayRepresentationName3D() == "Closed surface"
@@ -157,6 +159,25 @@ def test_rerun_updates_in_place_and_bad_input_leaves_scene_unchanged(app, write_
     with pytest.raises(InputError, match="no input"):
         mrml.segment_volume_node(None)
     assert app.scene.GetNumberOfNodes() == count + 1  # only the label node this test added
+
+
+def test_a_run_that_fails_midway_leaves_no_partial_outputs(app, write_phantom, monkeypatch):
+    """Outputs are added one after the other: a failure after the first (as SetTerminology raised on Slicer 5.8
+    after the probability volume was added) must remove those already added."""
+    _, volume, probability = phantom_input(app, write_phantom)
+    count = app.scene.GetNumberOfNodes()
+
+    def failing_chart(volume_node, table_node):
+        raise RuntimeError("chart failed")
+
+    monkeypatch.setattr(mrml, "_update_chart", failing_chart)
+    with pytest.raises(RuntimeError, match="chart failed"):
+        mrml.segment_volume_node(volume, probability=probability)
+    assert app.scene.GetNumberOfNodes() == count
+    assert mrml.find_output(volume, "probability") is None and mrml.find_output(volume, "segmentation") is None
+    monkeypatch.undo()
+    outputs = mrml.segment_volume_node(volume, probability=probability)  # and a later run works
+    assert outputs.csa_chart is not None and app.scene.GetNumberOfNodes() > count
 
 
 def test_default_segmenter_gets_the_input_grid_and_reports_progress(app, write_phantom):

@@ -12,6 +12,7 @@ a re-run leaves it as it is and makes a new output.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -88,7 +89,6 @@ def segment_volume_node(
     if progress:
         progress(0.95, "building the scene outputs")
 
-    from .inference import low_confidence_note
     from .morphometry import compute_csa
 
     csa = compute_csa(probability, world_affine(volume_node), levels=level_array)  # positions as the views show them
@@ -98,6 +98,17 @@ def segment_volume_node(
             per_level = csa.summarize(per_level=True)
         except InputError as error:  # levels that miss the cord: the segmentation is still worth keeping
             level_note = f"no per-level table: {error}"
+    scene = volume_node.GetScene()
+    with _removed_on_failure(scene):
+        outputs = _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per_level, level_note)
+    if progress:
+        progress(1.0, "done")
+    return outputs
+
+
+def _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per_level, level_note):
+    from .inference import low_confidence_note
+
     scene = volume_node.GetScene()
     name = volume_node.GetName()
     outputs = SegmentationOutputs(
@@ -116,9 +127,22 @@ def segment_volume_node(
         if node is not None:
             node.SetAttribute(WRITTEN_ATTRIBUTE, _written_digest(node))
     _place_in_subject_hierarchy(scene, volume_node)
-    if progress:
-        progress(1.0, "done")
     return outputs
+
+
+@contextmanager
+def _removed_on_failure(scene):
+    """Remove the nodes added inside the block when it raises: a failed run leaves no partial outputs."""
+    before = {scene.GetNthNode(index).GetID() for index in range(scene.GetNumberOfNodes())}
+    try:
+        yield
+    except BaseException:
+        # data nodes first (in the order added): a volume left without its display node gets a new one
+        nodes = [scene.GetNthNode(index) for index in range(scene.GetNumberOfNodes())]
+        for node in [node for node in nodes if node.GetID() not in before]:
+            if scene.IsNodePresent(node):
+                scene.RemoveNode(node)
+        raise
 
 
 def volume_array_and_affine(volume_node):
@@ -317,7 +341,8 @@ def _update_segmentation(volume_node, mask):
     segmentation = node.GetSegmentation()
     if segmentation.GetSegment(SEGMENT_ID) is None:
         segmentation.AddEmptySegment(SEGMENT_ID, SEGMENT_NAME, SEGMENT_COLOR)
-    segmentation.GetSegment(SEGMENT_ID).SetTerminology(SEGMENT_TERMINOLOGY)
+    segment = segmentation.GetSegment(SEGMENT_ID)
+    segment.SetTag(segment.GetTerminologyEntryTagName(), SEGMENT_TERMINOLOGY)  # SetTerminology: Slicer 5.10+
 
     labelmap = slicer.vtkOrientedImageData()
     labelmap.SetDimensions(*mask.shape)
