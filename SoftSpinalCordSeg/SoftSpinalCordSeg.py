@@ -273,12 +273,12 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
     def startProcessing(self, inputVolume, device="auto", levels=None):
         """Start the model in a separate process (PythonSlicer); poll the returned worker, cancel to kill it.
         The levels are checked first: a wrong levels input fails before the model runs, not after."""
-        from SoftSpinalCordSegLib.mrml import levels_in_volume_grid, volume_array_and_affine
+        from SoftSpinalCordSegLib.mrml import level_inputs, volume_array_and_affine
         from SoftSpinalCordSegLib.worker import WorkerProcess
 
         image, affine = volume_array_and_affine(inputVolume)
         if levels is not None:
-            levels_in_volume_grid(levels, inputVolume)
+            level_inputs(levels, inputVolume)
         return WorkerProcess(image, affine, device=device, python=shutil.which("PythonSlicer"))
 
     def finishProcessing(self, worker, inputVolume, **options):

@@ -20,6 +20,8 @@ from .errors import CancelledError, InputError
 from .morphometry import SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
 
 PROG = "softseg"
+DISCS_HELP = ("disc labels (SCT's -discfile: one voxel per disc, value = disc number, 3 = C2/C3, 4 = C3/C4; any grid): "
+              "each slice gets the level between the discs around its centre along the centreline")
 
 
 class StderrProgress:
@@ -46,8 +48,9 @@ def add_csa_parser(subparsers, common) -> None:
     parser.add_argument("mask", metavar="MASK", help="cord mask, soft or binary")
     parser.add_argument("--output", "-o", required=True, metavar="CSA.csv", help="CSV to write")
     parser.add_argument("--levels", metavar="LEVELS", help="vertebral level map on the mask's grid (1=C1, 2=C2, ... as PAM50_levels)")
+    parser.add_argument("--discs", metavar="DISCS", help=DISCS_HELP)
     parser.add_argument("--perlevel", action="store_true", help="one row per vertebral level (mean, SD, number of slices)")
-    parser.add_argument("--vert", metavar="LOW:HIGH", help="summarise the levels LOW..HIGH, e.g. 2:3 for C2-C3 (needs --levels)")
+    parser.add_argument("--vert", metavar="LOW:HIGH", help="summarise the levels LOW..HIGH, e.g. 2:3 for C2-C3 (needs --levels or --discs)")
     parser.add_argument("--slices", metavar="LOW:HIGH", help="summarise the slice indices LOW..HIGH of the file's grid (SCT's -z; its slice 0 is the inferior one, "
                              "which is also the file's where the slices run upwards, as in RPI/LPI files)")
     parser.add_argument("--plot", metavar="CSA.png", help="also write a plot of CSA along the cord")
@@ -59,7 +62,7 @@ def run_csa(args) -> int:
 
     vert = None if args.vert is None else parse_range(args.vert, "--vert")
     slices = None if args.slices is None else parse_range(args.slices, "--slices")
-    result = measure_file(args.mask, args.output, levels_path=args.levels, perlevel=args.perlevel,
+    result = measure_file(args.mask, args.output, levels_path=args.levels, discs_path=args.discs, perlevel=args.perlevel,
                           plot_path=args.plot, vert=vert, slices=slices, progress=StderrProgress(args.quiet))
     if not args.quiet:
         print_summary(result.table)
@@ -100,6 +103,7 @@ def add_segment_parser(subparsers, common) -> None:
     parser.add_argument("--mask", metavar="MASK.nii.gz", help="also write the binary mask (probability >= threshold)")
     parser.add_argument("--threshold", type=float, default=0.5, help="threshold of the binary mask (default 0.5)")
     parser.add_argument("--csa", metavar="CSA.csv", help="also write the per-slice CSA table of the soft segmentation")
+    parser.add_argument("--discs", metavar="DISCS", help=DISCS_HELP + " (with --csa)")
     parser.add_argument("--plot", metavar="CSA.png", help="also write the CSA plot")
     parser.add_argument("--qc", metavar="QC.png", help="also write a QC mosaic of axial slices with the overlay")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs (default auto)")
@@ -114,7 +118,7 @@ def run_segment(args) -> int:
     result = segment_file(
         args.image, args.output, mask_path=args.mask, threshold=args.threshold, csa_path=args.csa,
         plot_path=args.plot, qc_path=args.qc, device=args.device, volume_index=args.volume,
-        largest_component=not args.keep_all_components, progress=StderrProgress(args.quiet),
+        largest_component=not args.keep_all_components, discs_path=args.discs, progress=StderrProgress(args.quiet),
     )
     if not args.quiet:
         if result.table is not None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import csv
 import math
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from .errors import InputError
 
 SLICE_COLUMNS = [
     "slice", "z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm",
-    "eccentricity", "solidity", "orientation_deg", "level", "x_mm", "y_mm",
+    "eccentricity", "solidity", "orientation_deg", "level", "x_mm", "y_mm", "length_mm",
 ]
 METRICS = ["csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm", "eccentricity", "solidity", "orientation_deg"]
 SMOOTHING_MM = 20.0  # centreline smoothing length (wavelengths shorter than this are damped)
@@ -95,6 +95,8 @@ class CsaTable(Table):
                 row = {name: (float(text) if text not in ("", None) else None) for name, text in record.items()}
                 row["slice"] = int(row["slice"])
                 row["level"] = None if row.get("level") is None else int(row["level"])
+                for name in SLICE_COLUMNS:  # a column added since the file was written
+                    row.setdefault(name, None)
                 rows.append(row)
         return cls(rows)
 
@@ -148,7 +150,7 @@ class CsaTable(Table):
             label = "" if levels is None else (str(levels[0]) if levels[0] == levels[1] else f"{levels[0]}:{levels[1]}")
             groups = [(label, rows)]
         columns = ["level", "slices", "n_slices", "z_min_mm", "z_max_mm"]
-        columns += [f"{metric}_{stat}" for metric in METRICS for stat in ("mean", "sd")]
+        columns += [f"{metric}_{stat}" for metric in METRICS for stat in ("mean", "sd")] + ["length_mm_sum"]
         return Table([_aggregate(label, group) for label, group in groups], columns)
 
 
@@ -167,6 +169,8 @@ def _aggregate(label, rows: List[dict]) -> dict:
             continue
         summary[f"{metric}_mean"] = float(values.mean()) if values.size else math.nan
         summary[f"{metric}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+    lengths = [row.get("length_mm") for row in rows]
+    summary["length_mm_sum"] = math.nan if None in lengths else float(sum(lengths))
     return summary
 
 
@@ -201,14 +205,17 @@ def slice_axis(affine: np.ndarray) -> int:
 
 
 def compute_csa(mask: np.ndarray, affine: np.ndarray, levels: Optional[np.ndarray] = None,
-                smoothing_mm: float = SMOOTHING_MM) -> CsaTable:
-    """Per-slice CSA and shape of a soft (0..1) or binary cord mask (file voxel order, voxel -> RAS affine)."""
+                smoothing_mm: float = SMOOTHING_MM, discs: Optional[Mapping[int, np.ndarray]] = None) -> CsaTable:
+    """Per-slice CSA and shape of a soft (0..1) or binary cord mask (file voxel order, voxel -> RAS affine).
+
+    Vertebral levels come from a level map on the mask's grid (`levels`) or from disc points projected onto
+    the centreline (`discs`: {disc number: RAS position}, see discs.py)."""
     mask = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
     affine = np.asarray(affine, dtype=float)
-    if mask.ndim != 3:
-        raise InputError(f"the mask must be 3D, not {mask.ndim}D")
     if levels is not None and np.shape(levels) != mask.shape:
         raise InputError("the level map and the mask have different shapes")
+    if levels is not None and discs is not None:
+        raise InputError("give the vertebral levels either as a level map or as disc points, not both")
     axis = slice_axis(affine)
     in_plane = [other for other in range(3) if other != axis]
     linear = affine[:3, :3]
@@ -221,46 +228,68 @@ def compute_csa(mask: np.ndarray, affine: np.ndarray, levels: Optional[np.ndarra
     slice_step = float(abs(normal @ linear[:, axis]))  # distance between slice planes along the normal
 
     plane = np.moveaxis(mask, axis, 0)
+    indices, centres, sums = slice_centres(mask, affine, with_sums=True)
+    # Slices that hold only part of the cord (its ends, cut by the field of view) have shifted centres:
+    # they count less in the centreline fit.
+    completeness = np.clip(sums / np.median(sums), 0.05, 1.0) ** 2
+    tangents = centreline_tangents(centres, indices * slice_step, smoothing_mm, completeness)
+    tangents *= np.sign(tangents @ normal)[:, None]
+
+    level_planes = None if levels is None else np.moveaxis(np.asarray(levels), axis, 0)
+    disc_levels = None
+    if discs is not None:
+        from .discs import levels_from_discs
+
+        disc_levels = levels_from_discs(discs, centres)
+    rows = []
+    for row, index in enumerate(indices):
+        tangent = tangents[row]
+        cos_theta = float(tangent @ normal)
+        shape = slice_shape(plane[index] >= 0.5, edge_u, edge_v, tangent)
+        if disc_levels is not None:
+            level = int(disc_levels[row]) or None
+        else:
+            level = None if level_planes is None else slice_level(level_planes[index], plane[index])
+        rows.append({
+            "slice": int(index),
+            "z_mm": float(centres[row, 2]),
+            "csa_mm2": float(sums[row]) * pixel_area * cos_theta,
+            "angle_ap_deg": math.degrees(math.atan2(tangent[1], tangent[2])),
+            "angle_rl_deg": math.degrees(math.atan2(tangent[0], tangent[2])),
+            **shape,
+            "level": level,
+            "x_mm": float(centres[row, 0]),
+            "y_mm": float(centres[row, 1]),
+            "length_mm": slice_step / cos_theta,
+        })
+    rows.sort(key=lambda item: item["z_mm"])
+    return CsaTable(rows)
+
+
+def slice_centres(mask: np.ndarray, affine: np.ndarray, with_sums: bool = False):
+    """Indices of the slices (along slice_axis) that hold cord, and the RAS soft-weighted centre of each
+    (and, with_sums, each slice's soft sum in voxels)."""
+    mask = np.asarray(mask, dtype=np.float32)
+    affine = np.asarray(affine, dtype=float)
+    if mask.ndim != 3:
+        raise InputError(f"the mask must be 3D, not {mask.ndim}D")
+    axis = slice_axis(affine)
+    in_plane = [other for other in range(3) if other != axis]
+    plane = np.moveaxis(mask, axis, 0)
     # Sums in float64: a float32 sum is good to ~1e-7 relative, which shows in the 6th decimal of the CSV
     # (centres move by ~1e-6 mm when the same mask is stored with a flipped axis).
     sums = plane.reshape(plane.shape[0], -1).sum(axis=1, dtype=np.float64)
     indices = np.flatnonzero(sums > MIN_SLICE_AREA)
     if indices.size == 0:
         raise InputError("the mask is empty")
-    grid_u, grid_v = np.meshgrid(np.arange(plane.shape[1]), np.arange(plane.shape[2]), indexing="ij")
-    centres = np.empty((indices.size, 3))
-    for row, index in enumerate(indices):
-        weights = plane[index]
-        voxel = np.zeros(3)
-        voxel[axis] = index
-        voxel[in_plane[0]] = (weights * grid_u).sum() / sums[index]
-        voxel[in_plane[1]] = (weights * grid_v).sum() / sums[index]
-        centres[row] = affine[:3, :3] @ voxel + affine[:3, 3]
-    # Slices that hold only part of the cord (its ends, cut by the field of view) have shifted centres:
-    # they count less in the centreline fit.
-    completeness = np.clip(sums[indices] / np.median(sums[indices]), 0.05, 1.0) ** 2
-    tangents = centreline_tangents(centres, indices * slice_step, smoothing_mm, completeness)
-    tangents *= np.sign(tangents @ normal)[:, None]
-
-    level_planes = None if levels is None else np.moveaxis(np.asarray(levels), axis, 0)
-    rows = []
-    for row, index in enumerate(indices):
-        tangent = tangents[row]
-        cos_theta = float(tangent @ normal)
-        shape = slice_shape(plane[index] >= 0.5, edge_u, edge_v, tangent)
-        rows.append({
-            "slice": int(index),
-            "z_mm": float(centres[row, 2]),
-            "csa_mm2": float(sums[index]) * pixel_area * cos_theta,
-            "angle_ap_deg": math.degrees(math.atan2(tangent[1], tangent[2])),
-            "angle_rl_deg": math.degrees(math.atan2(tangent[0], tangent[2])),
-            **shape,
-            "level": None if level_planes is None else slice_level(level_planes[index], plane[index]),
-            "x_mm": float(centres[row, 0]),
-            "y_mm": float(centres[row, 1]),
-        })
-    rows.sort(key=lambda item: item["z_mm"])
-    return CsaTable(rows)
+    sums_u = plane.sum(axis=2, dtype=np.float64)[indices]  # (slices, u): profile along u
+    sums_v = plane.sum(axis=1, dtype=np.float64)[indices]
+    voxels = np.zeros((indices.size, 3))
+    voxels[:, axis] = indices
+    voxels[:, in_plane[0]] = sums_u @ np.arange(plane.shape[1]) / sums[indices]
+    voxels[:, in_plane[1]] = sums_v @ np.arange(plane.shape[2]) / sums[indices]
+    centres = voxels @ affine[:3, :3].T + affine[:3, 3]
+    return (indices, centres, sums[indices]) if with_sums else (indices, centres)
 
 
 def centreline_tangents(centres: np.ndarray, positions: np.ndarray, smoothing_mm: float,

@@ -80,7 +80,7 @@ def segment_volume_node(
     """
     _check_options(threshold, opacity, floor)
     image, affine = volume_array_and_affine(volume_node)
-    level_array = levels_in_volume_grid(levels, volume_node) if levels is not None else None
+    level_array, discs = level_inputs(levels, volume_node) if levels is not None else (None, None)
     if probability is None:
         if segmenter is None:
             from .inference import segment_image as segmenter
@@ -91,9 +91,10 @@ def segment_volume_node(
 
     from .morphometry import compute_csa
 
-    csa = compute_csa(probability, world_affine(volume_node), levels=level_array)  # positions as the views show them
+    # Positions as the views show them (disc points are in world coordinates too).
+    csa = compute_csa(probability, world_affine(volume_node), levels=level_array, discs=discs)
     per_level, level_note = None, ""
-    if level_array is not None:
+    if levels is not None:
         try:
             per_level = csa.summarize(per_level=True)
         except InputError as error:  # levels that miss the cord: the segmentation is still worth keeping
@@ -439,14 +440,20 @@ def _update_chart(volume_node, table_node):
 # --- vertebral levels --------------------------------------------------------------------------------------
 
 
-def levels_in_volume_grid(levels, volume_node):
-    """Vertebral level codes in the input's voxel grid, from a label volume or from disc points (checked before
-    the model runs: a wrong levels input must not cost the user the segmentation)."""
-    shape = tuple(volume_node.GetImageData().GetDimensions())  # (i, j, k), as the arrays here
+def level_inputs(levels, volume_node):
+    """(level codes in the input's voxel grid, None) from a label volume, or (None, {disc number: world position})
+    from a markups point list of discs (checked before the model runs: a wrong levels input must not cost the
+    user the segmentation)."""
     if levels.IsA("vtkMRMLVolumeNode"):
-        return _resampled_labels(levels, volume_node, shape)
+        return _resampled_labels(levels, volume_node, tuple(volume_node.GetImageData().GetDimensions())), None
     if levels.IsA("vtkMRMLMarkupsNode"):
-        return levels_from_disc_points(_disc_points(levels), volume_node, shape)
+        from .discs import disc_points_from_names
+
+        _level_affine(volume_node)  # the discs are compared with the cord where the views show it
+        discs = disc_points_from_names(_disc_points(levels))
+        if len(discs) < 2:
+            raise InputError("at least two disc points (for example C2/C3 and C3/C4) are needed to define levels")
+        return None, discs
     raise InputError(f"levels '{levels.GetName()}' must be a label volume or a markups point list of discs")
 
 
@@ -483,7 +490,7 @@ def _level_affine(node):
 
 
 def _disc_points(markups_node):
-    """{disc label: RAS position} from control points named like "C2/C3" (or "C2-C3")."""
+    """{disc name: RAS position} from the placed control points, named like "C2/C3" (or "C2-C3")."""
     points = {}
     for index in range(markups_node.GetNumberOfControlPoints()):
         if markups_node.GetNthControlPointPositionStatus(index) != markups_node.PositionDefined:
@@ -495,32 +502,6 @@ def _disc_points(markups_node):
         markups_node.GetNthControlPointPositionWorld(index, position)
         points[label] = np.array(position)
     return points
-
-
-def levels_from_disc_points(disc_points, volume_node, shape):
-    """Label each voxel with the vertebra between the two discs around it along the superior-inferior axis.
-
-    disc_points: {"C2/C3": RAS position, ...}; vertebra k lies between the disc above it ("Ck-1/Ck" -> Ck)
-    and the disc below it; voxels above the top disc or below the bottom one stay unlabelled (0).
-    """
-    from .plot import level_code
-
-    discs = []
-    for label, position in disc_points.items():
-        upper, _, lower = label.partition("/")
-        if level_code(upper) is None or level_code(lower) is None:
-            raise InputError(f"disc point '{label}' is not named like C2/C3 (upper/lower vertebra)")
-        discs.append((float(position[2]), level_code(lower)))
-    if len(discs) < 2:
-        raise InputError("at least two disc points (for example C2/C3 and C3/C4) are needed to define levels")
-    discs.sort(reverse=True)  # superior first
-    affine = _level_affine(volume_node)
-    grid = np.indices(shape).reshape(3, -1)
-    superior = (affine[2, :3] @ grid + affine[2, 3]).reshape(shape)
-    levels = np.zeros(shape, dtype=np.int32)
-    for (top, code), (bottom, _) in zip(discs[:-1], discs[1:]):
-        levels[(superior <= top) & (superior > bottom)] = code
-    return levels
 
 
 # --- subject hierarchy -------------------------------------------------------------------------------------

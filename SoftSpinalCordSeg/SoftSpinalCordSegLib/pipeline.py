@@ -11,6 +11,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import file_format, load_labels, load_mask, load_volume, refuse_folder, save_like
+from .discs import load_disc_points
 from .morphometry import CsaTable, Table, compute_csa
 
 Progress = Optional[Callable[[float, str], None]]
@@ -66,19 +67,23 @@ def _check_output_types(images=(), pictures=()) -> None:
 
 
 def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
-                 qc_path=None, device="auto", volume_index=None, largest_component=True,
+                 qc_path=None, device="auto", volume_index=None, largest_component=True, discs_path=None,
                  progress: Progress = None, expected_mm2: Optional[float] = None) -> SegmentResult:
     """Segment one image: soft cord probability (float32, the image's grid), optional binary mask, CSA CSV,
-    CSA plot (with a line at `expected_mm2` when the true CSA is known) and QC mosaic.
+    CSA plot (with a line at `expected_mm2` when the true CSA is known) and QC mosaic; `discs_path`, a disc
+    label file, gives each row of the CSA table its vertebral level.
     Raises InputError (incl. ModelNotInstalledError) on bad input."""
     from . import inference
 
     if not 0.0 < float(threshold) < 1.0:
         raise InputError(f"--threshold must be between 0 and 1 (exclusive), not {threshold}")
-    _check_outputs([image_path], [output_path, mask_path, csa_path, plot_path, qc_path])
+    _check_outputs([image_path, discs_path], [output_path, mask_path, csa_path, plot_path, qc_path])
     _check_output_types(images=[output_path, mask_path], pictures=[plot_path, qc_path])
+    if discs_path is not None and csa_path is None and plot_path is None:
+        raise InputError("--discs gives the levels of the CSA table: also pass --csa CSA.csv")
     _report(progress, 0.0, "loading the image")
     volume = load_volume(image_path, volume_index)
+    discs = None if discs_path is None else load_disc_points(discs_path)  # a bad file fails before the model runs
 
     def segmentation_progress(fraction: float, message: str) -> None:
         _report(progress, 0.05 + 0.8 * fraction, message)
@@ -100,7 +105,7 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
         if not np.any(probability > 0):
             raise InputError(f"{image_path}: no spinal cord was found in the image, so no CSA can be measured")
         _report(progress, 0.9, "measuring the cord")
-        table = compute_csa(probability, volume.affine)
+        table = compute_csa(probability, volume.affine, discs=discs)
         if csa_path is not None:
             table.write_csv(csa_path)
         if plot_path is not None:
@@ -118,23 +123,27 @@ def _path(value) -> Optional[Path]:
     return None if value is None else Path(value)
 
 
-def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_path=None, *,
+def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_path=None, *, discs_path=None,
                  vert: Optional[Tuple[float, float]] = None, slices: Optional[Tuple[float, float]] = None,
                  progress: Progress = None, expected_mm2: Optional[float] = None) -> MeasureResult:
     """CSA of a soft or binary cord mask (`softseg csa`).
 
     The CSV holds one row per slice; with `perlevel` one row per vertebral level, with `vert` / `slices`
-    (inclusive ranges) one row summarising that range (one per level in it with `perlevel`).
+    (inclusive ranges) one row summarising that range (one per level in it with `perlevel`). The levels come
+    from a level map on the mask's grid (`levels_path`) or from disc labels (`discs_path`, any grid).
     """
-    _check_outputs([mask_path, levels_path], [csa_path, plot_path])
+    _check_outputs([mask_path, levels_path, discs_path], [csa_path, plot_path])
     _check_output_types(pictures=[plot_path])
-    if (perlevel or vert is not None) and levels_path is None:
-        raise InputError("--perlevel and --vert need the vertebral levels: pass --levels LEVELS")
+    if levels_path is not None and discs_path is not None:
+        raise InputError("give the vertebral levels either as --levels or as --discs, not both")
+    if (perlevel or vert is not None) and levels_path is None and discs_path is None:
+        raise InputError("--perlevel and --vert need the vertebral levels: pass --levels LEVELS or --discs DISCS")
     _report(progress, 0.0, "loading the mask")
     mask = load_mask(mask_path)
     levels = None if levels_path is None else load_labels(levels_path, mask).array
+    discs = None if discs_path is None else load_disc_points(discs_path)
     _report(progress, 0.3, "measuring the cord")
-    table = compute_csa(mask.array, mask.affine, levels)
+    table = compute_csa(mask.array, mask.affine, levels, discs=discs)
     written: Table = table
     if perlevel or vert is not None or slices is not None:
         written = table.summarize(levels=vert, slices=slices, per_level=perlevel)
