@@ -20,6 +20,8 @@ from scipy import ndimage
 
 from SoftSpinalCordSegLib.model import normalize_slice
 
+from .pathology import random_pathology
+
 HIRES_MM = 0.5  # grid of the label maps and of the rendering
 PATCH_HR = 128  # canal patch side in high-resolution pixels (64 mm)
 CANVAS_HR = 256  # rendered canvas side in high-resolution pixels (128 mm)
@@ -328,25 +330,26 @@ def _field_of_view(image, target, centre_px, rng):
     return np.pad(image[window], pad, mode=mode), np.pad(target[window], pad, mode="constant")
 
 
-def real_sample(image, mask, spacing, rng):
-    """A real labelled slice resampled to 1 mm with spatial and intensity augmentation."""
-    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng)
+def real_sample(image, mask, spacing, rng, pathology=False):
+    """A real labelled slice resampled to 1 mm with spatial and intensity augmentation (and, with pathology,
+    sometimes a lesion, compression or atrophy of known truth: pathology.random_pathology)."""
+    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng, pathology)
     return _cropped(_real_intensity(img, rng), tgt, centre_out, rng)
 
 
-def real_sample_pair(image, mask, spacing, rng):
+def real_sample_pair(image, mask, spacing, rng, pathology=False):
     """Two versions of one real labelled slice: same geometry, field of view and target, each with its own
     intensities, the second always remapped to another "contrast" (for the consistency loss)."""
-    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng)
+    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng, pathology)
     versions = [_real_intensity(img, rng), _real_intensity(img, rng, remap_probability=1.0)]
     return same_draws(rng, lambda version: _cropped(version, tgt, centre_out, rng), versions)
 
 
-def real_sample_across(image, other, mask, spacing, rng):
+def real_sample_across(image, other, mask, spacing, rng, pathology=False):
     """Two co-registered contrasts of one real slice sharing one label: same geometry, field of view and
     target, each with its own intensity augmentation (for the consistency loss)."""
     (img, tgt, centre_out), (img_other, _, _) = same_draws(
-        rng, lambda version: _real_geometry(version, mask, spacing, rng), [image, other])
+        rng, lambda version: _real_geometry(version, mask, spacing, rng, pathology), [image, other])
     versions = [_real_intensity(img, rng), _real_intensity(img_other, rng)]
     return same_draws(rng, lambda version: _cropped(version, tgt, centre_out, rng), versions)
 
@@ -368,8 +371,9 @@ def _cropped(img, tgt, centre_out, rng):
     return normalize_slice(img), np.clip(tgt, 0, 1).astype(np.float32)
 
 
-def _real_geometry(image, mask, spacing, rng):
-    """The slice and its mask rotated, flipped and magnified onto the 1 mm training canvas."""
+def _real_geometry(image, mask, spacing, rng, pathology=False):
+    """The slice and its mask rotated, flipped and magnified onto the 1 mm training canvas (then, with
+    pathology, changed by pathology.random_pathology: the canvas's second axis is within 20 degrees of A-P)."""
     scale = np.array(spacing, np.float64)  # source mm per pixel
     centre_src = np.array(ndimage.center_of_mass(mask > 0.5))
     out = OUT_PX
@@ -384,6 +388,8 @@ def _real_geometry(image, mask, spacing, rng):
     coords = (matrix @ rel + centre_src[:, None]).reshape(2, out, out)
     img = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=float(np.percentile(image, 1)))
     tgt = ndimage.map_coordinates(mask, coords, order=1, mode="constant")
+    if pathology:
+        img, tgt = random_pathology(img, tgt, (1.0, 1.0), rng, ap_axis=1)
     return img, tgt, centre_out
 
 
@@ -416,7 +422,8 @@ class SliceGenerator:
 
     def __init__(self, data_dir, seed=0, n_pam50=1500, real_pairs=None, weights=(0.5, 0.4, 0.1),
                  rater_margin_mm=0.0, window_fraction=0.0, window_sizes=(WINDOW_PX,), paired=False,
-                 cross_contrast=0.0):
+                 cross_contrast=0.0, pathology=False):
+        self.pathology = pathology  # real slices sometimes get a lesion, compression or atrophy
         self.rater_margin_mm = rater_margin_mm
         self.window_fraction = window_fraction
         self.window_sizes = list(window_sizes)
@@ -439,7 +446,7 @@ class SliceGenerator:
             bank = self.banks[source]
             margin = self.rater_margin_mm * self.rng.uniform(0.5, 1.5)
             return synthetic_sample(bank[self.rng.integers(len(bank))], self.rng, margin)
-        return real_sample(*self.real[self._real_index()], self.rng)
+        return real_sample(*self.real[self._real_index()], self.rng, self.pathology)
 
     def _real_index(self):
         """Index of a real labelled slice drawn at random."""
@@ -453,8 +460,8 @@ class SliceGenerator:
         partners = self.partners[n] if self.cross_contrast else []
         if partners and self.rng.random() < self.cross_contrast:
             other = self.real[partners[self.rng.integers(len(partners))]][0]
-            return real_sample_across(image, other, mask, spacing, self.rng)
-        return real_sample_pair(image, mask, spacing, self.rng)
+            return real_sample_across(image, other, mask, spacing, self.rng, self.pathology)
+        return real_sample_pair(image, mask, spacing, self.rng, self.pathology)
 
     def batch(self, size):
         """size slices of OUT_PX, or (window_fraction of the batches) cord windows of one of window_sizes.

@@ -63,6 +63,10 @@ def parse_args(argv=None):
     p.add_argument("--cross-contrast", type=float, default=0.0, metavar="SHARE",
                    help="with --consistency: this share of the pairs are two co-registered real contrasts of one "
                         "slice that share one label (MT-on and MT-off, the DWI's views) instead of two intensity versions")
+    p.add_argument("--labelled", nargs=3, action="append", default=[], metavar=("IMAGE", "MASK", "REPEAT"),
+                   help="another real image with a manual mask (paths under --data), its slices listed REPEAT times")
+    p.add_argument("--pathology", action="store_true",
+                   help="real slices sometimes get a lesion, compression or atrophy of known truth (pathology.py)")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
@@ -74,6 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--stop-after", type=int, metavar="N", help="checkpoint and stop at iteration N (resume later)")
     p.add_argument("--export", metavar="DIR", help="export the last checkpoint's weights to DIR and exit")
+    p.add_argument("--from-export", metavar="DIR",
+                   help="make --run a checkpoint of the exported weights in DIR (to --init a fine-tune from them) and exit")
     args = p.parse_args(argv)
     if any(side % DIVISOR or not DIVISOR <= side <= OUT_PX for side in args.window_sizes):
         p.error(f"--window-sizes: each must be a multiple of {DIVISOR} from {DIVISOR} to {OUT_PX} (the training canvas)")
@@ -111,27 +117,28 @@ class _Stream:
         return iter(self.loader)
 
 
-def labelled_pairs(exclude_real=()):
-    """REAL_TRAINING_PAIRS (paths under the data folder) less those whose image path contains a text of
-    exclude_real (--exclude-real)."""
-    return [(image, mask) for image, mask in REAL_TRAINING_PAIRS if not any(text in image for text in exclude_real)]
+def labelled_pairs(exclude_real=(), labelled=()):
+    """REAL_TRAINING_PAIRS and the --labelled ones (paths under the data folder; each of those listed REPEAT
+    times) less those whose image path contains a text of exclude_real (--exclude-real)."""
+    pairs = REAL_TRAINING_PAIRS + [(image, mask) for image, mask, repeat in labelled for _ in range(int(repeat))]
+    return [(image, mask) for image, mask in pairs if not any(text in image for text in exclude_real)]
 
 
 def real_pairs(args):
     """(image, mask) paths of the real slices trained on: the labelled ones, then any pseudo-labelled ones."""
     if args.no_real:
         return []
-    labelled, extra = real_sources(args.exclude_real, args.pseudo_labels)
+    labelled, extra = real_sources(args.exclude_real, args.pseudo_labels, args.labelled)
     pairs = [(os.path.join(args.data, a), os.path.join(args.data, b)) for a, b in labelled]
     return pairs + [(p["image"], p["label"]) for p in extra for _ in range(p.get("repeat", 1))]
 
 
-def real_sources(exclude_real, pseudo_labels):
+def real_sources(exclude_real, pseudo_labels, labelled=()):
     """(labelled (image, mask) pairs kept, entries of the pairs.json of pseudo_labels): an entry for a labelled
     image replaces it (SoftSpinalCordSegTraining/pseudo_label.py --consensus lists sub-05 with its manual mask)."""
     extra = pseudo_label_pairs(pseudo_labels) if pseudo_labels else []
     given = {p["source"] for p in extra}
-    return [pair for pair in labelled_pairs(exclude_real) if pair[0] not in given], extra
+    return [pair for pair in labelled_pairs(exclude_real, labelled) if pair[0] not in given], extra
 
 
 def pseudo_label_pairs(folder):
@@ -147,7 +154,7 @@ def make_generator(args, seed):
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
                           real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
                           window_fraction=args.window_fraction, window_sizes=args.window_sizes, paired=bool(args.consistency),
-                          cross_contrast=args.cross_contrast)
+                          cross_contrast=args.cross_contrast, pathology=args.pathology)
 
 
 def validate(net, data_dir, device="cpu"):
@@ -188,15 +195,18 @@ def real_training_images(config):
 
     images = []
     if not config.get("no_real"):
-        labelled, extra = real_sources(config.get("exclude_real", []), config.get("pseudo_labels"))
-        images = [image for image, _ in labelled]
+        labelled, extra = real_sources(config.get("exclude_real", []), config.get("pseudo_labels"),
+                                       config.get("labelled", []))
+        images = list(dict.fromkeys(image for image, _ in labelled))  # each once, however often repeated
         images += [f"{p['source']}{' ' + p['view'] if 'view' in p else ''} ({p.get('label_from', 'pseudo-labelled')})"
                    for p in extra]
     init = config.get("init")
     if init and (Path(init) / "last.pt").is_file():
         parent = torch.load(Path(init) / "last.pt", map_location="cpu", weights_only=True)
         listed = {image.split(" (")[0] for image in images}  # "path[ view] (how it was labelled)"
-        images += [i for i in real_training_images(json.loads(parent["config"])) if i.split(" (")[0] not in listed]
+        # a checkpoint made from exported weights (start_from_export) carries its model.json's list
+        inherited = parent.get("real_training_images") or real_training_images(json.loads(parent["config"]))
+        images += [i for i in inherited if i.split(" (")[0] not in listed]
     return images
 
 
@@ -224,8 +234,28 @@ def export(run_dir, dest, args=None):
     return weights
 
 
+def start_from_export(model_dir, run_dir):
+    """A run folder whose last.pt holds exported weights (fp32) and their model.json's training record, to
+    fine-tune a shipped model with --init run_dir."""
+    import torch
+
+    from SoftSpinalCordSegLib.inference import WEIGHTS_NAME
+
+    model_dir, run_dir = Path(model_dir), Path(run_dir)
+    meta = json.loads((model_dir / "model.json").read_text())
+    state = torch.load(model_dir / WEIGHTS_NAME, map_location="cpu", weights_only=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {k: v.float() for k, v in state.items()}, "iteration": meta.get("iteration", 0),
+                "config": json.dumps(meta.get("config", {})), "validation": json.dumps(meta.get("validation", {})),
+                "real_training_images": meta.get("real_training_images", [])}, run_dir / "last.pt")
+    return run_dir / "last.pt"
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_export:
+        print(start_from_export(args.from_export, args.run))
+        return 0
     run = Path(args.run)
     if args.export:
         print(export(run, args.export))

@@ -1,0 +1,273 @@
+"""The model's validation set and its per-image, per-person measures (used by evaluate_model.py, csa_drift.py
+and the drift test).
+
+    python tools/validation_set.py [--data ../shared/data] [--weights-dir DIR] [--csv OUT.csv]
+
+prints one row per image (Dice at 0.5, soft Dice, CSA ratio to the manual mask on the manual's slices), one
+row per person (the mean over that person's images), the mean over people, and scan-rescan differences.
+
+People, not files: sub-10062Ses1 and sub-10062Ses2 are one person; unf01's three contrasts are one person.
+An image listed in model.json's `real_training_images` is marked "trained on" and left out of every mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "SoftSpinalCordSeg"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # SoftSpinalCordSegTraining (pathology)
+
+from SoftSpinalCordSegLib import inference  # noqa: E402
+from SoftSpinalCordSegLib.io import load_mask, load_volume  # noqa: E402
+from SoftSpinalCordSegLib.morphometry import compute_csa, dice  # noqa: E402
+
+GMC = "real/gmchallenge"
+GMC_LABELS = f"{GMC}/derivatives/labels"
+
+
+@dataclass(frozen=True)
+class ValidationImage:
+    person: str
+    source: str  # site or dataset: whose rater drew the mask
+    name: str  # short label of the image (person + contrast)
+    image: str  # relative to the data folder
+    mask: Optional[str]  # manual cord mask, relative to the data folder
+    rescan_of: Optional[str] = None  # name of the image this one re-scans (same session, no mask)
+
+
+def _gmc(subject, run, with_mask=True):
+    person = subject.replace("Ses1", "").replace("Ses2", "")
+    stem = f"{subject}_run-{run}_T2starw"
+    return ValidationImage(
+        person=f"gmc-{person}", source=f"gmchallenge {GMC_SITES[person]}",
+        name=f"{subject} T2*w run-{run}", image=f"{GMC}/{subject}/anat/{stem}.nii.gz",
+        mask=f"{GMC_LABELS}/{subject}/anat/{stem}_seg-manual.nii.gz" if with_mask else None,
+        rescan_of=None if with_mask else f"{subject} T2*w run-1")
+
+
+GMC_SITES = {"sub-10062": "CEITEC Brno", "sub-9584": "North-West University", "sub-9669": "Juntendo"}
+GMC_SUBJECTS = ("sub-10062Ses1", "sub-10062Ses2", "sub-9584", "sub-9669")
+
+IMAGES = [
+    *[ValidationImage("unf01", "spine-generic (UNF)", f"unf01 {c}", f"real/unf01/sub-unf01_{c}.nii.gz",
+                      f"real/unf01/sub-unf01_{c}_seg-manual.nii.gz") for c in ("T1w", "T2star", "T2w")],
+    ValidationImage("tutorial sub-05", "SCT course", "sub-05 MT-on", "real/tutorial/sub-05_acq-MTon_MTS.nii.gz",
+                    "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz"),
+    *[_gmc(subject, 1) for subject in GMC_SUBJECTS],
+    ValidationImage("amu-test001", "CRMBM Marseille", "amu_test001 T2w", "real/amu_test001/sub-test001_T2w.nii.gz",
+                    "real/amu_test001/sub-test001_T2w_seg-manual.nii.gz"),
+    ValidationImage("PAM50 template", "PAM50 template", "PAM50_small T2", "labels/PAM50_small/PAM50_small_t2.nii.gz",
+                    "labels/PAM50_small/PAM50_small_cord.nii.gz"),
+]
+RESCANS = [_gmc(subject, 2, with_mask=False) for subject in GMC_SUBJECTS]
+
+
+def trained_on(item: ValidationImage, info: dict) -> bool:
+    """Whether model.json lists the image among the real images the model was trained on."""
+    return any(item.image in entry for entry in info.get("real_training_images", []))
+
+
+def soft_dice(prob: np.ndarray, reference: np.ndarray) -> float:
+    return float(2 * (prob * reference).sum() / max(prob.sum() + reference.sum(), 1e-6))
+
+
+def mean_csa_by_slice(table) -> dict:
+    """{slice index: CSA} of a CsaTable."""
+    return dict(zip(table.column("slice").astype(int), table.column("csa_mm2").astype(float)))
+
+
+def measure(item: ValidationImage, data: Path) -> dict:
+    """Dice, soft Dice and mean CSA (model and manual) over the slices the manual mask covers."""
+    volume = load_volume(data / item.image)
+    prob = inference.segment_image(volume.array, volume.affine)
+    manual = load_mask(data / item.mask, volume).array >= 0.5
+    model_csa = mean_csa_by_slice(compute_csa(prob, volume.affine))
+    manual_csa = mean_csa_by_slice(compute_csa(manual.astype(np.float32), volume.affine))
+    rated = sorted(manual_csa)
+    csa_model = float(np.mean([model_csa.get(k, 0.0) for k in rated]))
+    csa_manual = float(np.mean([manual_csa[k] for k in rated]))
+    return {"dice": dice(prob >= 0.5, manual), "soft_dice": soft_dice(prob, manual.astype(np.float32)),
+            "csa_model": csa_model, "csa_manual": csa_manual, "ratio": csa_model / csa_manual,
+            "probability": prob, "volume": volume}
+
+
+def rescan_difference(scan: ValidationImage, rescan: ValidationImage, data: Path) -> tuple:
+    """Mean CSA of two scans of one session over the S range both cover, and their relative difference."""
+    means = []
+    tables = []
+    for item in (scan, rescan):
+        volume = load_volume(data / item.image)
+        tables.append(compute_csa(inference.segment_image(volume.array, volume.affine), volume.affine))
+    z = [t.column("z_mm").astype(float) for t in tables]
+    low, high = max(v.min() for v in z), min(v.max() for v in z)
+    for t, zz in zip(tables, z):
+        csa = t.column("csa_mm2").astype(float)
+        means.append(float(np.nanmean(csa[(zz >= low) & (zz <= high)])))
+    return means[0], means[1], means[1] / means[0] - 1
+
+
+def evaluate(data: Path, rescans: bool = True, verbose: bool = True):
+    """Rows per image, per person and the mean over people (held-out images only), scan-rescan rows."""
+    info = inference.model_info()
+    rows = []
+    for item in IMAGES:
+        if not (data / item.image).is_file():
+            continue
+        result = measure(item, data)
+        result.pop("probability"), result.pop("volume")
+        rows.append({"item": item, "trained_on": trained_on(item, info), **result})
+        if verbose:
+            print(f"  measured {item.name}: ratio {result['ratio']:.3f}", file=sys.stderr)
+    people = {}
+    for row in rows:
+        if not row["trained_on"]:
+            people.setdefault(row["item"].person, []).append(row)
+    person_rows = [{"person": p, "source": rs[0]["item"].source, "n": len(rs),
+                    **{k: float(np.mean([r[k] for r in rs])) for k in ("dice", "soft_dice", "ratio")}}
+                   for p, rs in people.items()]
+    rescan_rows = []
+    if rescans:
+        by_name = {item.name: item for item in IMAGES}
+        for rescan in RESCANS:
+            if (data / rescan.image).is_file():
+                rescan_rows.append((rescan.person, rescan.rescan_of, *rescan_difference(by_name[rescan.rescan_of], rescan, data)))
+    return rows, person_rows, rescan_rows
+
+
+PATHOLOGY_IMAGES = ("unf01 T1w", "unf01 T2w", "sub-9584 T2*w run-1", "amu_test001 T2w")
+BLOCK_SLICES = 10  # slices of the known-truth changes (the middle of the manual mask's range)
+
+
+def _block(mask_canonical):
+    """Indices of up to BLOCK_SLICES slices in the middle of those the manual mask covers (canonical view)."""
+    covered = np.flatnonzero(mask_canonical.sum(axis=(0, 1)) >= 20)
+    middle = len(covered) // 2
+    return covered[max(0, middle - BLOCK_SLICES // 2) : middle + (BLOCK_SLICES + 1) // 2]
+
+
+def _cord_area(volume_array, affine, block):
+    """Soft cord area (pixels) of each slice of block, in the canonical view of the model's output."""
+    prob = inference.segment_image(volume_array, affine)
+    canonical, _, _ = inference.canonical_view(prob, affine)
+    return canonical[..., block].sum(axis=(0, 1))
+
+
+def pathology_check(item: ValidationImage, data: Path, seed: int = 0) -> dict:
+    """Known-truth changes to the middle slices of a validation image: lesions as bright/dark as the CSF next to
+    the cord (the hard case) and the opposite, the same lesions being painted on each slice; the cord and its
+    mask squeezed to 55 % of their AP diameter. Returns model CSA changed / unchanged on those slices (lesions:
+    1 is right) and the squeeze's measured change over the true change (1 is right)."""
+    from SoftSpinalCordSegTraining.pathology import compress, draw_lesions, paint_lesions, tissue_levels
+
+    volume = load_volume(data / item.image)
+    image, spacing, back = inference.canonical_view(volume.array.astype(np.float32), volume.affine)
+    mask = inference.canonical_view(load_mask(data / item.mask, volume).array.astype(np.float32), volume.affine)[0]
+    block = _block(mask)
+    before = _cord_area(volume.array, volume.affine, block)
+    rng = np.random.default_rng(seed)
+    lesions = draw_lesions(rng, count=2)
+    result = {}
+    for name, towards_csf in (("lesions like CSF", True), ("lesions unlike CSF", False)):
+        changed = image.copy()
+        for k in block:
+            cord, csf = tissue_levels(image[..., k], mask[..., k], spacing[:2])
+            sign = np.sign(csf - cord) * (1 if towards_csf else -1)
+            drawn = [dict(lesion, sign=sign, strength=1.0, opacity=1.0) for lesion in lesions]
+            changed[..., k] = paint_lesions(image[..., k], mask[..., k], spacing[:2], drawn)
+        after = _cord_area(back(changed), volume.affine, block)
+        result[name] = float(after.sum() / before.sum())
+    squeezed, squeezed_mask = image.copy(), mask.copy()
+    for k in block:
+        squeezed[..., k], squeezed_mask[..., k] = compress(image[..., k], mask[..., k], spacing[:2],
+                                                          np.random.default_rng(seed + k), ap_axis=1, ap_factor=0.55)
+    after = _cord_area(back(squeezed), volume.affine, block)
+    true_change = squeezed_mask[..., block].sum() / mask[..., block].sum()
+    result["squeeze true change"] = float(true_change)
+    result["squeeze tracked"] = float(after.sum() / before.sum() / true_change)
+    return result
+
+
+def pathology_report(data: Path):
+    by_name = {item.name: item for item in IMAGES}
+    print(f"\nKnown-truth pathology on {BLOCK_SLICES} middle slices: model CSA with / without lesions (target 0.90-1.10), "
+          "and an AP squeeze to 55 %: measured / true change in CSA (target 0.95-1.05)\n")
+    print("| image | lesions like CSF | lesions unlike CSF | squeeze: true change | measured / true |\n|" + " --- |" * 5)
+    for name in PATHOLOGY_IMAGES:
+        if (data / by_name[name].image).is_file():
+            r = pathology_check(by_name[name], data)
+            print(f"| {name} | {r['lesions like CSF']:.3f} | {r['lesions unlike CSF']:.3f} | "
+                  f"{r['squeeze true change']:.3f} | {r['squeeze tracked']:.3f} |")
+
+
+def over_people(person_rows, key):
+    return float(np.mean([r[key] for r in person_rows]))
+
+
+def print_report(rows, person_rows, rescan_rows):
+    print("| image | person | source | Dice | soft Dice | mean CSA model / manual (mm²) | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        seen = " (trained on)" if r["trained_on"] else ""
+        print(f"| {r['item'].name}{seen} | {r['item'].person} | {r['item'].source} | {r['dice']:.3f} | {r['soft_dice']:.3f} | "
+              f"{r['csa_model']:.1f} / {r['csa_manual']:.1f} | {r['ratio']:.3f} |")
+    print("\nPer person (images never trained on; mean over the person's images)\n")
+    print("| person | source | images | Dice | soft Dice | CSA ratio | error |\n| --- | --- | --- | --- | --- | --- | --- |")
+    for r in person_rows:
+        print(f"| {r['person']} | {r['source']} | {r['n']} | {r['dice']:.3f} | {r['soft_dice']:.3f} | {r['ratio']:.3f} | {r['ratio'] - 1:+.1%} |")
+    print(f"| **mean over {len(person_rows)} people** | | | {over_people(person_rows, 'dice'):.3f} | "
+          f"{over_people(person_rows, 'soft_dice'):.3f} | {over_people(person_rows, 'ratio'):.3f} | "
+          f"mean abs {np.mean([abs(r['ratio'] - 1) for r in person_rows]):.1%} |")
+    held = [r for r in rows if not r["trained_on"]]
+    if held:
+        print(f"\nHeld-out images: Dice min {min(r['dice'] for r in held):.3f}; CSA ratio "
+              f"{min(r['ratio'] for r in held):.3f} to {max(r['ratio'] for r in held):.3f}; "
+              f"mean |error| over images {np.mean([abs(r['ratio'] - 1) for r in held]):.1%}")
+    if rescan_rows:
+        print("\nScan-rescan (same session, no mask): mean CSA over the S range both cover\n")
+        print("| person | scan | run-1 (mm²) | run-2 (mm²) | difference |\n| --- | --- | --- | --- | --- |")
+        for person, scan, first, second, difference in rescan_rows:
+            print(f"| {person} | {scan} | {first:.1f} | {second:.1f} | {difference:+.1%} |")
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["image", "person", "trained_on", "dice", "soft_dice", "csa_model_mm2", "csa_manual_mm2", "ratio"])
+        for r in rows:
+            out.writerow([r["item"].name, r["item"].person, int(r["trained_on"]), f"{r['dice']:.4f}",
+                          f"{r['soft_dice']:.4f}", f"{r['csa_model']:.2f}", f"{r['csa_manual']:.2f}", f"{r['ratio']:.4f}"])
+
+
+def default_data() -> str:
+    return os.environ.get("SOFTSEG_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=default_data())
+    p.add_argument("--weights-dir", help="evaluate the weights in this folder instead of the shipped ones")
+    p.add_argument("--no-rescans", action="store_true", help="skip the scan-rescan rows")
+    p.add_argument("--csv", help="also write the per-image rows here")
+    p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion and squeeze rows")
+    args = p.parse_args(argv)
+    if args.weights_dir:
+        os.environ["SOFTSEG_MODEL_DIR"] = args.weights_dir
+    rows, person_rows, rescan_rows = evaluate(Path(args.data), rescans=not args.no_rescans)
+    print_report(rows, person_rows, rescan_rows)
+    if not args.no_pathology:
+        pathology_report(Path(args.data))
+    if args.csv:
+        write_csv(rows, args.csv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
