@@ -1,0 +1,67 @@
+"""Pathology of known truth for training and validation (SoftSpinalCordSegTraining/pathology.py): lesions
+change the image inside the cord only, compression and atrophy move image and target alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from SoftSpinalCordSegTraining import pathology
+
+
+def _slice(size=64, semi_axes=(6.0, 4.0), csf_radius=11.0):
+    """A cord ellipse (array axis 0: left-right, 1: AP) of soft edge in CSF, in tissue: image and cord fraction."""
+    yy, xx = np.mgrid[0:size, 0:size] - size / 2 + 0.5
+    rho = np.hypot(yy / semi_axes[0], xx / semi_axes[1])
+    target = np.clip((1 - rho) * min(semi_axes) + 0.5, 0, 1).astype(np.float32)
+    csf = (np.hypot(yy, xx) < csf_radius) & (target < 1)
+    image = 0.3 + 0.6 * csf + 0.35 * target  # cord 0.65, CSF 0.9, tissue 0.3
+    return image.astype(np.float32), target
+
+
+def _ap_extent(target, ap_axis=1):
+    return (target >= 0.5).any(axis=1 - ap_axis).sum()
+
+
+def test_lesions_stay_inside_the_cord_and_keep_the_target():
+    image, target = _slice()
+    lesions = [dict(offset=np.array([0.3, 0.0]), radii_mm=np.array([1.5, 1.0]), sign=1.0, strength=1.0, opacity=1.0)]
+    painted = pathology.paint_lesions(image, target, (1.0, 1.0), lesions)
+    changed = np.abs(painted - image) > 1e-6
+    assert changed.sum() >= 6
+    assert (target[changed] > 0).all()  # never outside the cord
+    cord, csf = pathology.tissue_levels(image, target, (1.0, 1.0))
+    assert csf > cord  # a T2w-like slice: the lesion goes towards the CSF's brightness
+    assert painted[changed].max() == pytest.approx(csf, abs=0.05)
+    _, kept = pathology.add_lesions(image, target, (1.0, 1.0), np.random.default_rng(0))
+    assert np.array_equal(kept, target)
+
+
+@pytest.mark.parametrize("ap_factor", [0.4, 0.55, 0.7])
+def test_compression_flattens_the_cord_and_its_target_alike(ap_factor):
+    image, target = _slice()
+    squeezed, squeezed_target = pathology.compress(image, target, (1.0, 1.0), np.random.default_rng(1), ap_factor=ap_factor)
+    assert _ap_extent(squeezed_target) / _ap_extent(target) == pytest.approx(ap_factor, abs=0.15)
+    assert _ap_extent(squeezed_target, ap_axis=0) >= _ap_extent(target, ap_axis=0)  # wider left-right
+    assert squeezed_target.sum() < target.sum()
+    inside = squeezed_target >= 0.9  # the image moved with the target: the cord's intensity is still there
+    assert np.median(squeezed[inside]) == pytest.approx(np.median(image[target >= 0.9]), abs=0.05)
+
+
+def test_atrophy_shrinks_the_cord_to_half_or_four_fifths_of_its_area():
+    image, target = _slice()
+    ratios = [pathology.atrophy(image, target, np.random.default_rng(seed))[1].sum() / target.sum() for seed in range(8)]
+    assert 0.45 <= min(ratios) and max(ratios) <= 0.85
+
+
+def test_far_tissue_is_left_alone():
+    image, target = _slice(size=96)
+    squeezed, _ = pathology.radial_squeeze(image, target, (0.5, 0.5))
+    assert np.array_equal(squeezed[:5], image[:5].astype(np.float32))  # beyond the reach: unchanged
+
+
+def test_no_cord_no_change():
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    target = np.zeros_like(image)
+    assert np.array_equal(pathology.radial_squeeze(image, target, (0.5, 0.5))[0], image)
+    assert np.array_equal(pathology.paint_lesions(image, target, (1.0, 1.0), pathology.draw_lesions(np.random.default_rng(0))), image)
