@@ -1,6 +1,10 @@
 """Quality bars of the shipped model on the real images in ../shared/data (prints a Markdown report).
 
     python tools/evaluate_model.py [--data ../shared/data] [--qc-dir docs/qc] [--weights-dir DIR] [--window-mm 64]
+    python tools/evaluate_model.py --people-only     # the per-person validation (tools/validation_set.py) alone
+
+- first, the validation set of tools/validation_set.py: per image and per person (Dice, soft Dice, CSA ratio
+  to the manual mask), the mean over people, scan-rescan, and the known-truth lesion and squeeze checks;
 
 - unf01 T1w, T2star, T2w (validation subject, never trained on): Dice (soft >= 0.5 vs manual), mean
   angle-corrected CSA vs the manual mask's, spread of mean CSA across the three contrasts;
@@ -39,6 +43,9 @@ from SoftSpinalCordSegLib.io import load_mask, load_volume  # noqa: E402
 from SoftSpinalCordSegLib.model import DIVISOR  # noqa: E402
 from SoftSpinalCordSegLib.morphometry import compute_csa, dice, slice_axis  # noqa: E402
 from SoftSpinalCordSegLib.qc import qc_mosaic  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import validation_set  # noqa: E402
 
 LABELLED = [
     ("unf01 T1w", "real/unf01/sub-unf01_T1w.nii.gz", "real/unf01/sub-unf01_T1w_seg-manual.nii.gz"),
@@ -288,6 +295,7 @@ def main(argv=None):
     p.add_argument("--data", default=os.environ.get("SOFTSEG_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     p.add_argument("--qc-dir", help="write a QC mosaic per image here")
     p.add_argument("--weights-dir", help="evaluate the weights in this folder instead of the shipped ones")
+    p.add_argument("--people-only", action="store_true", help="print the per-person validation and stop")
     p.add_argument("--window-mm", type=int, default=inference.CROP_MM,
                    help="side of the second pass's windows (an experiment: the network was trained on 64 mm ones)")
     args = p.parse_args(argv)
@@ -300,6 +308,11 @@ def main(argv=None):
     if args.qc_dir:
         Path(args.qc_dir).mkdir(parents=True, exist_ok=True)
 
+    validation_set.print_report(*validation_set.evaluate(data))
+    validation_set.pathology_report(data)
+    if args.people_only:
+        return 0
+    print("\nunf01 and sub-05 in detail\n")
     print("| image | Dice | Dice on the rater's slices | mean CSA model / manual (mm²) | ratio | half-intensity outline / manual | seconds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     unf01, coarse_rows, size_rows, edge_rows, placement_rows, acquired_rows, remap_rows = [], [], [], [], [], [], []
