@@ -210,6 +210,14 @@ def real_training_images(config):
     return images
 
 
+PATH_OPTIONS = ("data", "run", "init", "pseudo_labels")  # options naming folders of the training machine
+
+
+def portable_config(config: dict) -> dict:
+    """The run's options as model.json records them: folders by their name only, no machine's paths."""
+    return {key: Path(value).name if key in PATH_OPTIONS and value else value for key, value in config.items()}
+
+
 def export(run_dir, dest, args=None):
     """Write fp16 weights, the TorchScript architecture, their SHA-256 and model.json (training metadata)
     into dest."""
@@ -227,7 +235,8 @@ def export(run_dir, dest, args=None):
     for name in (WEIGHTS_NAME, ARCHITECTURE_NAME):
         (dest / (name + ".sha256")).write_text(f"{sha256_of(dest / name)}  {name}\n")
     config = json.loads(ckpt["config"])
-    meta = {"iteration": int(ckpt["iteration"]), "config": config, "validation": json.loads(ckpt["validation"]),
+    meta = {"iteration": int(ckpt["iteration"]), "config": portable_config(config),
+            "validation": json.loads(ckpt["validation"]),
             "real_training_images": real_training_images(config),
             "rater_margin_mm": float(config.get("rater_margin", 0.0))}
     (dest / "model.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -186,6 +186,10 @@ def test_discovery_of_a_plain_folder_and_a_file_list(tmp_path):
     images = bids.discover(folder)
     assert [image.stem for image in images] == ["patient9_acq-masked_T2w", "patient7_t2"]  # masks left out
     assert images[1].output_dir == "site_a" and images[1].subject == "patient7_t2"
+    # contrast: the BIDS suffix of a BIDS-like name, else the whole stem (t2 of patient7_t2 is not its contrast)
+    assert [(image.contrast, report.contrast_label(image)) for image in images] == [
+        ("T2w", "acq-masked_T2w"), ("patient7_t2", "patient7_t2")]
+    assert bids.describe(folder / "t2_ms.nii.gz").contrast == "t2_ms"
     # files named like BIDS beside others (as the SCT tutorial's folder): a plain folder, every image kept
     write_image(phantom_mri((16, 16, 6), affine, 7), affine, folder / "sub-01_acq-MTon_MTS.nii.gz")
     assert {image.stem for image in bids.discover(folder)} == {"patient9_acq-masked_T2w", "patient7_t2",
@@ -335,6 +339,8 @@ def test_batch_report_opens_offline_and_lists_the_failure(first_run):
     assert str(cohort["corrupt"]) in parsed.cells
     assert any(UNREADABLE.search(cell) for cell in parsed.cells)
     assert not parsed.external
+    text = result.report_html.read_text(encoding="utf-8")  # wide tables scroll inside the page at 1280 px
+    assert text.count("<table") == text.count('<div class="scroll"><table') == 3 and "overflow-x:auto" in text
     sources = [image["src"] for image in parsed.images]
     assert all(src.startswith("data:image/png;base64,") for src in sources)
     qc = [image for image in parsed.images if image.get("class") == "qc"]
@@ -369,7 +375,7 @@ def test_rerun_skips_finished_work_and_redoes_only_what_changed(first_run, capsy
     # This time on an existing Dask scheduler (one worker), as on a cluster.
     from dask.distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=batch.DASHBOARD_ADDRESS) as cluster:
         third = batch.run_batch(root, scheduler=cluster.scheduler_address, segment_file=segment_file_with_stand_in)
         assert cluster.scheduler.workers  # run_batch closed its client, not the cluster it was given
     progress = capsys.readouterr().err.splitlines()
@@ -406,6 +412,32 @@ def test_a_listed_file_that_is_gone_fails_on_its_own_run_after_run(tmp_path, cap
     assert cli.main(["batch", str(listing), "--quiet"]) == 1  # --quiet: no summary; the failure is still named
     captured = capsys.readouterr()
     assert captured.out == "" and "failed:" in captured.err and "gone_t2" in captured.err
+
+
+def test_batch_volume_picks_from_4d_images_only_and_no_dashboard_port_clash(tmp_path):
+    import socket
+    import warnings
+
+    folder = tmp_path / "scans"
+    anat = write_image(phantom_mri((16, 16, 6), np.eye(4), 6), np.eye(4), folder / "t2.nii.gz")
+    series = np.stack([phantom_mri((16, 16, 6), np.eye(4), seed) for seed in range(3)], axis=-1)
+    write_image(series, np.eye(4), folder / "dwi.nii.gz")
+    with socket.socket() as holder, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:  # Dask's default HTTP port taken, as by another batch running
+            holder.bind(("127.0.0.1", 8787))
+            holder.listen()
+        except OSError:
+            pass  # already taken by something else: the same situation
+        first = batch.run_batch(folder, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
+        assert [(Path(r.image.path).name, r.status) for r in first.results] == [("dwi.nii.gz", "failed"), ("t2.nii.gz", "done")]
+        assert "4D with 3 volumes" in first.failures[0].reason and "--volume N (0..2)" in first.failures[0].reason
+        second = batch.run_batch(folder, workers=1, volume=2, segment_file=segment_file_with_stand_in, quiet=True)
+    assert not [w for w in caught if "in use" in str(w.message)]
+    # the new --volume redoes the 4D file that failed (its file did not change); the 3D image is segmented whole
+    assert [r.status for r in second.results] == ["done", "done"]
+    assert nib.load(second.results[0].outputs["probseg"]).shape == (16, 16, 6)
+    assert nib.load(second.results[1].outputs["probseg"]).shape == nib.load(str(anat)).shape
 
 
 # ------------------------------------------------------------------------------------------ the shipped model

@@ -338,7 +338,10 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     assert train.main(tiny + ["--run", str(tuned), "--iterations", "1", "--init", str(run), "--no-real",
                               "--window-fraction", "1", "--rater-margin", "0.3"]) == 0
     assert train.main(["--run", str(tuned), "--export", str(tuned_export)]) == 0
-    meta = json.loads((tuned_export / "model.json").read_text())
+    text = (tuned_export / "model.json").read_text()
+    assert str(tmp_path) not in text and str(data_dir) not in text  # no path of the training machine
+    meta = json.loads(text)
+    assert (meta["config"]["run"], meta["config"]["init"], meta["config"]["data"]) == ("tuned", "run", data_dir.name)
     assert meta["config"]["no_real"] and meta["real_training_images"] == [train.REAL_TRAINING_PAIRS[0][0]]
     assert meta["rater_margin_mm"] == 0.3  # the edge convention the demo and the model card read
     # self-training: pseudo-labelled pairs replace the labelled image left out

@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from . import __version__
-from .bids import SourceImage, default_output_dir, discover
+from .bids import FAILURES_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_FILE, SourceImage, default_output_dir, discover
 from .errors import InputError, ModelNotInstalledError
+from .report import write_cohort_outputs
 
 DEFAULT_WORKERS = 2
-FAILURES_FILE = "softseg_failures.tsv"
-SUMMARY_FILE = "softseg_csa_summary.csv"
-SPREAD_FILE = "softseg_contrast_spread.csv"
-REPORT_FILE = "softseg_report.html"
-RESULT_OPTIONS = ("threshold", "largest_component")  # options that change the outputs: a change redoes every image
+RESULT_OPTIONS = ("threshold", "largest_component", "volume_index")  # options that change the outputs: a change redoes every image
 
 
 @dataclass
@@ -199,6 +196,7 @@ def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
         return "the model changed since the last run"
     recorded = generated.get("Options")
     changed = sorted(k for k in RESULT_OPTIONS if recorded is not None and recorded.get(k) != options.get(k))
+    changed = ["--volume" if k == "volume_index" else k for k in changed]
     return f"{' and '.join(changed)} changed since the last run" if changed else ""
 
 
@@ -214,7 +212,7 @@ def write_dataset_description(output_dir: Path, input_path: Path, model_sha256: 
                 "Version": __version__,
                 "Description": "contrast-agnostic soft spinal-cord segmentation and angle-corrected CSA (softseg batch)",
                 "ModelSHA256": model_sha256,
-                "Options": {k: options[k] for k in RESULT_OPTIONS},
+                "Options": {k: options.get(k) for k in RESULT_OPTIONS},
             }
         ],
         "SourceDatasets": [{"URL": Path(input_path).resolve().as_uri()}],
@@ -241,32 +239,50 @@ class ProgressBar:
         print(f"[{bar}] {self.done}/{self.total} {result.status} {result.image.stem}{detail}", file=sys.stderr, flush=True)
 
 
-def open_client(workers: int, scheduler: Optional[str]):
+def _distributed():
+    """dask.distributed, a dependency of the package; one error line where an environment lacks it."""
+    try:
+        import dask.distributed
+    except ImportError:
+        raise InputError("softseg batch needs Dask: pip install 'dask[distributed]>=2024.1'") from None
+    return dask.distributed
+
+
+# Dask's scheduler always serves HTTP (health checks; the dashboard too where bokeh is installed). On a free
+# port of this machine only, two batches at once never compete for Dask's default port 8787.
+DASHBOARD_ADDRESS = "127.0.0.1:0"
+
+
+def open_client(workers: int, scheduler: Optional[str], quiet: bool = True):
     """A Dask client on an existing scheduler, or on a new local cluster of single-threaded worker processes.
 
     Local workers share the machine's cores: each gets cores/workers threads for torch (OMP_NUM_THREADS is
     read when torch is imported in the worker).
     """
+    import importlib.util
     import logging
+    from urllib.parse import urlsplit
 
-    from dask.distributed import Client, LocalCluster
-
+    distributed = _distributed()
     if scheduler:
         try:
-            return Client(scheduler, timeout="20s")
+            return distributed.Client(scheduler, timeout="20s")
         except (OSError, TimeoutError, ValueError) as error:  # ValueError: not an address (no port...)
             raise InputError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
     threads = str(max(1, (os.cpu_count() or 1) // workers))
-    cluster = LocalCluster(
+    cluster = distributed.LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=DASHBOARD_ADDRESS,
         silence_logs=logging.ERROR,
         env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads},
     )
-    client = Client(cluster)
+    client = distributed.Client(cluster)
     client.owned_cluster = cluster  # closed with the client in close_client
+    if not quiet and importlib.util.find_spec("bokeh") is not None:
+        print(f"softseg batch: Dask dashboard at http://127.0.0.1:{urlsplit(cluster.dashboard_link).port}/status",
+              file=sys.stderr)
     return client
 
 
@@ -288,11 +304,13 @@ def run_batch(
     threshold: float = 0.5,
     device: str = "auto",
     largest_component: bool = True,
+    volume: Optional[int] = None,
     segment_file: Optional[Callable] = None,
     quiet: bool = False,
 ) -> BatchResult:
     """Segment every image of a cohort and write the derivatives, the cohort CSVs and the HTML report.
 
+    volume: the volume (0-based) to segment of each 4D image; 3D images are segmented whole.
     segment_file: the per-image pipeline (default `pipeline.segment_file`, what `softseg segment` runs); it must
     be importable or picklable by the workers.
     """
@@ -307,6 +325,10 @@ def run_batch(
     output_dir.mkdir(parents=True, exist_ok=True)
     model_sha256 = installed_model_sha256() if segment_file is None else ""
     options = {"threshold": threshold, "device": device, "largest_component": largest_component}
+    if volume is not None:
+        if volume < 0:
+            raise InputError(f"--volume must be 0 or more, not {volume}")
+        options.update(volume_index=volume, volume_index_4d_only=True)
     changed = "" if overwrite else settings_changed(output_dir, model_sha256, options)
     if changed:
         if not quiet:
@@ -341,17 +363,14 @@ def run_batch(
     ordered = [results[image.path] for image in images]
     write_dataset_description(output_dir, input_path, model_sha256, options)
     write_failures(output_dir, ordered)
-    from .report import write_cohort_outputs
-
     summary_csv, spread_csv, report_html = write_cohort_outputs(output_dir, ordered, input_path)
     return BatchResult(output_dir, ordered, summary_csv, spread_csv, report_html, time.perf_counter() - start)
 
 
 def _run_on_dask(pending, output_dir, segment_file, options, workers, scheduler, progress) -> Dict[str, ImageResult]:
-    from dask.distributed import as_completed
-
+    as_completed = _distributed().as_completed
     results = {}
-    client = open_client(min(workers, len(pending)), scheduler)
+    client = open_client(min(workers, len(pending)), scheduler, quiet=progress.quiet)
     try:
         futures = {}
         for image in pending:
@@ -399,6 +418,7 @@ def add_parser(subparsers):
     parser.add_argument("--threshold", type=float, default=0.5, help="threshold of the binary mask (default 0.5)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where each worker runs the model")
     parser.add_argument("--keep-all-components", action="store_true", help="keep every connected component of the mask")
+    parser.add_argument("--volume", type=int, metavar="N", help="of each 4D image (a DWI or fMRI series) segment its volume N (0-based); 3D images are segmented whole")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.set_defaults(func=main)
     return parser
@@ -415,6 +435,7 @@ def main(args) -> int:
         threshold=args.threshold,
         device=args.device,
         largest_component=not args.keep_all_components,
+        volume=args.volume,
         quiet=args.quiet,
     )
     if not args.quiet:

@@ -16,6 +16,11 @@ from typing import Dict, Iterable, List, Sequence
 from .errors import InputError
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr")
+# The cohort files a batch writes at the top of the derivatives folder (batch.py writes them, report.py too).
+FAILURES_FILE = "softseg_failures.tsv"
+SUMMARY_FILE = "softseg_csa_summary.csv"
+SPREAD_FILE = "softseg_contrast_spread.csv"
+REPORT_FILE = "softseg_report.html"
 # Folders of a BIDS dataset that never hold raw images to segment.
 SKIPPED_FOLDERS = {"derivatives", "sourcedata", "code", ".git", ".heudiconv"}
 # Names of masks and other derivatives that a plain folder may hold beside its images.
@@ -31,7 +36,7 @@ class SourceImage:
     stem: str  # file name without its extension
     subject: str
     session: str  # "" when the dataset has no sessions
-    contrast: str  # the BIDS suffix (T1w, T2w, T2star, MTS, dwi...) or "" when unknown
+    contrast: str  # the BIDS suffix (T1w, T2w, T2star, MTS, dwi...), the whole stem of a non-BIDS name (t2_ms)
     entities: Dict[str, str]
     output_dir: str  # relative folder of its derivatives, e.g. "sub-01/ses-2/anat"
 
@@ -76,6 +81,8 @@ def describe(path, root=None) -> SourceImage:
     path = Path(path)
     stem, _ = split_extension(path.name)
     entities, suffix = parse_name(stem)
+    if not entities:  # not a BIDS name: its last part is no suffix (t2_ms is not an "ms" contrast)
+        suffix = stem
     subject = entities.get("sub", "")
     session = entities.get("ses", "")
     if subject:

@@ -48,9 +48,12 @@ def file_format(path) -> str:
     raise InputError(f"{path}: unsupported file type (use NIfTI .nii/.nii.gz or NRRD .nrrd/.nhdr)")
 
 
-def load_volume(path, volume_index: Optional[int] = None) -> Volume:
-    """Load a 3D image; a 4D image needs `volume_index` (0-based) to pick one of its volumes."""
-    volume = _read(path, volume_index)
+def load_volume(path, volume_index: Optional[int] = None, *, index_4d_only: bool = False) -> Volume:
+    """Load a 3D image; a 4D image needs `volume_index` (0-based) to pick one of its volumes.
+
+    index_4d_only: a 3D image ignores volume_index (batch applies one --volume to the 4D files of a cohort).
+    """
+    volume = _read(path, volume_index, index_4d_only=index_4d_only)
     if np.ptp(volume.array) == 0:
         raise InputError(f"{path}: the image is constant (every voxel is {volume.array.flat[0]:g}); nothing to segment")
     return volume
@@ -66,7 +69,7 @@ def load_mask(path, reference: Optional[Volume] = None) -> Volume:
 
     With a `reference`, the mask must lie on the reference's grid; without one it is its own reference.
     """
-    mask = _read(path, None)
+    mask = _read(path, None, kind="mask")
     if reference is not None:
         check_same_grid(mask, reference, "mask")
     top = float(mask.array.max())
@@ -83,7 +86,7 @@ def load_mask(path, reference: Optional[Volume] = None) -> Volume:
 
 def load_labels(path, reference: Volume) -> Volume:
     """Load an integer label map (e.g. vertebral levels, 1=C1, 2=C2, ...) on the grid of `reference`."""
-    labels = _read(path, None)
+    labels = _read(path, None, kind="level map")
     check_same_grid(labels, reference, "label map")
     labels.array = np.rint(labels.array).astype(np.int32)
     if not np.any(labels.array > 0):
@@ -111,7 +114,8 @@ def _describe_grid(volume: Volume) -> str:
     return f"{shape} voxels of {spacing} mm at ({origin})"
 
 
-def _read(path, volume_index: Optional[int]) -> Volume:
+def _read(path, volume_index: Optional[int], kind: str = "image", index_4d_only: bool = False) -> Volume:
+    """kind: 'image' (a 4D one may be picked from with --volume), or a mask or level map (3D only)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -126,7 +130,7 @@ def _read(path, volume_index: Optional[int]) -> Volume:
         raise
     except Exception as error:  # nibabel/SimpleITK/gzip raise many types for corrupt files
         raise InputError(f"{path}: {_read_failure(error)}") from None
-    array = _select_3d(array, path, volume_index)
+    array = _select_3d(array, path, volume_index, kind, index_4d_only)
     if not np.all(np.isfinite(array)):
         raise InputError(f"{path}: the image has NaN or infinite voxels")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
@@ -184,18 +188,22 @@ def ras_affine_from_sitk(image) -> np.ndarray:
     return LPS_TO_RAS @ lps
 
 
-def _select_3d(array: np.ndarray, path: Path, volume_index: Optional[int]) -> np.ndarray:
+def _select_3d(array: np.ndarray, path: Path, volume_index: Optional[int], kind: str = "image",
+               index_4d_only: bool = False) -> np.ndarray:
     while array.ndim > 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim < 3 or min(array.shape[:3]) < 1:
         raise InputError(f"{path}: the image is {array.ndim}D ({'x'.join(map(str, array.shape))}); a 3D image is needed")
     if array.ndim == 3:
-        if volume_index not in (None, 0):
+        if volume_index not in (None, 0) and not index_4d_only:
             raise InputError(f"{path}: is a single 3D volume; --volume {volume_index} does not exist")
         return np.ascontiguousarray(array)
     if array.ndim > 4:
         raise InputError(f"{path}: the image is {array.ndim}D; a 3D image is needed")
     count = array.shape[3]
+    if kind != "image":
+        raise InputError(f"{path}: is 4D with {count} volumes; a 3D {kind} is needed (save the volume you want "
+                         "as a file of its own)")
     if volume_index is None:
         raise InputError(
             f"{path}: is 4D with {count} volumes; pass one 3D volume (e.g. the mean DWI), or to segment one of them "

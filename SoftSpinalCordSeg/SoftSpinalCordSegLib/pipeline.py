@@ -67,11 +67,12 @@ def _check_output_types(images=(), pictures=()) -> None:
 
 
 def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
-                 qc_path=None, device="auto", volume_index=None, largest_component=True, discs_path=None,
-                 progress: Progress = None, expected_mm2: Optional[float] = None) -> SegmentResult:
+                 qc_path=None, device="auto", volume_index=None, volume_index_4d_only=False, largest_component=True,
+                 discs_path=None, progress: Progress = None, reference=None) -> SegmentResult:
     """Segment one image: soft cord probability (float32, the image's grid), optional binary mask, CSA CSV,
-    CSA plot (with a line at `expected_mm2` when the true CSA is known) and QC mosaic; `discs_path`, a disc
-    label file, gives each row of the CSA table its vertebral level.
+    CSA plot (with the known CSA drawn on it when `reference`, a plot.CsaReference, is given) and QC mosaic;
+    `discs_path`, a disc label file, gives each row of the CSA table its vertebral level.
+    volume_index picks a 4D image's volume; with volume_index_4d_only a 3D image ignores it (batch).
     Raises InputError (incl. ModelNotInstalledError) on bad input."""
     from . import inference
 
@@ -82,7 +83,7 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
     if discs_path is not None and csa_path is None and plot_path is None:
         raise InputError("--discs gives the levels of the CSA table: also pass --csa CSA.csv")
     _report(progress, 0.0, "loading the image")
-    volume = load_volume(image_path, volume_index)
+    volume = load_volume(image_path, volume_index, index_4d_only=volume_index_4d_only)
     discs = None if discs_path is None else load_disc_points(discs_path)  # a bad file fails before the model runs
 
     def segmentation_progress(fraction: float, message: str) -> None:
@@ -111,7 +112,7 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
         if plot_path is not None:
             from .plot import plot_csa
 
-            plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}", expected_mm2=expected_mm2)
+            plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}", reference=reference)
     _report(progress, 1.0, "done")
     return SegmentResult(
         probability_path=Path(output_path), mask_path=_path(mask_path), csa_path=_path(csa_path),
@@ -125,7 +126,7 @@ def _path(value) -> Optional[Path]:
 
 def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_path=None, *, discs_path=None,
                  vert: Optional[Tuple[float, float]] = None, slices: Optional[Tuple[float, float]] = None,
-                 progress: Progress = None, expected_mm2: Optional[float] = None) -> MeasureResult:
+                 progress: Progress = None, reference=None) -> MeasureResult:
     """CSA of a soft or binary cord mask (`softseg csa`).
 
     The CSV holds one row per slice; with `perlevel` one row per vertebral level, with `vert` / `slices`
@@ -152,7 +153,7 @@ def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_pat
         from .plot import plot_csa
 
         _report(progress, 0.8, "drawing the plot")
-        plot_csa(table, plot_path, title=f"CSA of {os.path.basename(str(mask_path))}", expected_mm2=expected_mm2)
+        plot_csa(table, plot_path, title=f"CSA of {os.path.basename(str(mask_path))}", reference=reference)
     _report(progress, 1.0, "done")
     return MeasureResult(csa_path=Path(csa_path), plot_path=_path(plot_path), table=table, written=written)
 

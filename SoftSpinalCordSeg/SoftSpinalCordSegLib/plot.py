@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -30,7 +31,16 @@ def level_code(name: str) -> Optional[int]:
     return codes.get(name.strip().upper())
 
 
-def plot_csa(table: CsaTable, path, title: Optional[str] = None, expected_mm2: Optional[float] = None) -> None:
+@dataclass(frozen=True)
+class CsaReference:
+    """A known CSA to draw on the plot: a labelled line, and the range accepted around it (shaded)."""
+
+    truth_mm2: float
+    label: str
+    accepted_mm2: Optional[Tuple[float, float]] = None
+
+
+def plot_csa(table: CsaTable, path, title: Optional[str] = None, reference: Optional[CsaReference] = None) -> None:
     """Write the CSA plot of `table` to `path` (PNG, atomically)."""
     from matplotlib.figure import Figure  # the object API needs no display and no global state
 
@@ -38,8 +48,12 @@ def plot_csa(table: CsaTable, path, title: Optional[str] = None, expected_mm2: O
     figure = Figure(figsize=(8, 6), dpi=100)
     csa_axes, angle_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     csa_axes.plot(z, table.column("csa_mm2"), marker=".", color="tab:blue", label="CSA (angle-corrected)")
-    if expected_mm2 is not None:
-        csa_axes.axhline(expected_mm2, color="black", linestyle="--", linewidth=1, label=f"expected {expected_mm2:.4g} mm²")
+    if reference is not None:
+        csa_axes.axhline(reference.truth_mm2, color="black", linestyle="--", linewidth=1.2, label=reference.label)
+        if reference.accepted_mm2 is not None:
+            low, high = reference.accepted_mm2
+            csa_axes.axhspan(low, high, color="tab:green", alpha=0.12, linewidth=0,
+                             label=f"accepted {low:.1f} to {high:.1f} mm²")
     csa_axes.set_ylabel("CSA (mm²)")
     csa_axes.legend(loc="best", fontsize="small")
     angle_axes.plot(z, table.column("angle_ap_deg"), color="tab:orange", label="AP angle")

@@ -9,6 +9,7 @@ import numpy as np
 from .io import atomic_path, reorient
 
 CROP_MM = 40.0  # side of the square shown around the cord in each tile
+LEGEND_INCHES = {True: 0.6, False: 1.1}  # height of the legend: in one row (wide mosaics) or in three
 
 
 def qc_mosaic(image: np.ndarray, probability: np.ndarray, affine: np.ndarray, path, tiles: int = 12,
@@ -31,7 +32,9 @@ def qc_mosaic(image: np.ndarray, probability: np.ndarray, affine: np.ndarray, pa
     half = np.maximum(1, np.round(CROP_MM / 2 / spacing[:2])).astype(int)
     columns = min(6, chosen.size)
     rows = math.ceil(chosen.size / columns)
-    figure = Figure(figsize=(2 * columns, 2.3 * rows + 0.4), dpi=100)
+    width = max(2 * columns, 7.5)
+    legend_height = LEGEND_INCHES[width >= 11]
+    figure = Figure(figsize=(width, 2.5 * rows + 0.5 + legend_height), dpi=100)
     file_slice = _file_slice_numbering(affine, image.shape[2])
     low, high = np.percentile(image, [1, 99.5])
     for tile, index in enumerate(chosen, start=1):
@@ -45,13 +48,30 @@ def qc_mosaic(image: np.ndarray, probability: np.ndarray, affine: np.ndarray, pa
         axes.imshow(overlay, cmap="autumn", origin="lower", alpha=0.45, vmin=0, vmax=1, aspect=extent_aspect)
         if mask_tile.max() >= 0.5 and mask_tile.min() < 0.5:
             axes.contour(mask_tile, levels=[0.5], colors="cyan", linewidths=0.7)
-        axes.set_title(f"slice {file_slice(index)}", fontsize="x-small")
+        axes.set_title(f"slice {file_slice(index)}", fontsize=11)
         axes.set_xticks([])
         axes.set_yticks([])
-    figure.suptitle(title or "Cord segmentation QC (R right, A up; cyan: 0.5 contour)", fontsize="small")
-    figure.tight_layout()
+    figure.suptitle(title or "Cord segmentation QC", fontsize=12)
+    _add_legend(figure, one_row=width >= 11)
+    figure.tight_layout(rect=(0, legend_height / figure.get_figheight(), 1, 1))
     with atomic_path(path) as temporary:
         figure.savefig(str(temporary), format="png")
+
+
+def _add_legend(figure, one_row: bool) -> None:
+    """What the colours mean: the overlay runs from red (low cord probability) to yellow (1)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    import matplotlib
+
+    autumn = matplotlib.colormaps["autumn"]
+    handles = [
+        Patch(color=autumn(0.0), alpha=0.6, label="red halo: low cord probability (edge, partial volume)"),
+        Patch(color=autumn(1.0), alpha=0.6, label="yellow core: probability near 1"),
+        Line2D([], [], color="cyan", linewidth=1.5, label="cyan outline: probability 0.5 (the binary mask's edge)"),
+    ]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles) if one_row else 1,
+                  fontsize=10, frameon=False, title="R on the right, A up", title_fontsize=10)
 
 
 def _file_slice_numbering(affine: np.ndarray, count: int):

@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+from .bids import REPORT_FILE, SPREAD_FILE, SUMMARY_FILE
 from .morphometry import CsaTable
 
 SUMMARY_COLUMNS = ["subject", "session", "contrast", "level", "slices", "z_min_mm", "z_max_mm", "mean_csa_mm2", "sd_csa_mm2", "n_slices", "slices_to_check", "file"]
@@ -114,8 +115,6 @@ def write_csv(path: Path, rows: List[dict], columns: List[str]) -> Path:
 
 def write_cohort_outputs(output_dir: Path, results: Sequence, input_path) -> Tuple[Path, Path, Path]:
     """Write the summary CSV, the contrast-spread CSV and the HTML report of a batch run."""
-    from .batch import REPORT_FILE, SPREAD_FILE, SUMMARY_FILE
-
     summary, tables, no_cord = [], defaultdict(dict), []
     for result in results:
         csa_path = Path(result.outputs.get("csa", ""))
@@ -140,13 +139,13 @@ def write_cohort_outputs(output_dir: Path, results: Sequence, input_path) -> Tup
 
 # --------------------------------------------------------------------------------------------- HTML
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
-table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1240px;font-size:16px}
+.scroll{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:14px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
 th{background:#eee}.failed{color:#b00020}
-figure{display:inline-block;margin:.5em;vertical-align:top}figcaption{font-size:90%;color:#555}
-img.qc{max-width:640px}section{margin-bottom:2em}
+figure{margin:.5em 0}figcaption{font-size:15px;color:#444}
+img.qc{width:100%;max-width:1200px;height:auto}img.plot{max-width:100%;height:auto}section{margin-bottom:2em}
 """
-
 
 def data_uri_png(png_bytes: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes).decode("ascii")
@@ -158,7 +157,7 @@ def csa_plot_png(by_contrast: Dict[str, object], title: str) -> bytes:
 
     from .plot import level_name
 
-    figure = Figure(figsize=(7, 3.2), dpi=90)
+    figure = Figure(figsize=(8, 3.6), dpi=100)
     axes = figure.add_subplot()
     for contrast, table in sorted(by_contrast.items()):
         axes.plot(table.column("z_mm"), table.column("csa_mm2"), marker=".", label=contrast)
@@ -166,12 +165,12 @@ def csa_plot_png(by_contrast: Dict[str, object], title: str) -> bytes:
     for level in levels:
         z = [r["z_mm"] for table in by_contrast.values() for r in table.rows if r["level"] == level]
         axes.axvspan(min(z), max(z), color="0.9" if level % 2 else "0.8", zorder=0)
-        axes.text((min(z) + max(z)) / 2, 0.02, level_name(level), transform=axes.get_xaxis_transform(), ha="center", fontsize=8)
+        axes.text((min(z) + max(z)) / 2, 0.02, level_name(level), transform=axes.get_xaxis_transform(), ha="center", fontsize=10)
     axes.set_xlabel("z (mm, inferior \u2192 superior)")
     axes.set_ylabel("CSA (mm\u00b2)")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(title, fontsize=12)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=10)
     figure.tight_layout()
     buffer = BytesIO()
     figure.savefig(buffer, format="png")
@@ -185,7 +184,7 @@ def _table(rows: List[dict], columns: List[str], css_class: str = "data") -> str
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(row.get(c, '')))}</td>" for c in columns) + "</tr>" for row in rows
     )
-    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll"><table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def render_html(results, summary, spread, tables, no_cord, input_path, output_dir) -> str:
@@ -221,7 +220,7 @@ def render_html(results, summary, spread, tables, no_cord, input_path, output_di
         parts.append(f"<h3>{html.escape(name)}</h3>")
         if (subject, session) in tables:
             plot = csa_plot_png(tables[(subject, session)], f"{name}: CSA by contrast")
-            parts.append(f'<figure><img alt="CSA along the cord of {html.escape(name)}" src="{data_uri_png(plot)}"></figure><br>')
+            parts.append(f'<figure><img class="plot" alt="CSA along the cord of {html.escape(name)}" src="{data_uri_png(plot)}"></figure>')
         for result in subject_results:
             caption = html.escape(f"{contrast_label(result.image)}: {Path(result.image.path).name}")
             qc = Path(result.outputs.get("qc", ""))
