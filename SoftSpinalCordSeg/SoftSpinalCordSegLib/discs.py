@@ -63,7 +63,7 @@ def load_disc_points(path) -> DiscPoints:
     """Disc points of a disc label file (NIfTI or NRRD, any grid: the points are taken in RAS)."""
     from .io import _read
 
-    volume = _read(path, None)
+    volume = _read(path, None, kind="disc label file")
     points = disc_points_from_labels(volume.array, volume.affine)
     if not points:
         raise InputError(f"{path}: no disc label (values 1 to {LAST_DISC}, one voxel per disc) in the file")
