@@ -4,9 +4,7 @@ Module (metadata, sample data), parameter node, Widget (GUI only), Logic (depend
 in a worker process, showing results) and Test. The work itself is `SoftSpinalCordSegLib.mrml.segment_volume_node`.
 """
 
-import logging
 import os
-import shutil
 from typing import Annotated, Optional, Union
 
 import qt
@@ -14,6 +12,7 @@ import slicer
 import vtk
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -22,6 +21,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from SoftSpinalCordSegLib.selftest import SelfTestMixin
 
 DEVICES = ["auto", "cpu", "cuda"]
 SAMPLE_NAME = "SpinalCordT2w"
@@ -37,9 +37,9 @@ class SoftSpinalCordSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("Soft Spinal Cord Segmentation")
-        self.parent.categories = [_("Segmentation")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]  # Slicer's own category
         self.parent.dependencies = []
-        self.parent.contributors = ["SoftSpinalCordSeg developers"]
+        self.parent.contributors = ["SoftSpinalCordSeg developers (SoftSpinalCordSeg project)"]
         self.parent.helpText = _(
             "Contrast-agnostic soft (probabilistic) spinal cord segmentation and angle-corrected cross-sectional "
             "area (CSA) per slice, identical to the <code>softseg</code> command line. "
@@ -170,9 +170,10 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.cancel()
             self.ui.statusLabel.text = _("Cancelled: the scene is unchanged.")
             return
-        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
-            if not self.logic.ensureDependencies():
+        with slicer.util.tryWithErrorDisplay(_("Could not install the Python packages the module needs.")):
+            if not self.logic.ensureDependencies():  # its dialogs need the normal cursor
                 return
+        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
             self.runningVolume = self._parameterNode.inputVolume
             self.worker = self.logic.startProcessing(
                 self.runningVolume, device=self._parameterNode.device, levels=self._parameterNode.levels)
@@ -274,12 +275,12 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
         """Start the model in a separate process (PythonSlicer); poll the returned worker, cancel to kill it.
         The levels are checked first: a wrong levels input fails before the model runs, not after."""
         from SoftSpinalCordSegLib.mrml import level_inputs, volume_array_and_affine
-        from SoftSpinalCordSegLib.worker import WorkerProcess
+        from SoftSpinalCordSegLib.worker import WorkerProcess, python_slicer
 
         image, affine = volume_array_and_affine(inputVolume)
         if levels is not None:
             level_inputs(levels, inputVolume)
-        return WorkerProcess(image, affine, device=device, python=shutil.which("PythonSlicer"))
+        return WorkerProcess(image, affine, device=device, python=python_slicer(slicer.app.slicerHome))
 
     def finishProcessing(self, worker, inputVolume, **options):
         """Build the output nodes from a finished worker's probability."""
@@ -301,78 +302,56 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
 
     # --- dependencies ----------------------------------------------------------------------------------------
 
-    def missingPackages(self):
-        """Requirements not installed, or installed outside their tested range (pip then upgrades them)."""
-        from SoftSpinalCordSegLib.dependencies import unmet_requirements
-
-        return unmet_requirements()
-
     def ensureDependencies(self, askConfirmation=True):
-        """Install what is missing (torch through the PyTorch extension, the rest with pip), asking once."""
-        try:
-            import PyTorchUtils
-        except ImportError:
-            raise RuntimeError(_("This module needs the PyTorch extension: install 'PyTorch' from the Extensions Manager and restart Slicer."))
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        needTorch = not torchLogic.torchInstalled()
-        missing = self.missingPackages()
-        if not needTorch and not missing:
-            return True
-        from SoftSpinalCordSegLib.dependencies import TORCH_REQUIREMENT
+        """Install what is missing, asking once: torch through the PyTorch extension, the rest with pip, which
+        never touches torch nor Slicer's numpy, SimpleITK and vtk (SoftSpinalCordSegLib.dependencies). Offers a
+        restart when a package already imported was replaced. True when everything is ready."""
+        from SoftSpinalCordSegLib import dependencies
 
-        listed = (["torch" + TORCH_REQUIREMENT] if needTorch else []) + missing
+        plan = dependencies.make_plan()
+        if not plan.needed:
+            return True
+        if plan.torch:
+            try:
+                import PyTorchUtils
+            except ImportError:
+                raise RuntimeError(_("This module needs the PyTorch extension: install 'PyTorch' from the Extensions Manager and restart Slicer."))
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
             _("Soft Spinal Cord Segmentation needs these Python packages, which will be downloaded and installed now "
-              "(this can take several minutes):\n\n{packages}").format(packages="\n".join(listed))
+              "(this can take several minutes):\n\n{packages}").format(packages="\n".join(plan.listed()))
         ):
             return False
-        if needTorch and torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT) is None:
-            raise RuntimeError(_("PyTorch could not be installed; see the Python console."))
-        if missing:
-            slicer.util.pip_install(missing)
-        still = self.missingPackages()
-        if still:
-            if slicer.util.confirmYesNoDisplay(_("Restart Slicer to finish installing {packages}?").format(packages=", ".join(still))):
+
+        def installTorch(requirement):
+            PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=requirement)
+
+        with slicer.util.WaitCursor():
+            replaced = dependencies.install(plan, slicer.util.pip_install, installTorch)
+        if replaced or dependencies.make_plan().needed:
+            if slicer.util.confirmYesNoDisplay(
+                _("Installed. Slicer must restart to use the new versions of {packages}. Restart now?").format(
+                    packages=", ".join(replaced) or _("the installed packages"))
+            ):
                 slicer.util.restart()
             return False
         return True
 
 
-class SoftSpinalCordSegTest(ScriptedLoadableModuleTest):
-    """Runs inside Slicer: load the sample data, segment it, check the outputs."""
+class SoftSpinalCordSegTest(SelfTestMixin, ScriptedLoadableModuleTest):
+    """Reload and Test, and ctest: segments a small generated volume in the worker process (SelfTestMixin, which
+    Testing/test_selftest.py also runs headless); skips with a message where PyTorch is not installed."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_SampleData()
+        self.test_WorkerProcess()
 
-    def test_SampleData(self):
-        import numpy as np
-        import SampleData
-        from SoftSpinalCordSegLib.errors import ModelNotInstalledError
+    def selfTestScene(self):
+        return slicer.mrmlScene
 
-        registerSampleData()
-        inputVolume = SampleData.downloadSample(SAMPLE_NAME)
-        self.delayDisplay("Loaded the sample data")
-        before = slicer.util.arrayFromVolume(inputVolume).copy()
-        logic = SoftSpinalCordSegLogic()
-        try:
-            outputs = logic.process(inputVolume)
-        except ModelNotInstalledError as error:
-            logging.warning(f"Skipped: {error}")
-            return
-        probability = slicer.util.arrayFromVolume(outputs.probability_volume)
-        self.assertEqual(probability.shape, before.shape)
-        self.assertGreaterEqual(probability.min(), 0.0)
-        self.assertLessEqual(probability.max(), 1.0)
-        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(inputVolume), before))
-        self.assertEqual(outputs.segmentation.GetSegmentation().GetNumberOfSegments(), 1)
-        self.assertGreater(outputs.csa_table.GetNumberOfRows(), 5)
-        csa = np.array(outputs.csa.column("csa_mm2"))
-        self.assertTrue(30 < np.nanmedian(csa) < 150, f"median CSA {np.nanmedian(csa)} mm2")
-        nodes = slicer.mrmlScene.GetNumberOfNodes()
-        logic.process(inputVolume)
-        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
-        self.delayDisplay("Test passed")
+    def workerPython(self):
+        from SoftSpinalCordSegLib.worker import python_slicer
+
+        return python_slicer(slicer.app.slicerHome)

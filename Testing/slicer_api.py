@@ -13,8 +13,8 @@ AST and reports each use that the release lacks:
   or one of its subclasses (a getter may return a subclass); members reached through a VTK base are checked
   against the installed VTK. Otherwise the name must exist on some Slicer class of the release, or in VTK;
 - snake_case attributes on an inferred Slicer class: VTK's Python properties need VTK 9.4 (Slicer 5.8 has 9.2);
-- methods that a class of the file inherits from `ScriptedLoadableModule*` or `VTKObservationMixin` and calls
-  on `self` without defining them.
+- methods that a class of the file inherits from `ScriptedLoadableModule*` (or `unittest.TestCase`) or
+  `VTKObservationMixin` and calls on `self` without defining them; also in a `*Mixin` class written for one.
 
 Not covered (the inventories have none): Qt/PythonQt (`qt`, `slicer.app`, widgets), objects the application
 creates at run time (`slicer.modules.*` except their logic), argument lists, and VTK methods that VTK 9.2
@@ -24,6 +24,7 @@ lacks but the installed VTK has.
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import re
 from dataclasses import dataclass
@@ -286,8 +287,13 @@ class _Checker(ast.NodeVisitor):
     def visit_ClassDef(self, node):
         bases = {self.qualified(base) or "" for base in node.bases}
         outer = (self.own_methods, self.scripted_class)
-        self.scripted_class = any(base.split(".")[-1] in SCRIPTED_BASES for base in bases)
+        # a *Mixin is written for a scripted-module class (SelfTestMixin for ScriptedLoadableModuleTest)
+        self.scripted_class = any(base.split(".")[-1] in SCRIPTED_BASES for base in bases) or node.name.endswith("Mixin")
         self.own_methods = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
+        for base in bases:  # a mixin of the project's own (not Slicer's): its methods are defined here too
+            module, _, name = base.rpartition(".")
+            if module and not module.startswith("slicer") and name not in SCRIPTED_BASES:
+                self.own_methods |= set(dir(getattr(importlib.import_module(module), name)))
         self.generic_visit(node)
         self.own_methods, self.scripted_class = outer
 

@@ -17,7 +17,7 @@ def cmake_sets(text: str) -> dict:
     """name -> list of words of every set(NAME ...) in a CMake file (quoted strings kept whole)."""
     text = re.sub(r"(^|\s)#[^\n]*", r"\1", text)  # comments (a # inside a URL stays)
     values = {}
-    for name, body in re.findall(r"set\(\s*(\w+)\s+(.*?)\)", text, flags=re.S):
+    for name, body in re.findall(r'set\(\s*(\w+)\s+((?:"[^"]*"|[^)"])*)\)', text):
         values[name] = [quoted or bare for quoted, bare in re.findall(r'"([^"]*)"|(\S+)', body)]
     return values
 
@@ -87,10 +87,54 @@ def test_extensions_index_json_matches_cmake():
     assert description["tier"] in (1, 3, 5)
 
 
+# The ExtensionsIndex's catalog-entry schema (v1.0.1) allows only these keys (additionalProperties: false).
+CATALOG_KEYS = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+                "build_subdirectory", "enabled", "tier"}
+
+
+def index_formatted(text: str) -> str:
+    """The file as the ExtensionsIndex's pre-commit writes it: prettier 3.5 on JSON with
+    prettier-plugin-multiline-arrays at multilineArraysWrapThreshold 0 (every non-empty array one item per
+    line), objectWrap "preserve" (a multi-line object stays multi-line), 2 spaces, no tabs, final newline."""
+    return json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_extensions_index_json_is_formatted_as_the_index_requires():
+    text = (ROOT / "SoftSpinalCordSeg.json").read_text()
+    assert text == index_formatted(text), "run prettier with the ExtensionsIndex's .prettierrc.js on it"
+    one_line_array = text.replace('[\n    "PyTorch"\n  ]', '["PyTorch"]')
+    assert one_line_array != text and index_formatted(one_line_array) != one_line_array  # what the index rejects
+    description = json.loads(text)
+    assert set(description) <= CATALOG_KEYS and {"$schema", "category", "scm_url"} <= set(description)
+
+
+def test_supported_slicer_range_is_stated_where_users_and_builders_read_it():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import slicer_api
+
+    oldest = ".".join(slicer_api.VERSIONS[0].split(".")[:2])  # the oldest release the API test checks
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert cmake_sets(cmake)["EXTENSION_MINIMUM_SLICER_VERSION"] == [oldest]
+    assert re.search(r'VERSION_LESS "\$\{EXTENSION_MINIMUM_SLICER_VERSION\}"\)\s*message\(FATAL_ERROR', cmake)
+    assert f"Requires 3D Slicer {oldest} or later" in extension_settings()["DESCRIPTION"]
+    assert f"**Supported**: 3D Slicer {oldest} and later" in (ROOT / "README.md").read_text()
+
+
+def test_module_metadata_follows_the_slicer_template():
+    source = (MODULE_DIR / "SoftSpinalCordSeg.py").read_text()
+    # the category is translated in the context Slicer's own categories use, so it joins them in any language
+    assert 'self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]' in source
+    contributors = ast.literal_eval(re.search(r"self\.parent\.contributors = (\[.*?\])", source).group(1))
+    assert contributors and all(re.fullmatch(r"[^()]+ \([^()]+\)", name) for name in contributors)
+    assert extension_settings()["CONTRIBUTORS"] == ", ".join(contributors)
+
+
 def test_module_code_runs_on_python_3_9():
     """Slicer's Python may be older than ours: the module and its Slicer-side library files parse as 3.9."""
     for path in (MODULE_DIR / "SoftSpinalCordSeg.py", MODULE_DIR / "SoftSpinalCordSegLib" / "mrml.py",
-                 MODULE_DIR / "SoftSpinalCordSegLib" / "worker.py"):
+                 *(MODULE_DIR / "SoftSpinalCordSegLib" / f"{name}.py" for name in ("worker", "dependencies", "selftest"))):
         tree = ast.parse(path.read_text(), feature_version=(3, 9))
         unions = [node for node in ast.walk(tree) if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr)
                   and isinstance(node.left, ast.Name) and node.left.id in ("str", "int", "float", "None")]

@@ -119,14 +119,40 @@ def _save_atomically(path, **arrays):
         raise
 
 
+def worker_python(python: Optional[str] = None, executable: str = sys.executable) -> str:
+    """The Python that runs the worker: `python` when given, else this process's interpreter. Inside Slicer
+    that is the application itself (SlicerApp-real, Slicer.exe), which cannot run `-m`: Slicer must pass
+    PythonSlicer (see `python_slicer`)."""
+    if python:
+        return python
+    if not Path(executable).name.lower().startswith("python"):
+        raise InputError(f"no Python given to run the segmentation process, and {executable} is an application, "
+                         "not Python (inside Slicer the PythonSlicer launcher runs it)")
+    return executable
+
+
+def python_slicer(slicer_home: Optional[str] = None) -> str:
+    """Slicer's Python launcher, PythonSlicer: on the PATH Slicer sets, else in <Slicer home>/bin."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
+    candidate = Path(slicer_home, "bin", name) if slicer_home else None
+    if candidate is not None and candidate.is_file():
+        return str(candidate)
+    raise InputError(f"PythonSlicer, Slicer's Python, was found neither on the PATH nor in {candidate or 'Slicer'}: "
+                     "the Slicer installation is incomplete; reinstall Slicer")
+
+
 class WorkerProcess:
     """The parent side: start the worker, collect its events without blocking, cancel it, fetch the result."""
 
     def __init__(self, image, affine, *, device="auto", largest_component=True, python: Optional[str] = None, env=None):
+        python = worker_python(python)
         self._directory = Path(tempfile.mkdtemp(prefix="softseg-"))
         self._output = self._directory / "probability.npz"
         np.savez(self._directory / "input.npz", image=np.asarray(image), affine=np.asarray(affine, dtype=float))
-        command = [python or sys.executable, "-u", "-m", "SoftSpinalCordSegLib.worker",
+        command = [python, "-u", "-m", "SoftSpinalCordSegLib.worker",
                    str(self._directory / "input.npz"), str(self._output), "--device", device]
         if not largest_component:
             command.append("--all-components")
