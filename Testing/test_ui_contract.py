@@ -132,3 +132,31 @@ def test_custom_widgets_are_declared_and_connections_resolve(ui):
     node_widgets = {name for name, cls in classes.items() if cls.startswith("qMRML") and cls != "qMRMLWidget"}
     receivers = {c.findtext("receiver") for c in ui.iter("connection") if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
     assert node_widgets <= receivers, "every MRML widget must receive the scene"
+
+
+def _under_wait_cursor(with_node: ast.With) -> bool:
+    """A `with` that shows the wait cursor: tryWithErrorDisplay(..., waitCursor=True) or WaitCursor()."""
+    for item in with_node.items:
+        call = item.context_expr
+        if isinstance(call, ast.Call):
+            if ast.unparse(call.func).endswith("WaitCursor"):
+                return True
+            if any(k.arg == "waitCursor" and isinstance(k.value, ast.Constant) and k.value.value for k in call.keywords):
+                return True
+    return False
+
+
+def test_dialogs_never_open_under_the_wait_cursor(source):
+    """A confirmation (or the dependency installation, which asks) shown with the wait cursor looks hung."""
+    dialogs = ("confirmOkCancelDisplay", "confirmYesNoDisplay", "ensureDependencies", "getSaveFileName")
+    parents = {child: parent for parent in ast.walk(source) for child in ast.iter_child_nodes(parent)}
+    found = 0
+    for node in ast.walk(source):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] in dialogs:
+            found += 1
+            ancestor = parents.get(node)
+            while ancestor is not None:
+                assert not (isinstance(ancestor, ast.With) and _under_wait_cursor(ancestor)), (
+                    f"line {node.lineno}: {ast.unparse(node.func)} runs under the wait cursor")
+                ancestor = parents.get(ancestor)
+    assert found >= 5  # Apply's dependency check, its two confirmations, the two export dialogs
