@@ -46,8 +46,11 @@ def add_csa_parser(subparsers, common) -> None:
     )
     parser.add_argument("mask", metavar="MASK", help="cord mask, soft or binary")
     parser.add_argument("--output", "-o", required=True, metavar="CSA.csv", help="CSV to write")
-    parser.add_argument("--levels", metavar="LEVELS", help="vertebral level map on the mask's grid (1=C1, 2=C2, ... as PAM50_levels)")
+    parser.add_argument("--levels", metavar="LEVELS", help="vertebral level map on the mask's grid (1=C1, 2=C2, ... as PAM50_levels), "
+                        "or 'auto' to find the discs in the image given with --image")
     parser.add_argument("--discs", metavar="DISCS", help=DISCS_HELP)
+    parser.add_argument("--image", metavar="IMAGE", help="with --levels auto: the image the mask belongs to (sagittal or 3D, showing C2)")
+    add_disc_outputs(parser)
     parser.add_argument("--perlevel", action="store_true", help="one row per vertebral level (mean, SD, number of slices)")
     parser.add_argument("--vert", metavar="LOW:HIGH", help="summarise the levels LOW..HIGH, e.g. 2:3 for C2-C3 (needs --levels or --discs)")
     parser.add_argument("--slices", metavar="LOW:HIGH", help="summarise the slice indices LOW..HIGH of the file's grid (SCT's -z; its slice 0 is the inferior one, "
@@ -62,11 +65,36 @@ def run_csa(args) -> int:
     vert = None if args.vert is None else parse_range(args.vert, "--vert")
     slices = None if args.slices is None else parse_range(args.slices, "--slices")
     result = measure_file(args.mask, args.output, levels_path=args.levels, discs_path=args.discs, perlevel=args.perlevel,
-                          plot_path=args.plot, vert=vert, slices=slices, progress=StderrProgress(args.quiet))
+                          plot_path=args.plot, vert=vert, slices=slices, progress=StderrProgress(args.quiet),
+                          image_path=args.image, discs_out_path=args.discs_out, levels_qc_path=args.levels_qc)
     if not args.quiet:
         print_summary(result.table)
-        print(f"wrote {result.csa_path}" + (f" and {result.plot_path}" if result.plot_path else ""))
+        print_levels(result.labelling)
+        written = [result.csa_path, result.plot_path, args.levels_qc]
+        if result.labelling is not None and result.labelling.ok:
+            written.append(args.discs_out)
+        print("wrote " + ", ".join(str(path) for path in written if path is not None))
+    elif result.labelling is not None and not result.labelling.ok:
+        print_levels(result.labelling)
     return 0
+
+
+def add_disc_outputs(parser) -> None:
+    parser.add_argument("--discs-out", metavar="DISCS.nii.gz", help="with --levels auto: write the discs found as SCT "
+                        "disc labels (one voxel per disc, value = disc number: 3 = C2/C3, 4 = C3/C4, ...)")
+    parser.add_argument("--levels-qc", metavar="LEVELS.png", help="with --levels auto: write a sagittal picture with the discs named")
+
+
+def print_levels(labelling) -> None:
+    """The discs found and the confidence on stdout, or the one-line refusal on stderr."""
+    if labelling is None:
+        return
+    from .vertebrae import describe
+
+    if labelling.ok:
+        print(describe(labelling))
+    else:
+        print(f"{PROG}: warning: {describe(labelling)}; the level column is left empty", file=sys.stderr)
 
 
 def print_summary(table) -> None:
@@ -103,6 +131,8 @@ def add_segment_parser(subparsers, common) -> None:
     parser.add_argument("--threshold", type=float, default=0.5, help="threshold of the binary mask (default 0.5)")
     parser.add_argument("--csa", metavar="CSA.csv", help="also write the per-slice CSA table of the soft segmentation")
     parser.add_argument("--discs", metavar="DISCS", help=DISCS_HELP + " (with --csa)")
+    parser.add_argument("--levels", choices=("auto",), help="auto: find the vertebral discs in the image and fill the level column of --csa")
+    add_disc_outputs(parser)
     parser.add_argument("--plot", metavar="CSA.png", help="also write the CSA plot")
     parser.add_argument("--qc", metavar="QC.png", help="also write a QC mosaic of axial slices with the overlay")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs (default auto)")
@@ -118,11 +148,19 @@ def run_segment(args) -> int:
         args.image, args.output, mask_path=args.mask, threshold=args.threshold, csa_path=args.csa,
         plot_path=args.plot, qc_path=args.qc, device=args.device, volume_index=args.volume,
         largest_component=not args.keep_all_components, discs_path=args.discs, progress=StderrProgress(args.quiet),
+        levels=args.levels, discs_out_path=args.discs_out, levels_qc_path=args.levels_qc,
     )
-    if not args.quiet:
+    if args.quiet:
+        if result.labelling is not None and not result.labelling.ok:
+            print_levels(result.labelling)
+    else:
         if result.table is not None:
             print_summary(result.table)
-        written = [result.probability_path, result.mask_path, result.csa_path, result.plot_path, result.qc_path]
+        print_levels(result.labelling)
+        written = [result.probability_path, result.mask_path, result.csa_path, result.plot_path, result.qc_path,
+                   args.levels_qc]
+        if result.labelling is not None and result.labelling.ok:
+            written.append(args.discs_out)
         print("wrote " + ", ".join(str(path) for path in written if path is not None))
         if result.note:
             print(f"{PROG}: warning: {result.note}", file=sys.stderr)

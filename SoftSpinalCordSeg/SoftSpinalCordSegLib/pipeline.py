@@ -10,7 +10,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from .errors import InputError
-from .io import file_format, load_labels, load_mask, load_volume, refuse_folder, save_like
+from .io import check_same_grid, file_format, load_labels, load_mask, load_volume, refuse_folder, save_like
 from .discs import load_disc_points
 from .morphometry import CsaTable, Table, compute_csa
 
@@ -26,6 +26,7 @@ class SegmentResult:
     qc_path: Optional[Path]
     table: CsaTable
     note: str = ""  # a warning to show beside the result (inference.low_confidence_note)
+    labelling: object = None  # vertebrae.DiscLabelling with levels="auto"
 
 
 @dataclass
@@ -34,6 +35,7 @@ class MeasureResult:
     plot_path: Optional[Path]
     table: CsaTable  # per slice
     written: Table  # what went into the CSV: the per-slice table, or its per-level / range summary
+    labelling: object = None  # vertebrae.DiscLabelling with levels_path="auto"
 
 
 def _report(progress: Progress, fraction: float, message: str) -> None:
@@ -68,18 +70,23 @@ def _check_output_types(images=(), pictures=()) -> None:
 
 def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
                  qc_path=None, device="auto", volume_index=None, volume_index_4d_only=False, largest_component=True,
-                 discs_path=None, progress: Progress = None, reference=None) -> SegmentResult:
+                 discs_path=None, progress: Progress = None, reference=None, levels: Optional[str] = None,
+                 discs_out_path=None, levels_qc_path=None) -> SegmentResult:
     """Segment one image: soft cord probability (float32, the image's grid), optional binary mask, CSA CSV,
     CSA plot (with the known CSA drawn on it when `reference`, a plot.CsaReference, is given) and QC mosaic;
-    `discs_path`, a disc label file, gives each row of the CSA table its vertebral level.
+    `discs_path`, a disc label file, gives each row of the CSA table its vertebral level. With `levels="auto"`
+    the discs are found in the image instead (vertebrae.detect_discs), written as disc labels to
+    `discs_out_path` and drawn on a sagittal picture at `levels_qc_path`.
     volume_index picks a 4D image's volume; with volume_index_4d_only a 3D image ignores it (batch).
     Raises InputError (incl. ModelNotInstalledError) on bad input."""
     from . import inference
 
     if not 0.0 < float(threshold) < 1.0:
         raise InputError(f"--threshold must be between 0 and 1 (exclusive), not {threshold}")
-    _check_outputs([image_path, discs_path], [output_path, mask_path, csa_path, plot_path, qc_path])
-    _check_output_types(images=[output_path, mask_path], pictures=[plot_path, qc_path])
+    _check_levels_options(levels, discs_path, discs_out_path, levels_qc_path)
+    _check_outputs([image_path, discs_path], [output_path, mask_path, csa_path, plot_path, qc_path, discs_out_path,
+                                              levels_qc_path])
+    _check_output_types(images=[output_path, mask_path, discs_out_path], pictures=[plot_path, qc_path, levels_qc_path])
     if discs_path is not None and csa_path is None and plot_path is None:
         raise InputError("--discs gives the levels of the CSA table: also pass --csa CSA.csv")
     _report(progress, 0.0, "loading the image")
@@ -101,6 +108,11 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
 
         _report(progress, 0.88, "drawing the QC mosaic")
         qc_mosaic(volume.array, probability, volume.affine, qc_path, title=f"{Path(image_path).name}: soft cord segmentation")
+    labelling = None
+    if levels == "auto":
+        _report(progress, 0.87, "finding the vertebral discs")
+        labelling = label_discs(volume, probability, discs_out_path, levels_qc_path, Path(image_path).name)
+        discs = labelling.level_points() if labelling.ok else None
     table = None
     if csa_path is not None or plot_path is not None:
         if not np.any(probability > 0):
@@ -117,7 +129,30 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
     return SegmentResult(
         probability_path=Path(output_path), mask_path=_path(mask_path), csa_path=_path(csa_path),
         plot_path=_path(plot_path), qc_path=_path(qc_path), table=table, note=inference.low_confidence_note(probability),
+        labelling=labelling,
     )
+
+
+def _check_levels_options(levels, discs_path, discs_out_path, levels_qc_path) -> None:
+    if levels not in (None, "auto"):
+        raise InputError(f"--levels must be 'auto' here, not {levels!r}")
+    if levels is None and (discs_out_path is not None or levels_qc_path is not None):
+        raise InputError("--discs-out and --levels-qc need --levels auto")
+    if levels is not None and discs_path is not None:
+        raise InputError("give the discs either as --discs or find them with --levels auto, not both")
+
+
+def label_discs(volume, probability, discs_out_path=None, levels_qc_path=None, name: str = ""):
+    """Find the discs (vertebrae.detect_discs); write the disc label image (only when they were numbered) and
+    the sagittal QC picture (always: it also shows why not)."""
+    from .vertebrae import detect_discs, disc_label_image, levels_qc_picture
+
+    labelling = detect_discs(volume.array, volume.affine, probability)
+    if discs_out_path is not None and labelling.ok:
+        save_like(disc_label_image(labelling, volume.array.shape, volume.affine), volume, discs_out_path, dtype=np.uint8)
+    if levels_qc_path is not None:
+        levels_qc_picture(volume.array, volume.affine, labelling, levels_qc_path, title=name)
+    return labelling
 
 
 def _path(value) -> Optional[Path]:
@@ -126,23 +161,40 @@ def _path(value) -> Optional[Path]:
 
 def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_path=None, *, discs_path=None,
                  vert: Optional[Tuple[float, float]] = None, slices: Optional[Tuple[float, float]] = None,
-                 progress: Progress = None, reference=None) -> MeasureResult:
+                 progress: Progress = None, reference=None, image_path=None,
+                 discs_out_path=None, levels_qc_path=None) -> MeasureResult:
     """CSA of a soft or binary cord mask (`softseg csa`).
 
     The CSV holds one row per slice; with `perlevel` one row per vertebral level, with `vert` / `slices`
     (inclusive ranges) one row summarising that range (one per level in it with `perlevel`). The levels come
-    from a level map on the mask's grid (`levels_path`) or from disc labels (`discs_path`, any grid).
+    from a level map on the mask's grid (`levels_path`) or from disc labels (`discs_path`, any grid);
+    `levels_path="auto"` finds the discs in `image_path`, the image the mask belongs to (see segment_file).
     """
-    _check_outputs([mask_path, levels_path, discs_path], [csa_path, plot_path])
-    _check_output_types(pictures=[plot_path])
+    auto = levels_path == "auto"
+    if auto and image_path is None:
+        raise InputError("--levels auto needs the image the mask belongs to: pass --image IMAGE")
+    if not auto and (image_path is not None or discs_out_path is not None or levels_qc_path is not None):
+        raise InputError("--image, --discs-out and --levels-qc go with --levels auto")
+    _check_outputs([mask_path, image_path, discs_path] + ([] if auto else [levels_path]),
+                   [csa_path, plot_path, discs_out_path, levels_qc_path])
+    _check_output_types(images=[discs_out_path], pictures=[plot_path, levels_qc_path])
     if levels_path is not None and discs_path is not None:
         raise InputError("give the vertebral levels either as --levels or as --discs, not both")
     if (perlevel or vert is not None) and levels_path is None and discs_path is None:
-        raise InputError("--perlevel and --vert need the vertebral levels: pass --levels LEVELS or --discs DISCS")
+        raise InputError("--perlevel and --vert need the vertebral levels: pass --levels LEVELS (or auto) or --discs DISCS")
     _report(progress, 0.0, "loading the mask")
     mask = load_mask(mask_path)
-    levels = None if levels_path is None else load_labels(levels_path, mask).array
+    levels = None if levels_path is None or auto else load_labels(levels_path, mask).array
     discs = None if discs_path is None else load_disc_points(discs_path)
+    labelling = None
+    if auto:
+        image = load_volume(image_path)
+        check_same_grid(mask, image, "mask")
+        _report(progress, 0.1, "finding the vertebral discs")
+        labelling = label_discs(image, mask.array, discs_out_path, levels_qc_path, os.path.basename(str(image_path)))
+        if not labelling.ok and (perlevel or vert is not None):
+            raise InputError(f"no vertebral levels for --perlevel / --vert: {labelling.refusal}")
+        discs = labelling.level_points() if labelling.ok else None
     _report(progress, 0.3, "measuring the cord")
     table = compute_csa(mask.array, mask.affine, levels, discs=discs)
     written: Table = table
@@ -155,5 +207,6 @@ def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_pat
         _report(progress, 0.8, "drawing the plot")
         plot_csa(table, plot_path, title=f"CSA of {os.path.basename(str(mask_path))}", reference=reference)
     _report(progress, 1.0, "done")
-    return MeasureResult(csa_path=Path(csa_path), plot_path=_path(plot_path), table=table, written=written)
+    return MeasureResult(csa_path=Path(csa_path), plot_path=_path(plot_path), table=table, written=written,
+                         labelling=labelling)
 

@@ -1,0 +1,46 @@
+"""Build SoftSpinalCordSegLib/level_template.py: the disc profile, cord area and disc positions along the cord of
+the PAM50 T2 template (PAM50_small: brainstem to conus, 1x1x2 mm, with its vertebral levels).
+
+    python tools/build_level_template.py [DATA_DIR]   (default ../shared/data)
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from SoftSpinalCordSegLib.io import load_labels, load_mask, load_volume
+from SoftSpinalCordSegLib.vertebrae import EXTEND_MM, STEP_MM, cord_centreline, disc_arcs_from_level_map, disc_profile
+
+OUTPUT = Path(__file__).resolve().parents[1] / "SoftSpinalCordSeg" / "SoftSpinalCordSegLib" / "level_template.py"
+
+
+def _number(value: float, digits: int) -> str:
+    return "NAN" if not np.isfinite(value) else repr(round(float(value), digits))
+
+
+def main(data_dir: Path) -> None:
+    folder = data_dir / "labels" / "PAM50_small"
+    image = load_volume(folder / "PAM50_small_t2.nii.gz")
+    cord = load_mask(folder / "PAM50_small_cord.nii.gz", image)
+    levels = load_labels(folder / "PAM50_small_levels.nii.gz", image)
+    centreline = cord_centreline(cord.array, image.affine, EXTEND_MM)
+    profile, _ = disc_profile(image.array, image.affine, centreline)
+    discs = disc_arcs_from_level_map(levels.array, image.affine, centreline)
+    lines = [
+        '"""Disc profile, cord area and discs along the cord of the PAM50 T2 template (PAM50_small, MIT, NeuroPoly),',
+        'from 40 mm above its top (C1) down, every STEP_MM; NAN where unknown. Written by tools/build_level_template.py; do not edit."""',
+        "",
+        "NAN = float(\"nan\")",
+        f"STEP_MM = {STEP_MM}",
+        f"PROFILE = [{', '.join(_number(value, 4) for value in profile)}]",
+        f"AREA = [{', '.join(_number(value, 2) for value in centreline.area_mm2)}]",
+        f"DISCS = {{{', '.join(f'{number}: {arc:.1f}' for number, arc in sorted(discs.items()))}}}",
+        "",
+    ]
+    OUTPUT.write_text("\n".join(lines))
+    print(f"wrote {OUTPUT}: {len(profile)} points, discs {sorted(discs)}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
