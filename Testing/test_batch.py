@@ -477,3 +477,34 @@ def test_batch_with_the_shipped_model_matches_softseg_segment(tmp_path):
     spread = read_rows(result.spread_csv)
     assert spread and spread[0]["subject"] == "unf01" and spread[0]["n_contrasts"] == "3"
     print(f"unf01 crops, shipped model: CSA per contrast {spread[0]['contrast_means_mm2']}, SD {spread[0]['sd_across_contrasts_mm2']} mm2")
+
+
+def test_batch_sct_format_and_disc_labels_found_by_template(tmp_path, capsys):
+    """--format sct writes each image's table in SCT's layout beside ours; --discs finds each image's disc
+    labels through the template (an image without any is measured without levels)."""
+    root = tmp_path / "bids"
+    (root).mkdir()
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "discs", "BIDSVersion": "1.9.0"}))
+    affine = np.eye(4)
+    for subject in ("sub-a", "sub-b"):
+        write_image(phantom_mri((16, 16, 20), affine, 3), affine, root / subject / "anat" / f"{subject}_T2w.nii.gz")
+    discs = np.zeros((16, 16, 20), np.uint8)
+    discs[8, 4, 15], discs[8, 4, 8], discs[8, 4, 2] = 3, 4, 5  # C2/C3, C3/C4, C4/C5 behind the cord
+    labels = root / "derivatives" / "labels" / "sub-a" / "anat"
+    write_image(discs, affine, labels / "sub-a_T2w_label-discs_dlabel.nii.gz")
+    template = "derivatives/labels/{folder}/{stem}_label-discs_dlabel.nii.gz"
+    result = batch.run_batch(root, workers=1, csa_format="sct", discs=template, segment_file=segment_file_with_stand_in,
+                             quiet=True)
+    assert [r.status for r in result.results] == ["done", "done"]
+    with_discs, without = (read_rows(Path(r.outputs["csa_sct"])) for r in result.results)
+    levels = {int(row["Slice (I->S)"]): row["VertLevel"] for row in with_discs}
+    assert {s for s, level in levels.items() if level == "3"} == set(range(8, 15))
+    assert {s for s, level in levels.items() if level == "4"} == set(range(2, 8))
+    assert all(row["VertLevel"] == "" for row in without)
+    assert float(with_discs[0]["MEAN(area)"]) == pytest.approx(STAND_IN_AREA_MM2, rel=0.02)
+    summary = read_rows(result.summary_csv)
+    assert {row["level"] for row in summary if "sub-a" in row["file"]} == {"all", "C3", "C4"}
+    assert {row["level"] for row in summary if "sub-b" in row["file"]} == {"all"}
+    with pytest.raises(InputError, match="use {stem} and {folder} only"):
+        batch.run_batch(root, workers=1, discs="{subject}.nii.gz", overwrite=True,
+                        segment_file=segment_file_with_stand_in, quiet=True)

@@ -55,8 +55,8 @@ def test_csa_of_tilted_phantom_in_every_orientation(write_phantom, tmp_path, cap
     assert "CSA: mean" in out and "measuring" in err  # summary on stdout, progress on stderr
     assert "check slices" not in out  # a smooth cord has none
     rows = read_csv(tmp_path / "csa.csv")
-    for column in ("slice", "z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm",
-                   "eccentricity", "solidity", "level"):
+    for column in ("slice", "z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_ap_ellipse_mm",
+                   "diameter_rl_mm", "eccentricity", "orientation_deg", "solidity", "length_mm", "level"):
         assert column in rows[0]
     z = np.array([float(row["z_mm"]) for row in rows])
     csa = np.array([float(row["csa_mm2"]) for row in rows])
@@ -298,8 +298,8 @@ def test_unf01_manual_mask(shared_file, tmp_path, capsys):
     assert len(rows) == nib.load(str(mask)).shape[2]  # one row per axial slice holding cord
     csa = np.array([float(row["csa_mm2"]) for row in rows])
     assert 60.0 < csa.mean() < 90.0 and np.all(csa > 50.0)
-    # The grid is tilted ~9 degrees about R: the correction sees it as an AP angle.
-    assert 5.0 < np.median(np.abs([float(row["angle_ap_deg"]) for row in rows])) < 25.0
+    # The grid is tilted ~9 degrees about R: the correction sees a rotation about R-L (SCT's angle_RL).
+    assert 5.0 < np.median(np.abs([float(row["angle_rl_deg"]) for row in rows])) < 25.0
     code, _, err = run(["csa", mask, "-o", tmp_path / "range.csv", "--slices", "3:7"], capsys)
     assert code == 0, err
     (summary,) = read_csv(tmp_path / "range.csv")

@@ -353,8 +353,8 @@ def compare_with_cli_csv(table_node, csv_path, tolerance=1e-6):
     assert table_node.GetNumberOfRows() == len(expected)
     columns = [table_node.GetColumnName(i) for i in range(table_node.GetNumberOfColumns())]
     assert columns == list(expected[0].keys())
-    names = ("z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm", "eccentricity",
-             "solidity", "orientation_deg", "x_mm", "y_mm")
+    names = ("z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_ap_ellipse_mm",
+             "diameter_rl_mm", "eccentricity", "solidity", "orientation_deg", "length_mm", "x_mm", "y_mm")
     values = {name: slicer.util.arrayFromTableColumn(table_node, name) for name in names}
     for row in expected:
         index = int(np.argmin(np.abs(values["z_mm"] - float(row["z_mm"]))))

@@ -79,6 +79,7 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
             mask_path=outputs["mask"],
             csa_path=outputs["csa"],
             qc_path=outputs["qc"],
+            **({"sct_csa_path": outputs["csa_sct"]} if "csa_sct" in outputs else {}),
             **options,
         )
     except ModelNotInstalledError:
@@ -305,12 +306,17 @@ def run_batch(
     device: str = "auto",
     largest_component: bool = True,
     volume: Optional[int] = None,
+    csa_format: str = "default",
+    discs: Optional[str] = None,
     segment_file: Optional[Callable] = None,
     quiet: bool = False,
 ) -> BatchResult:
     """Segment every image of a cohort and write the derivatives, the cohort CSVs and the HTML report.
 
     volume: the volume (0-based) to segment of each 4D image; 3D images are segmented whole.
+    csa_format: "sct" also writes each image's CSA table in SCT's layout (`<stem>_csa_sct.csv`).
+    discs: where each image's disc labels are, a path template with {stem} and {folder} (the image's
+    derivatives folder, e.g. sub-01/anat), relative to the input folder; an image without one gets no levels.
     segment_file: the per-image pipeline (default `pipeline.segment_file`, what `softseg segment` runs); it must
     be importable or picklable by the workers.
     """
@@ -321,6 +327,8 @@ def run_batch(
         raise InputError(f"--threshold must be between 0 and 1, not {threshold}")
     input_path = Path(input_path)
     output_dir = Path(output_dir) if output_dir else default_output_dir(input_path)
+    if csa_format not in ("default", "sct"):
+        raise InputError(f"--format must be default or sct, not {csa_format!r}")
     images = discover(input_path, include, exclude_dirs=[output_dir])
     output_dir.mkdir(parents=True, exist_ok=True)
     model_sha256 = installed_model_sha256() if segment_file is None else ""
@@ -339,7 +347,7 @@ def run_batch(
     results: Dict[str, ImageResult] = {}
     pending: List[SourceImage] = []
     for image in images:
-        outputs = image.outputs(output_dir)
+        outputs = image_outputs(image, output_dir, csa_format)
         as_text = {k: str(v) for k, v in outputs.items()}
         known = known_failures.get(image.path)
         if not overwrite and outputs_up_to_date(image, outputs):
@@ -358,7 +366,9 @@ def run_batch(
         model_dir()  # no weights: say so now, not after starting a cluster (remote workers may have their own)
     if pending:
         segment_file = segment_file or default_segment_file()
-        results.update(_run_on_dask(pending, output_dir, segment_file, options, workers, scheduler, progress))
+        per_image = {image.path: image_options(image, options, input_path, discs) for image in pending}
+        results.update(_run_on_dask(pending, output_dir, segment_file, per_image, csa_format, workers, scheduler,
+                                    progress))
 
     ordered = [results[image.path] for image in images]
     write_dataset_description(output_dir, input_path, model_sha256, options)
@@ -367,15 +377,39 @@ def run_batch(
     return BatchResult(output_dir, ordered, summary_csv, spread_csv, report_html, time.perf_counter() - start)
 
 
-def _run_on_dask(pending, output_dir, segment_file, options, workers, scheduler, progress) -> Dict[str, ImageResult]:
+def image_outputs(image: SourceImage, output_dir, csa_format: str) -> Dict[str, Path]:
+    """The derivatives of one image; with the SCT format, its CSA table in SCT's layout too."""
+    outputs = image.outputs(output_dir)
+    if csa_format == "sct":
+        outputs["csa_sct"] = outputs["csa"].with_name(image.stem + "_csa_sct.csv")
+    return outputs
+
+
+def image_options(image: SourceImage, options: dict, input_path: Path, discs: Optional[str]) -> dict:
+    """The pipeline's options for one image: the shared ones, and its disc labels where the template finds them."""
+    if discs is None:
+        return options
+    root = input_path if input_path.is_dir() else input_path.parent
+    try:
+        path = Path(discs.format(stem=image.stem, folder=image.output_dir))
+    except (KeyError, IndexError, ValueError):
+        raise InputError(f"--discs {discs!r}: use {{stem}} and {{folder}} only, e.g. "
+                         "derivatives/labels/{folder}/{stem}_label-discs_dlabel.nii.gz") from None
+    path = path if path.is_absolute() else root / path
+    return {**options, "discs_path": str(path)} if path.is_file() else options
+
+
+def _run_on_dask(pending, output_dir, segment_file, per_image, csa_format, workers, scheduler,
+                 progress) -> Dict[str, ImageResult]:
     as_completed = _distributed().as_completed
     results = {}
     client = open_client(min(workers, len(pending)), scheduler, quiet=progress.quiet)
     try:
         futures = {}
         for image in pending:
-            outputs = {k: str(v) for k, v in image.outputs(output_dir).items()}
-            future = client.submit(process_image, image, outputs, segment_file, options, pure=False, key=f"softseg-{image.stem}-{len(futures)}")
+            outputs = {k: str(v) for k, v in image_outputs(image, output_dir, csa_format).items()}
+            future = client.submit(process_image, image, outputs, segment_file, per_image[image.path], pure=False,
+                                   key=f"softseg-{image.stem}-{len(futures)}")
             futures[future] = (image, outputs)
         for future in as_completed(futures):
             image, outputs = futures[future]
@@ -419,6 +453,12 @@ def add_parser(subparsers):
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where each worker runs the model")
     parser.add_argument("--keep-all-components", action="store_true", help="keep every connected component of the mask")
     parser.add_argument("--volume", type=int, metavar="N", help="of each 4D image (a DWI or fMRI series) segment its volume N (0-based); 3D images are segmented whole")
+    parser.add_argument("--format", choices=("default", "sct"), default="default",
+                        help="sct: also write each image's CSA table in sct_process_segmentation's layout (<stem>_csa_sct.csv)")
+    parser.add_argument("--discs", metavar="TEMPLATE",
+                        help="each image's disc labels (SCT's -discfile convention), a path relative to INPUT with {stem} and "
+                             "{folder} (the image's folder, e.g. sub-01/anat), e.g. "
+                             "'derivatives/labels/{folder}/{stem}_label-discs_dlabel.nii.gz'; images without one get no levels")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.set_defaults(func=main)
     return parser
@@ -436,6 +476,8 @@ def main(args) -> int:
         device=args.device,
         largest_component=not args.keep_all_components,
         volume=args.volume,
+        csa_format=args.format,
+        discs=args.discs,
         quiet=args.quiet,
     )
     if not args.quiet:

@@ -17,8 +17,11 @@ import numpy as np
 from . import __version__
 from .errors import CancelledError, InputError
 from .morphometry import SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
+from .sctcsv import CSA_FORMATS
 
 PROG = "softseg"
+FORMAT_HELP = ("CSV layout: default (softseg's columns) or sct (sct_process_segmentation's: Slice (I->S), VertLevel, "
+               "MEAN(area), STD(area), ..., SUM(length)); default: default")
 DISCS_HELP = ("disc labels (SCT's -discfile: one voxel per disc, value = disc number, 3 = C2/C3, 4 = C3/C4; any grid): "
               "each slice gets the level between the discs around its centre along the centreline")
 
@@ -51,6 +54,7 @@ def add_csa_parser(subparsers, common) -> None:
     parser.add_argument("--discs", metavar="DISCS", help=DISCS_HELP)
     parser.add_argument("--image", metavar="IMAGE", help="with --levels auto: the image the mask belongs to (sagittal or 3D, showing C2)")
     add_disc_outputs(parser)
+    parser.add_argument("--format", choices=CSA_FORMATS, default="default", help=FORMAT_HELP)
     parser.add_argument("--perlevel", action="store_true", help="one row per vertebral level (mean, SD, number of slices)")
     parser.add_argument("--vert", metavar="LOW:HIGH", help="summarise the levels LOW..HIGH, e.g. 2:3 for C2-C3 (needs --levels or --discs)")
     parser.add_argument("--slices", metavar="LOW:HIGH", help="summarise the slice indices LOW..HIGH of the file's grid (SCT's -z; its slice 0 is the inferior one, "
@@ -64,9 +68,10 @@ def run_csa(args) -> int:
 
     vert = None if args.vert is None else parse_range(args.vert, "--vert")
     slices = None if args.slices is None else parse_range(args.slices, "--slices")
-    result = measure_file(args.mask, args.output, levels_path=args.levels, discs_path=args.discs, perlevel=args.perlevel,
-                          plot_path=args.plot, vert=vert, slices=slices, progress=StderrProgress(args.quiet),
-                          image_path=args.image, discs_out_path=args.discs_out, levels_qc_path=args.levels_qc)
+    result = measure_file(args.mask, args.output, levels_path=args.levels, discs_path=args.discs, csa_format=args.format,
+                          perlevel=args.perlevel, plot_path=args.plot, vert=vert, slices=slices,
+                          progress=StderrProgress(args.quiet), image_path=args.image, discs_out_path=args.discs_out,
+                          levels_qc_path=args.levels_qc)
     if not args.quiet:
         print_summary(result.table)
         print_levels(result.labelling)
@@ -104,7 +109,7 @@ def print_summary(table) -> None:
     csa = table.column("csa_mm2")
     z = table.column("z_mm")
     print(f"{len(table)} slices with cord from z = {z.min():.1f} to {z.max():.1f} mm")
-    print(f"CSA: mean {csa.mean():.2f} mm², SD {csa.std(ddof=1) if csa.size > 1 else 0:.2f}, "
+    print(f"CSA: mean {csa.mean():.2f} mm², SD {csa.std():.2f}, "
           f"range {csa.min():.2f} to {csa.max():.2f}")
     suspects = table.suspect_slices()
     if suspects:
@@ -133,6 +138,7 @@ def add_segment_parser(subparsers, common) -> None:
     parser.add_argument("--discs", metavar="DISCS", help=DISCS_HELP + " (with --csa)")
     parser.add_argument("--levels", choices=("auto",), help="auto: find the vertebral discs in the image and fill the level column of --csa")
     add_disc_outputs(parser)
+    parser.add_argument("--format", choices=CSA_FORMATS, default="default", help=FORMAT_HELP + " (of --csa)")
     parser.add_argument("--plot", metavar="CSA.png", help="also write the CSA plot")
     parser.add_argument("--qc", metavar="QC.png", help="also write a QC mosaic of axial slices with the overlay")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs (default auto)")
@@ -147,8 +153,9 @@ def run_segment(args) -> int:
     result = segment_file(
         args.image, args.output, mask_path=args.mask, threshold=args.threshold, csa_path=args.csa,
         plot_path=args.plot, qc_path=args.qc, device=args.device, volume_index=args.volume,
-        largest_component=not args.keep_all_components, discs_path=args.discs, progress=StderrProgress(args.quiet),
-        levels=args.levels, discs_out_path=args.discs_out, levels_qc_path=args.levels_qc,
+        largest_component=not args.keep_all_components, discs_path=args.discs, csa_format=args.format,
+        progress=StderrProgress(args.quiet), levels=args.levels, discs_out_path=args.discs_out,
+        levels_qc_path=args.levels_qc,
     )
     if args.quiet:
         if result.labelling is not None and not result.labelling.ok:

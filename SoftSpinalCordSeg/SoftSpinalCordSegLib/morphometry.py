@@ -4,8 +4,9 @@ Frame. Slices are taken on the acquisition grid, along the array axis whose slic
 axial (for a sagittal 3x0.8x0.8 mm stack that is the 0.8 mm S-I axis), so no resampling blurs the soft
 mask. All geometry is physical (the affine), and each row is keyed on `z_mm`, the S coordinate (RAS) of the
 cord centre in that slice, so RAS, LPS, PSR, left-handed and oblique files of one cord give one table.
-Angles are reported in the canonical RAS frame: `angle_ap_deg` / `angle_rl_deg` are the centreline's lean
-from the S axis towards A / R (signed, as seen in the sagittal / coronal plane).
+Angles follow SCT's definitions (named by their rotation axis): `angle_ap_deg` (SCT's angle_AP) is the
+centreline's angle from the slice normal about the A-P axis, positive when the cord leans towards L going up;
+`angle_rl_deg` (angle_RL) about the R-L axis, positive when it leans towards A.
 
 CSA. The centreline is the soft-weighted centre of mass of each slice, smoothed by a smoothing spline
 (penalty set by a length in mm) along the slice normal; its tangent t gives theta, the angle between t and
@@ -17,12 +18,10 @@ This keeps the partial volume and is exact for a straight tube at any tilt and f
 of a tube by a plane has area A / cos(theta)). SCT multiplies by cos(angle_AP) * cos(angle_RL) instead,
 which differs from cos(theta) by under 0.5% at the usual angles (< 15 degrees each).
 
-Shape. On the >= 0.5 mask of the slice, projected along t onto the plane perpendicular to the cord:
-the ellipse with the region's second moments gives diameters, eccentricity and the orientation of its major
-axis (degrees from R towards A); `diameter_rl_mm` is the ellipse axis closer to R-L, `diameter_ap_mm` the
-other. Solidity (area / convex-hull area) is computed by scikit-image in pixel units: it is invariant to
-the in-plane affine map. Binarising costs accuracy on coarse pixels: on 1 mm pixels a grid-aligned 8.5 mm
-AP diameter reads up to 8% high; at 0.8 mm and below the diameters are within about 2%.
+Shape (slice_shape). On the sub-pixel 0.5 outline of the soft mask, projected along t onto the plane
+perpendicular to the cord: the moment ellipse gives diameters (`diameter_ap_ellipse_mm`, `diameter_rl_mm`),
+eccentricity and the orientation of its major axis (SCT's sign: from L towards A); `diameter_ap_mm` is SCT 7's AP
+profile; solidity is area / convex-hull area. Summaries give the mean and the population SD (SCT's STD).
 """
 
 from __future__ import annotations
@@ -35,11 +34,10 @@ import numpy as np
 
 from .errors import InputError
 
-SLICE_COLUMNS = [
-    "slice", "z_mm", "csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm",
-    "eccentricity", "solidity", "orientation_deg", "level", "x_mm", "y_mm", "length_mm",
-]
-METRICS = ["csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_rl_mm", "eccentricity", "solidity", "orientation_deg"]
+# Metrics in SCT's order (its KEYS_DEFAULT), with SCT's meanings; the SCT-format CSV renames them (sctcsv.py).
+METRICS = ["csa_mm2", "angle_ap_deg", "angle_rl_deg", "diameter_ap_mm", "diameter_ap_ellipse_mm", "diameter_rl_mm",
+           "eccentricity", "orientation_deg", "solidity"]
+SLICE_COLUMNS = ["slice", "z_mm", *METRICS, "length_mm", "level", "x_mm", "y_mm"]
 SMOOTHING_MM = 20.0  # centreline smoothing length (wavelengths shorter than this are damped)
 MIN_SLICE_AREA = 1e-3  # soft sum below this (in voxels) counts as no cord in the slice
 SUSPECT_TOLERANCE = 0.25  # a slice whose CSA departs this much (relative) from its neighbours' is worth a look,
@@ -155,36 +153,37 @@ class CsaTable(Table):
 
 
 def _aggregate(label, rows: List[dict]) -> dict:
+    """Mean and population SD (ddof=0, as SCT's STD) of every metric, the cord length, the slice range."""
     indices = [row["slice"] for row in rows]
     z = [row["z_mm"] for row in rows]
     summary = {
         "level": label, "slices": f"{min(indices)}:{max(indices)}", "n_slices": len(rows),
         "z_min_mm": min(z), "z_max_mm": max(z),
     }
+    inferior_first = [row.get("slice_is") for row in rows]
+    if None not in inferior_first:  # SCT's `Slice (I->S)` range (not a CSV column: the SCT-format writer's)
+        summary["slices_is"] = f"{min(inferior_first)}:{max(inferior_first)}"
     for metric in METRICS:
-        values = np.array([row[metric] for row in rows], dtype=float)
+        values = np.array([np.nan if row[metric] is None else row[metric] for row in rows], dtype=float)
         values = values[np.isfinite(values)]
         if metric == "orientation_deg":  # an axis: -89 and +89 degrees are 2 apart, their mean is 90, not 0
             summary[f"{metric}_mean"], summary[f"{metric}_sd"] = _axial_mean_sd(values)
             continue
         summary[f"{metric}_mean"] = float(values.mean()) if values.size else math.nan
-        summary[f"{metric}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+        summary[f"{metric}_sd"] = float(values.std()) if values.size else math.nan
     lengths = [row.get("length_mm") for row in rows]
     summary["length_mm_sum"] = math.nan if None in lengths else float(sum(lengths))
     return summary
 
 
 def _axial_mean_sd(degrees: np.ndarray) -> Tuple[float, float]:
-    """Circular mean and SD of axis orientations (period 180 degrees), the mean in [-90, 90); the SD scaled to the
-    sample SD (ddof=1) of the other metrics, which it equals for a small spread."""
+    """Circular mean and SD of axis orientations (period 180 degrees), the mean in [-90, 90); the SD equals the
+    population SD of the other metrics for a small spread."""
     from scipy.stats import circmean, circstd
 
-    n = degrees.size
-    if not n:
+    if not degrees.size:
         return math.nan, math.nan
-    mean = float(circmean(degrees, high=90.0, low=-90.0))
-    sd = float(circstd(degrees, high=90.0, low=-90.0)) * math.sqrt(n / (n - 1)) if n > 1 else math.nan
-    return mean, sd
+    return float(circmean(degrees, high=90.0, low=-90.0)), float(circstd(degrees, high=90.0, low=-90.0))
 
 
 def dice(mask: np.ndarray, reference: np.ndarray) -> float:
@@ -226,6 +225,7 @@ def compute_csa(mask: np.ndarray, affine: np.ndarray, levels: Optional[np.ndarra
     if normal[2] < 0:
         normal = -normal
     slice_step = float(abs(normal @ linear[:, axis]))  # distance between slice planes along the normal
+    upward = bool(normal @ linear[:, axis] > 0)  # the slice index grows towards S
 
     plane = np.moveaxis(mask, axis, 0)
     indices, centres, sums = slice_centres(mask, affine, with_sums=True)
@@ -245,17 +245,19 @@ def compute_csa(mask: np.ndarray, affine: np.ndarray, levels: Optional[np.ndarra
     for row, index in enumerate(indices):
         tangent = tangents[row]
         cos_theta = float(tangent @ normal)
-        shape = slice_shape(plane[index] >= 0.5, edge_u, edge_v, tangent)
+        shape = slice_shape(plane[index], edge_u, edge_v, tangent)
         if disc_levels is not None:
             level = int(disc_levels[row]) or None
         else:
             level = None if level_planes is None else slice_level(level_planes[index], plane[index])
         rows.append({
             "slice": int(index),
+            "slice_is": int(index) if upward else mask.shape[axis] - 1 - int(index),  # SCT's Slice (I->S)
             "z_mm": float(centres[row, 2]),
             "csa_mm2": float(sums[row]) * pixel_area * cos_theta,
-            "angle_ap_deg": math.degrees(math.atan2(tangent[1], tangent[2])),
-            "angle_rl_deg": math.degrees(math.atan2(tangent[0], tangent[2])),
+            # SCT's angles, named by their rotation axis: about A-P (leaning towards L), about R-L (towards A)
+            "angle_ap_deg": math.degrees(math.atan2(-tangent[0], tangent[2])),
+            "angle_rl_deg": math.degrees(math.atan2(tangent[1], tangent[2])),
             **shape,
             "level": level,
             "x_mm": float(centres[row, 0]),
@@ -319,39 +321,109 @@ def centreline_tangents(centres: np.ndarray, positions: np.ndarray, smoothing_mm
     return derivative / np.linalg.norm(derivative, axis=1, keepdims=True)
 
 
-def slice_shape(region: np.ndarray, edge_u: np.ndarray, edge_v: np.ndarray, tangent: np.ndarray) -> dict:
-    """Diameters, eccentricity, orientation and solidity of a 2D binary region, in the plane normal to `tangent`."""
-    empty = dict.fromkeys(["diameter_ap_mm", "diameter_rl_mm", "eccentricity", "solidity", "orientation_deg"], math.nan)
-    points = np.argwhere(region)
-    if points.shape[0] == 0:
+SHAPE_KEYS = ["diameter_ap_mm", "diameter_ap_ellipse_mm", "diameter_rl_mm", "eccentricity", "orientation_deg", "solidity"]
+PROFILE_BAND_MM = 3.0  # the AP diameter is the mean AP extent over this R-L band through the centroid (SCT 7)
+PROFILE_STEP_MM = 0.1  # spacing of the samples along each profile line (SCT's 0.1 mm grid)
+PROFILE_LINES = 12  # lines across the band (SCT: 30, one per 0.1 mm; the band's mean needs fewer)
+CONTOUR_UPSAMPLING = 2  # the 0.5 contour is traced on a grid this many times finer than the pixels
+CROP_PAD = 3  # pixels kept around the >= 0.5 region (the soft edge around it)
+
+
+def slice_shape(soft: np.ndarray, edge_u: np.ndarray, edge_v: np.ndarray, tangent: np.ndarray) -> dict:
+    """Diameters, eccentricity, orientation and solidity of a soft 2D slice, in the plane normal to `tangent`.
+
+    The region is bounded by the 0.5 iso-contour of the soft mask, linearly interpolated between pixel
+    centres (marching squares): a sub-pixel polygon, as SCT's threshold of the slice upsampled to 0.1 mm, but
+    without a grid of its own. Its exact area moments give the ellipse (diameters 4 sqrt(variance), the axis
+    closer to R-L is `diameter_rl_mm`); `diameter_ap_mm` is the AP profile of SCT 7: the soft values summed
+    along lines parallel to the AP-like ellipse axis, every 0.1 mm across a 3 mm band through the centroid,
+    averaged. Everything is projected along the cord, so a tilted cord gives its true cross-section.
+    """
+    empty = dict.fromkeys(SHAPE_KEYS, math.nan)
+    region = soft >= 0.5
+    if not region.any():
         return empty
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    low = np.maximum([rows[0] - CROP_PAD, cols[0] - CROP_PAD], 0)
+    high = np.minimum([rows[-1] + CROP_PAD + 1, cols[-1] + CROP_PAD + 1], soft.shape)
+    crop = np.pad(np.asarray(soft[low[0]:high[0], low[1]:high[1]], dtype=np.float64), 1)  # closed contours
     right = np.array([1.0, 0.0, 0.0]) - tangent[0] * tangent
     right /= np.linalg.norm(right)
     basis = np.vstack([right, np.cross(tangent, right)])  # rows: R-like and A-like directions normal to the cord
-    pixel = basis @ np.column_stack([edge_u, edge_v])  # pixel edges projected along the cord
-    coordinates = points @ pixel.T
-    covariance = np.cov(coordinates.T, bias=True) if len(points) > 1 else np.zeros((2, 2))
-    covariance = covariance + pixel @ pixel.T / 12.0  # each pixel is a small parallelogram, not a point
+    pixel = basis @ np.column_stack([edge_u, edge_v])  # crop pixel (row, col) -> mm in that plane
+    polygon = _outer_contour(crop) @ pixel.T
+    area, centroid, covariance = _polygon_moments(polygon)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    minor, major = 4.0 * np.sqrt(np.maximum(eigenvalues, 0.0))  # ellipse diameter = 4 * sqrt(variance)
-    axis = eigenvectors[:, 1]
-    orientation = math.degrees(math.atan2(axis[1], axis[0]))
-    orientation = (orientation + 90.0) % 180.0 - 90.0
-    major_is_rl = abs(orientation) <= 45.0
+    minor, major = 4.0 * np.sqrt(np.maximum(eigenvalues, 0.0))
+    theta = math.degrees(math.atan2(eigenvectors[1, 1], eigenvectors[0, 1]))  # major axis, from R towards A
+    major_is_rl = abs((theta + 90.0) % 180.0 - 90.0) <= 45.0
+    ap_axis = eigenvectors[:, 0] if major_is_rl else eigenvectors[:, 1]
+    from scipy.spatial import ConvexHull
+
     return {
-        "diameter_ap_mm": float(minor if major_is_rl else major),
+        "diameter_ap_mm": _profile_width(crop, pixel, centroid, ap_axis, polygon),
+        "diameter_ap_ellipse_mm": float(minor if major_is_rl else major),
         "diameter_rl_mm": float(major if major_is_rl else minor),
         "eccentricity": float(math.sqrt(max(0.0, 1.0 - eigenvalues[0] / eigenvalues[1]))) if eigenvalues[1] > 0 else 0.0,
-        "solidity": _solidity(region),
-        "orientation_deg": orientation,
+        # SCT's sign: skimage's orientation on its RPI array, from L towards A (ours from R towards A, negated)
+        "orientation_deg": (-theta + 90.0) % 180.0 - 90.0,
+        "solidity": float(min(1.0, area / ConvexHull(polygon).volume)),
     }
 
 
-def _solidity(region: np.ndarray) -> float:
-    from skimage.measure import regionprops
+def _outer_contour(image: np.ndarray) -> np.ndarray:
+    """(N, 2) vertices (row, col) of the largest closed 0.5 iso-contour of the bilinear interpolation of a
+    zero-bordered image. Marching squares on the image itself would cut each corner of the region with a
+    straight chord; on a grid CONTOUR_UPSAMPLING times finer the contour follows the interpolated surface."""
+    from scipy.ndimage import map_coordinates
+    from skimage.measure import find_contours
 
-    properties = regionprops(region.astype(np.uint8))
-    return float(properties[0].solidity) if properties else math.nan
+    factor = CONTOUR_UPSAMPLING
+    fine = [np.arange((n - 1) * factor + 1) / factor for n in image.shape]
+    grid = np.meshgrid(*fine, indexing="ij")
+    upsampled = map_coordinates(image, grid, order=1)
+    contours = find_contours(upsampled, 0.5 - 1e-9)  # a pixel of exactly 0.5 belongs to the region (soft >= 0.5)
+    areas = [abs(_shoelace(contour)) for contour in contours]
+    return contours[int(np.argmax(areas))][:-1] / factor  # find_contours repeats the first vertex at the end
+
+
+def _shoelace(points: np.ndarray) -> float:
+    """Signed area of a closed contour whose last vertex repeats the first (as find_contours gives it)."""
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * float(np.dot(x[:-1], y[1:]) - np.dot(x[1:], y[:-1]))
+
+
+def _polygon_moments(polygon: np.ndarray):
+    """Area, centroid and covariance (second central moments / area) of the region inside a simple polygon."""
+    reference = polygon.mean(axis=0)  # moments about a point near the region: no cancellation
+    x, y = (polygon - reference).T
+    x1, y1 = np.append(x[1:], x[0]), np.append(y[1:], y[0])
+    cross = x * y1 - x1 * y
+    area = cross.sum() / 2.0
+    mean_x = ((x + x1) * cross).sum() / (6.0 * area)
+    mean_y = ((y + y1) * cross).sum() / (6.0 * area)
+    xx = ((x * x + x * x1 + x1 * x1) * cross).sum() / (12.0 * area) - mean_x**2
+    yy = ((y * y + y * y1 + y1 * y1) * cross).sum() / (12.0 * area) - mean_y**2
+    xy = ((x * y1 + 2 * x * y + 2 * x1 * y1 + x1 * y) * cross).sum() / (24.0 * area) - mean_x * mean_y
+    return abs(area), reference + np.array([mean_x, mean_y]), np.array([[xx, xy], [xy, yy]])
+
+
+def _profile_width(crop: np.ndarray, pixel: np.ndarray, centroid: np.ndarray, axis: np.ndarray,
+                   polygon: np.ndarray) -> float:
+    """Mean soft width (mm) along `axis` of PROFILE_LINES lines across a PROFILE_BAND_MM band through the
+    centroid (plane coordinates, mm; `pixel` maps crop pixels to them), each sampled every PROFILE_STEP_MM
+    over the region's extent along `axis` and a margin of two pixels (the soft edge)."""
+    from scipy.ndimage import map_coordinates
+
+    across = np.array([-axis[1], axis[0]])
+    extent = (polygon - centroid) @ axis
+    margin = 2.0 * float(np.linalg.norm(pixel, axis=0).max())
+    along = np.arange(extent.min() - margin, extent.max() + margin, PROFILE_STEP_MM)
+    offsets = (np.arange(PROFILE_LINES) + 0.5) / PROFILE_LINES * PROFILE_BAND_MM - PROFILE_BAND_MM / 2
+    points = centroid + offsets[:, None, None] * across + along[None, :, None] * axis  # (lines, samples, 2) mm
+    voxels = np.linalg.inv(pixel) @ points.reshape(-1, 2).T  # (2, n) crop pixel coordinates
+    values = map_coordinates(crop, voxels, order=1, mode="constant", cval=0.0).reshape(PROFILE_LINES, -1)
+    return float(values.sum(axis=1).mean() * PROFILE_STEP_MM)
 
 
 def slice_level(labels: np.ndarray, weights: np.ndarray) -> Optional[int]:

@@ -13,6 +13,7 @@ from .errors import InputError
 from .io import check_same_grid, file_format, load_labels, load_mask, load_volume, refuse_folder, save_like
 from .discs import load_disc_points
 from .morphometry import CsaTable, Table, compute_csa
+from .sctcsv import CSA_FORMATS
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -70,22 +71,24 @@ def _check_output_types(images=(), pictures=()) -> None:
 
 def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
                  qc_path=None, device="auto", volume_index=None, volume_index_4d_only=False, largest_component=True,
-                 discs_path=None, progress: Progress = None, reference=None, levels: Optional[str] = None,
-                 discs_out_path=None, levels_qc_path=None) -> SegmentResult:
+                 discs_path=None, csa_format="default", sct_csa_path=None, progress: Progress = None,
+                 reference=None, levels: Optional[str] = None, discs_out_path=None, levels_qc_path=None) -> SegmentResult:
     """Segment one image: soft cord probability (float32, the image's grid), optional binary mask, CSA CSV,
     CSA plot (with the known CSA drawn on it when `reference`, a plot.CsaReference, is given) and QC mosaic;
     `discs_path`, a disc label file, gives each row of the CSA table its vertebral level. With `levels="auto"`
     the discs are found in the image instead (vertebrae.detect_discs), written as disc labels to
-    `discs_out_path` and drawn on a sagittal picture at `levels_qc_path`.
+    `discs_out_path` and drawn on a sagittal picture at `levels_qc_path`. `csa_format` "sct" writes the table
+    in SCT's layout (sctcsv.py), `sct_csa_path` also writes that layout beside `csa_path`.
     volume_index picks a 4D image's volume; with volume_index_4d_only a 3D image ignores it (batch).
     Raises InputError (incl. ModelNotInstalledError) on bad input."""
     from . import inference
 
     if not 0.0 < float(threshold) < 1.0:
         raise InputError(f"--threshold must be between 0 and 1 (exclusive), not {threshold}")
+    check_csa_format(csa_format)
     _check_levels_options(levels, discs_path, discs_out_path, levels_qc_path)
-    _check_outputs([image_path, discs_path], [output_path, mask_path, csa_path, plot_path, qc_path, discs_out_path,
-                                              levels_qc_path])
+    _check_outputs([image_path, discs_path], [output_path, mask_path, csa_path, sct_csa_path, plot_path, qc_path,
+                                              discs_out_path, levels_qc_path])
     _check_output_types(images=[output_path, mask_path, discs_out_path], pictures=[plot_path, qc_path, levels_qc_path])
     if discs_path is not None and csa_path is None and plot_path is None:
         raise InputError("--discs gives the levels of the CSA table: also pass --csa CSA.csv")
@@ -114,13 +117,15 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
         labelling = label_discs(volume, probability, discs_out_path, levels_qc_path, Path(image_path).name)
         discs = labelling.level_points() if labelling.ok else None
     table = None
-    if csa_path is not None or plot_path is not None:
+    if csa_path is not None or sct_csa_path is not None or plot_path is not None:
         if not np.any(probability > 0):
             raise InputError(f"{image_path}: no spinal cord was found in the image, so no CSA can be measured")
         _report(progress, 0.9, "measuring the cord")
         table = compute_csa(probability, volume.affine, discs=discs)
         if csa_path is not None:
-            table.write_csv(csa_path)
+            write_table(table, csa_path, csa_format, output_path)
+        if sct_csa_path is not None:
+            write_table(table, sct_csa_path, "sct", output_path)
         if plot_path is not None:
             from .plot import plot_csa
 
@@ -155,14 +160,29 @@ def label_discs(volume, probability, discs_out_path=None, levels_qc_path=None, n
     return labelling
 
 
+def check_csa_format(csa_format: str) -> None:
+    if csa_format not in CSA_FORMATS:
+        raise InputError(f"--format must be one of {', '.join(CSA_FORMATS)}, not {csa_format!r}")
+
+
+def write_table(table: Table, path, csa_format: str, measured_path) -> None:
+    """Write a CSA table (per slice or a summary) in our layout or in SCT's (naming the file measured)."""
+    if csa_format == "sct":
+        from .sctcsv import write_sct_csv
+
+        write_sct_csv(table, path, str(measured_path))
+    else:
+        table.write_csv(path)
+
+
 def _path(value) -> Optional[Path]:
     return None if value is None else Path(value)
 
 
 def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_path=None, *, discs_path=None,
-                 vert: Optional[Tuple[float, float]] = None, slices: Optional[Tuple[float, float]] = None,
-                 progress: Progress = None, reference=None, image_path=None,
-                 discs_out_path=None, levels_qc_path=None) -> MeasureResult:
+                 csa_format="default", vert: Optional[Tuple[float, float]] = None,
+                 slices: Optional[Tuple[float, float]] = None, progress: Progress = None, reference=None,
+                 image_path=None, discs_out_path=None, levels_qc_path=None) -> MeasureResult:
     """CSA of a soft or binary cord mask (`softseg csa`).
 
     The CSV holds one row per slice; with `perlevel` one row per vertebral level, with `vert` / `slices`
@@ -170,6 +190,7 @@ def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_pat
     from a level map on the mask's grid (`levels_path`) or from disc labels (`discs_path`, any grid);
     `levels_path="auto"` finds the discs in `image_path`, the image the mask belongs to (see segment_file).
     """
+    check_csa_format(csa_format)
     auto = levels_path == "auto"
     if auto and image_path is None:
         raise InputError("--levels auto needs the image the mask belongs to: pass --image IMAGE")
@@ -200,7 +221,7 @@ def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_pat
     written: Table = table
     if perlevel or vert is not None or slices is not None:
         written = table.summarize(levels=vert, slices=slices, per_level=perlevel)
-    written.write_csv(csa_path)
+    write_table(written, csa_path, csa_format, mask_path)
     if plot_path is not None:
         from .plot import plot_csa
 
