@@ -27,6 +27,23 @@ from test_cli import read_csv, run
 SCT_TOLERANCE = 0.05  # SCT's pytest.approx(rel=0.05)
 DIAMETER_TOLERANCE = 0.02
 SLICE_TO_SLICE = 0.03
+# The README's figures (largest error, largest change between neighbouring slices), re-measured on every case:
+README_ELLIPSE = (0.014, 0.016)  # every diameter of an ellipse, and every AP profile
+README_RECTANGLE_MOMENTS = (0.027, 0.030)  # the moment-ellipse diameters of a rectangle (rounded corners)
+DIAMETERS = {"diameter_AP": "diameter_ap_mm", "diameter_AP_ellipse": "diameter_ap_ellipse_mm",
+             "diameter_RL": "diameter_rl_mm"}
+
+
+def assert_readme_shape_figures(shape, columns, exact):
+    """columns: {SCT metric name: per-slice values}."""
+    for metric, values in columns.items():
+        values = np.asarray(values, dtype=float)
+        error, change = README_ELLIPSE
+        if shape == "rectangle" and metric != "diameter_AP":
+            error, change = README_RECTANGLE_MOMENTS
+        assert np.abs(values - exact[metric]).max() <= error * exact[metric], (metric, values, exact[metric])
+        if values.size > 1:
+            assert np.abs(np.diff(values)).max() <= change * exact[metric], (metric, values)
 
 
 def cord_axes(angle_rl_deg: float, angle_ap_deg: float) -> np.ndarray:
@@ -148,6 +165,7 @@ def test_sct_cases_in_sct_format(case, parameters, sct_expected, tmp_path, capsy
         reference = expected if metric not in ("diameter_AP", "angle_RL") else expected_exact
         assert values == pytest.approx([reference] * len(values), rel=SCT_TOLERANCE, abs=1e-6), (metric, values)
         assert values == pytest.approx([expected_exact] * len(values), rel=SCT_TOLERANCE, abs=1e-6), (metric, values)
+    assert_readme_shape_figures(parameters["shape"], {m: [sct_value(row, m) for row in rows] for m in DIAMETERS}, exact)
 
 
 SHAPE_CASES = [  # SCT's shapes over the issue's range: 0.5-1 mm pixels, anisotropic voxels, tilts of 0-30 degrees
@@ -168,11 +186,11 @@ def test_sub_voxel_shape_within_two_percent_and_smooth_along_the_cord(parameters
     mask, affine = sct_phantom(**parameters)
     table = compute_csa(mask, affine)
     exact = truth(thickness=parameters["spacing"][2], **parameters)
-    ours = {"diameter_AP": "diameter_ap_mm", "diameter_AP_ellipse": "diameter_ap_ellipse_mm", "diameter_RL": "diameter_rl_mm"}
-    for metric, name in ours.items():
+    for metric, name in DIAMETERS.items():  # the issue's bounds, then the README's tighter figures
         values = table.column(name)
         assert np.abs(values - exact[metric]).max() <= DIAMETER_TOLERANCE * exact[metric], (metric, values, exact[metric])
         assert np.abs(np.diff(values)).max() < SLICE_TO_SLICE * exact[metric], (metric, values)
+    assert_readme_shape_figures(parameters["shape"], {m: table.column(c) for m, c in DIAMETERS.items()}, exact)
     np.testing.assert_allclose(table.column("csa_mm2"), exact["area"], rtol=0.01)
     np.testing.assert_allclose(table.column("angle_ap_deg"), exact["angle_AP"], atol=0.5)
     np.testing.assert_allclose(table.column("angle_rl_deg"), exact["angle_RL"], atol=0.5)

@@ -116,7 +116,7 @@ def print_summary(table) -> None:
         print(f"check slices {', '.join(map(str, suspects))} on the QC mosaic: their CSA departs by more than "
               f"{SUSPECT_TOLERANCE:.0%} from that of the slices within {SUSPECT_WINDOW_MM:.0f} mm")
     ap, rl = np.abs(table.column("angle_ap_deg")), np.abs(table.column("angle_rl_deg"))
-    print(f"centreline angle from S: AP up to {ap.max():.1f}°, RL up to {rl.max():.1f}°")
+    print(f"centreline angles from the slice normal: about A-P up to {ap.max():.1f}°, about R-L up to {rl.max():.1f}°")
     if any(row["level"] is not None for row in table.rows):
         for row in table.summarize(per_level=True).rows:
             print(f"  {level_name(row['level']):>4}: CSA {row['csa_mm2_mean']:.2f} ± "
