@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -204,3 +206,52 @@ def test_segment_levels_auto_on_an_axial_stack_leaves_the_levels_empty_with_one_
     assert len(warnings) == 1 and "too thick" in warnings[0] and "level column is left empty" in warnings[0]
     assert all(row["level"] is None for row in CsaTable.read_csv(tmp_path / "c.csv").rows)
     assert not discs.exists()
+
+
+# ------------------------------------------------------------------------------------------ batch --levels auto
+def pam50_cord_model(array, affine, **options):
+    """Stand-in model for crops of PAM50_small_t2: the matching crop of PAM50_small_cord (runs on Dask workers)."""
+    from conftest import data_root
+    from SoftSpinalCordSegLib.io import load_volume
+
+    cord = load_volume(data_root() / "labels" / "PAM50_small" / "PAM50_small_cord.nii.gz")
+    start = int(round((affine[2, 3] - cord.affine[2, 3]) / cord.affine[2, 2]))
+    return cord.array[..., start:start + array.shape[2]].astype(np.float32)
+
+
+def segment_file_with_pam50_cord(image_path, output_path, **options):
+    from SoftSpinalCordSegLib import inference
+    from SoftSpinalCordSegLib.pipeline import segment_file
+
+    original = inference.segment_image
+    inference.segment_image = pam50_cord_model
+    try:
+        return segment_file(image_path, output_path, **options)
+    finally:
+        inference.segment_image = original
+
+
+def test_batch_levels_auto_gives_per_level_rows_and_a_picture_or_the_refusal(shared_file, tmp_path):
+    import csv
+
+    from SoftSpinalCordSegLib import batch
+    from SoftSpinalCordSegLib.bids import SUMMARY_FILE
+    from SoftSpinalCordSegLib.io import Volume, save_like
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    image, cord, _, affine = _pam50_cervical(shared_file)
+    save_like(image, Volume(array=image, affine=affine), folder / "cervical.nii.gz")
+    image, cord, _, affine = _pam50_cervical(shared_file, start=120)
+    save_like(image[..., :95], Volume(array=image[..., :95], affine=affine), folder / "noc2.nii.gz")
+    result = batch.run_batch(folder, tmp_path / "out", workers=1, levels="auto",
+                             segment_file=segment_file_with_pam50_cord, quiet=True)
+    assert [r.status for r in result.results] == ["done", "done"], [r.reason for r in result.results]
+    with open(result.summary_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    levels = [(Path(row["file"]).name.split("_")[0], row["level"]) for row in rows]
+    assert {("cervical", name) for name in ("C2", "C3", "C4", "C5", "C6", "C7", "T1")} <= set(levels)
+    assert len([name for name, _ in levels if name == "noc2"]) == 1  # the whole cord only: no level
+    for record in result.results:
+        assert Path(record.outputs["levels_qc"]).stat().st_size > 10_000
+    assert result.summary_csv.name == SUMMARY_FILE

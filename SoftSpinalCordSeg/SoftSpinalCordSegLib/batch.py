@@ -24,7 +24,7 @@ from .errors import InputError, ModelNotInstalledError
 from .report import write_cohort_outputs
 
 DEFAULT_WORKERS = 2
-RESULT_OPTIONS = ("threshold", "largest_component", "volume_index")  # options that change the outputs: a change redoes every image
+RESULT_OPTIONS = ("threshold", "largest_component", "volume_index", "levels")  # options that change the outputs: a change redoes every image
 
 
 @dataclass
@@ -80,6 +80,7 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
             csa_path=outputs["csa"],
             qc_path=outputs["qc"],
             **({"sct_csa_path": outputs["csa_sct"]} if "csa_sct" in outputs else {}),
+            **({"levels_qc_path": outputs["levels_qc"]} if "levels_qc" in outputs else {}),
             **options,
         )
     except ModelNotInstalledError:
@@ -197,7 +198,7 @@ def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
         return "the model changed since the last run"
     recorded = generated.get("Options")
     changed = sorted(k for k in RESULT_OPTIONS if recorded is not None and recorded.get(k) != options.get(k))
-    changed = ["--volume" if k == "volume_index" else k for k in changed]
+    changed = [{"volume_index": "--volume", "levels": "--levels"}.get(k, k) for k in changed]
     return f"{' and '.join(changed)} changed since the last run" if changed else ""
 
 
@@ -308,6 +309,7 @@ def run_batch(
     volume: Optional[int] = None,
     csa_format: str = "default",
     discs: Optional[str] = None,
+    levels: Optional[str] = None,
     segment_file: Optional[Callable] = None,
     quiet: bool = False,
 ) -> BatchResult:
@@ -317,6 +319,8 @@ def run_batch(
     csa_format: "sct" also writes each image's CSA table in SCT's layout (`<stem>_csa_sct.csv`).
     discs: where each image's disc labels are, a path template with {stem} and {folder} (the image's
     derivatives folder, e.g. sub-01/anat), relative to the input folder; an image without one gets no levels.
+    levels: "auto" finds each image's discs instead (vertebrae.py): per-level rows in the summary, and a
+    sagittal <stem>_levels.png showing the discs or why there are none.
     segment_file: the per-image pipeline (default `pipeline.segment_file`, what `softseg segment` runs); it must
     be importable or picklable by the workers.
     """
@@ -337,6 +341,12 @@ def run_batch(
         if volume < 0:
             raise InputError(f"--volume must be 0 or more, not {volume}")
         options.update(volume_index=volume, volume_index_4d_only=True)
+    if levels is not None:
+        if levels != "auto":
+            raise InputError(f"--levels must be 'auto', not {levels!r}")
+        if discs is not None:
+            raise InputError("give the discs either as --discs or find them with --levels auto, not both")
+        options["levels"] = levels
     changed = "" if overwrite else settings_changed(output_dir, model_sha256, options)
     if changed:
         if not quiet:
@@ -347,7 +357,7 @@ def run_batch(
     results: Dict[str, ImageResult] = {}
     pending: List[SourceImage] = []
     for image in images:
-        outputs = image_outputs(image, output_dir, csa_format)
+        outputs = image_outputs(image, output_dir, csa_format, levels)
         as_text = {k: str(v) for k, v in outputs.items()}
         known = known_failures.get(image.path)
         if not overwrite and outputs_up_to_date(image, outputs):
@@ -367,8 +377,8 @@ def run_batch(
     if pending:
         segment_file = segment_file or default_segment_file()
         per_image = {image.path: image_options(image, options, input_path, discs) for image in pending}
-        results.update(_run_on_dask(pending, output_dir, segment_file, per_image, csa_format, workers, scheduler,
-                                    progress))
+        results.update(_run_on_dask(pending, output_dir, segment_file, per_image, (csa_format, levels), workers,
+                                    scheduler, progress))
 
     ordered = [results[image.path] for image in images]
     write_dataset_description(output_dir, input_path, model_sha256, options)
@@ -377,11 +387,14 @@ def run_batch(
     return BatchResult(output_dir, ordered, summary_csv, spread_csv, report_html, time.perf_counter() - start)
 
 
-def image_outputs(image: SourceImage, output_dir, csa_format: str) -> Dict[str, Path]:
-    """The derivatives of one image; with the SCT format, its CSA table in SCT's layout too."""
+def image_outputs(image: SourceImage, output_dir, csa_format: str, levels: Optional[str] = None) -> Dict[str, Path]:
+    """The derivatives of one image; with the SCT format, its CSA table in SCT's layout too; with automatic
+    levels, the sagittal picture of its discs."""
     outputs = image.outputs(output_dir)
     if csa_format == "sct":
         outputs["csa_sct"] = outputs["csa"].with_name(image.stem + "_csa_sct.csv")
+    if levels == "auto":
+        outputs["levels_qc"] = outputs["csa"].with_name(image.stem + "_levels.png")
     return outputs
 
 
@@ -399,7 +412,7 @@ def image_options(image: SourceImage, options: dict, input_path: Path, discs: Op
     return {**options, "discs_path": str(path)} if path.is_file() else options
 
 
-def _run_on_dask(pending, output_dir, segment_file, per_image, csa_format, workers, scheduler,
+def _run_on_dask(pending, output_dir, segment_file, per_image, output_kinds, workers, scheduler,
                  progress) -> Dict[str, ImageResult]:
     as_completed = _distributed().as_completed
     results = {}
@@ -407,7 +420,7 @@ def _run_on_dask(pending, output_dir, segment_file, per_image, csa_format, worke
     try:
         futures = {}
         for image in pending:
-            outputs = {k: str(v) for k, v in image_outputs(image, output_dir, csa_format).items()}
+            outputs = {k: str(v) for k, v in image_outputs(image, output_dir, *output_kinds).items()}
             future = client.submit(process_image, image, outputs, segment_file, per_image[image.path], pure=False,
                                    key=f"softseg-{image.stem}-{len(futures)}")
             futures[future] = (image, outputs)
@@ -459,6 +472,8 @@ def add_parser(subparsers):
                         help="each image's disc labels (SCT's -discfile convention), a path relative to INPUT with {stem} and "
                              "{folder} (the image's folder, e.g. sub-01/anat), e.g. "
                              "'derivatives/labels/{folder}/{stem}_label-discs_dlabel.nii.gz'; images without one get no levels")
+    parser.add_argument("--levels", choices=("auto",), help="auto: find each image's vertebral discs: per-level rows in the "
+                        "summary and a sagittal <stem>_levels.png (an image whose discs cannot be numbered gets no level; its picture says why)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.set_defaults(func=main)
     return parser
@@ -478,6 +493,7 @@ def main(args) -> int:
         volume=args.volume,
         csa_format=args.format,
         discs=args.discs,
+        levels=args.levels,
         quiet=args.quiet,
     )
     if not args.quiet:
