@@ -235,10 +235,13 @@ def test_the_architecture_is_checksummed_and_falls_back_to_monai(random_model):
 
 
 def test_missing_weights_give_a_clear_error(tmp_path, monkeypatch):
-    _use_model_dir(monkeypatch, tmp_path)
+    monkeypatch.delenv("SOFTSEG_MODEL_DIR", raising=False)
     monkeypatch.setattr(inference, "__file__", str(tmp_path / "inference.py"))  # hide the shipped weights
     with pytest.raises(ModelNotInstalledError, match="no trained model"):
-        inference.segment_image(np.random.rand(8, 8, 4), np.eye(4))
+        inference.segment_image(np.random.rand(32, 32, 4), np.eye(4))
+    _use_model_dir(monkeypatch, tmp_path)  # a chosen folder without weights is said, not skipped
+    with pytest.raises(ModelNotInstalledError, match="SOFTSEG_MODEL_DIR=.* holds no softseg_2d.pt"):
+        inference.segment_image(np.random.rand(32, 32, 4), np.eye(4))
 
 
 @pytest.mark.parametrize("axcodes", ["LPS", "PSR", "LAS"])

@@ -68,7 +68,8 @@ def default_segment_file():
 def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Callable, options: dict) -> dict:
     """Run the per-image pipeline on a worker; a bad input comes back as a failure instead of an exception.
 
-    ModelNotInstalledError is raised on: it concerns every image, so the client stops the whole batch.
+    A ModelNotInstalledError comes back with status 'model': it concerns every image, so the client stops the
+    whole batch.
     """
     start = time.perf_counter()
     reason, bad_input = "", False
@@ -83,8 +84,8 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
             **({"levels_qc_path": outputs["levels_qc"]} if "levels_qc" in outputs else {}),
             **options,
         )
-    except ModelNotInstalledError:
-        raise
+    except ModelNotInstalledError as error:  # returned, not raised: Dask would log a traceback
+        return {"status": "model", "reason": str(error)}
     except InputError as error:
         # The file is named beside the reason everywhere: drop it from the front of the message.
         reason, bad_input = str(error).split(f"{image.path}: ", 1)[-1], True
@@ -103,6 +104,14 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
         "peak_rss_mb": peak_rss_mb(),
         "worker": f"{os.uname().nodename}:{os.getpid()}",
     }
+
+
+def remove_stale_outputs(output_dir: Path) -> None:
+    """Remove the temporaries that interrupted runs (a killed worker, a stopped batch) left in the derivatives."""
+    from .io import remove_stale_temporaries
+
+    for folder in {candidate.parent for candidate in output_dir.rglob(".*.tmp*")}:
+        remove_stale_temporaries(folder)
 
 
 def _remove_empty_folders(folder: Path, depth: int) -> None:
@@ -278,7 +287,8 @@ def open_client(workers: int, scheduler: Optional[str], quiet: bool = True):
         processes=True,
         dashboard_address=DASHBOARD_ADDRESS,
         silence_logs=logging.ERROR,
-        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads},
+        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+             "PYTHONWARNINGS": "ignore"},
     )
     client = distributed.Client(cluster)
     client.owned_cluster = cluster  # closed with the client in close_client
@@ -333,8 +343,14 @@ def run_batch(
     output_dir = Path(output_dir) if output_dir else default_output_dir(input_path)
     if csa_format not in ("default", "sct"):
         raise InputError(f"--format must be default or sct, not {csa_format!r}")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"{output_dir}: is a file; --output must be a folder (for the derivatives)")
     images = discover(input_path, include, exclude_dirs=[output_dir])
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{output_dir}: cannot create the derivatives folder ({error.strerror})") from None
+    remove_stale_outputs(output_dir)
     model_sha256 = installed_model_sha256() if segment_file is None else ""
     options = {"threshold": threshold, "device": device, "largest_component": largest_component}
     if volume is not None:
@@ -428,11 +444,11 @@ def _run_on_dask(pending, output_dir, segment_file, per_image, output_kinds, wor
             image, outputs = futures[future]
             try:
                 record = future.result()
-            except ModelNotInstalledError as error:
-                client.cancel(list(futures))
-                raise InputError(str(error)) from None
             except Exception as error:  # noqa: BLE001 - e.g. the worker died (out of memory) on this image
                 record = {"status": "failed", "reason": f"{type(error).__name__}: {error}"}
+            if record["status"] == "model":
+                client.cancel(list(futures))
+                raise InputError(record["reason"])
             result = ImageResult(image, outputs=outputs, **record)
             results[image.path] = result
             progress.update(result)

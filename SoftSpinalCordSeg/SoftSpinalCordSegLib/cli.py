@@ -7,7 +7,11 @@ A bad input ends with one line `softseg: error: ...` on stderr and exit code 2, 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import signal
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -15,7 +19,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from . import __version__
-from .errors import CancelledError, InputError
+from .errors import CancelledError, InputError, Interrupted
 from .morphometry import SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
 from .sctcsv import CSA_FORMATS
 
@@ -362,14 +366,75 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     tune_cpu_allocator()
     try:
+        with warnings.catch_warnings(), stop_on_signals():
+            warnings.simplefilter("ignore")  # what a library warns about is checked and said in the error
+            return _run_command(args)
+    except Interrupted as stop:  # arrived after the command's own handling: its outputs are complete
+        return 128 + stop.signum
+
+
+def _run_command(args) -> int:
+    try:
         return int(args.func(args) or 0)
     except InputError as error:
-        message = " ".join(str(error).split())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        _error(str(error))
         return 2
-    except OSError as error:  # disk full, permission denied, ...: the system's own words, on one line
-        print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    except OSError as error:  # disk full, permission denied, ...: the file and what to do, on one line
+        _error(describe_os_error(error))
         return 1
+    except MemoryError:
+        _error("not enough memory for this image: close other programs, or crop or downsample the image")
+        return 1
+    except RuntimeError as error:  # torch reports a failed allocation as a RuntimeError
+        if "alloc" not in str(error).lower():
+            raise
+        _error("not enough memory for this image: close other programs, or crop or downsample the image")
+        return 1
+    except Interrupted as stop:
+        print(f"{PROG}: stopped by {signal.Signals(stop.signum).name}; unfinished outputs were removed", file=sys.stderr)
+        return 128 + stop.signum
     except (CancelledError, KeyboardInterrupt):
-        print(f"{PROG}: cancelled", file=sys.stderr)
+        print(f"{PROG}: cancelled; unfinished outputs were removed", file=sys.stderr)
         return 130
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+OS_ERROR_ADVICE = {
+    errno.ENOSPC: "free some disk space and run again",
+    errno.EDQUOT: "free some space (disk quota) and run again",
+    errno.EFBIG: "the file is larger than this system allows here: write it elsewhere",
+    errno.EACCES: "choose a place you may write to",
+    errno.EPERM: "choose a place you may write to",
+    errno.EROFS: "the disk is read-only: choose another place",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """'FILE: reason; what to do' for an OSError (its file, as written to or read from)."""
+    reason = error.strerror or str(error)
+    where = f"{error.filename}: " if error.filename else ""
+    advice = OS_ERROR_ADVICE.get(error.errno)
+    return f"{where}{reason}" + (f"; {advice}" if advice else "")
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM and SIGHUP unwind the run as Ctrl+C does (outputs in progress are removed) instead of killing it."""
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            try:
+                previous[name] = signal.signal(getattr(signal, name), interrupt)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)

@@ -11,3 +11,11 @@ class ModelNotInstalledError(InputError):
 
 class CancelledError(Exception):
     """The user cancelled a running job."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process got SIGTERM or SIGHUP: unwound like Ctrl+C, so that unfinished outputs are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

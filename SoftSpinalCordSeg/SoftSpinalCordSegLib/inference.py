@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CancelledError, InputError, ModelNotInstalledError
-from .io import reorient
+from .io import check_affine, quiet_warnings, reorient
 from .model import (MIN_SLICE_PX, WORKING_SPACING_MM, build_network, fill_parameters, frozen, load_architecture,
                     normalize_slice, pad_amounts)
 
@@ -36,10 +36,17 @@ MIN_CONFIDENT_SHARE = 0.05
 
 
 def model_dir() -> Path:
-    """Folder holding the weights: $SOFTSEG_MODEL_DIR, the installed package data, or the module Resources."""
+    """Folder holding the weights: $SOFTSEG_MODEL_DIR, the installed package data, or the module Resources.
+    A $SOFTSEG_MODEL_DIR without weights is an error, not a silent fall-back to the shipped model."""
+    chosen = os.environ.get("SOFTSEG_MODEL_DIR")
+    if chosen:
+        if not (Path(chosen) / WEIGHTS_NAME).is_file():
+            where = "does not exist" if not Path(chosen).exists() else f"holds no {WEIGHTS_NAME}"
+            raise ModelNotInstalledError(f"SOFTSEG_MODEL_DIR={chosen} {where}: point it to a folder with the model "
+                                         "files, or unset it to use the installed model")
+        return Path(chosen)
     here = Path(__file__).resolve().parent
-    candidates = [os.environ.get("SOFTSEG_MODEL_DIR"), here / "Models", here.parent / "Resources" / "Models"]
-    for candidate in candidates:
+    for candidate in (here / "Models", here.parent / "Resources" / "Models"):
         if candidate and (Path(candidate) / WEIGHTS_NAME).is_file():
             return Path(candidate)
     raise ModelNotInstalledError(
@@ -59,12 +66,28 @@ def sha256_of(path) -> str:
 def model_info() -> dict:
     """The model card's machine-readable part (model.json beside the weights)."""
     path = model_dir() / "model.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise ModelNotInstalledError(f"{path}: the model card cannot be read ({' '.join(str(error).split())[:120]}): "
+                                     "reinstall the extension") from None
+    if not isinstance(info, dict):
+        raise ModelNotInstalledError(f"{path}: the model card is not a JSON object: reinstall the extension")
+    return info
 
 
 def rater_margin_mm() -> float:
     """How far (mm) inside the cord's intensity edge the model draws it, as raters do (model card)."""
-    return float(model_info().get("rater_margin_mm", 0.0))
+    try:
+        margin = float(model_info().get("rater_margin_mm", 0.0))
+    except (TypeError, ValueError):
+        margin = float("nan")
+    if not 0.0 <= margin < 10.0:
+        raise ModelNotInstalledError(f"{model_dir() / 'model.json'}: rater_margin_mm is not a distance of 0-10 mm: "
+                                     "reinstall the extension")
+    return margin
 
 
 def resolve_device(device="auto"):
@@ -110,11 +133,36 @@ def cached_network(folder, device, *weights_identity):
     import torch
 
     folder = Path(folder)
-    state = torch.load(verified(folder / WEIGHTS_NAME), map_location="cpu", weights_only=True)
+    weights = verified(folder / WEIGHTS_NAME)
     architecture = folder / ARCHITECTURE_NAME
-    net = load_architecture(verified(architecture)) if architecture.is_file() else None
-    net = fill_parameters(net if net is not None else build_network(), state)
-    return frozen(net.to(device, memory_format=torch.channels_last).eval())  # channels-last: 20 % faster on CPU
+    with quiet_warnings():
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - garbage, a truncated zip, a pickle of other objects
+            raise ModelNotInstalledError(f"{weights}: not a readable PyTorch weights file: reinstall the extension") from None
+        try:
+            net = load_architecture(verified(architecture)) if architecture.is_file() else None
+            net = fill_parameters(net if net is not None else build_network(), state)
+            net = frozen(net.to(device, memory_format=torch.channels_last).eval())  # channels-last: 20 % faster on CPU
+            _check_network(net, device, weights)
+        except ModelNotInstalledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - names or shapes of another network
+            reason = " ".join(str(error).split())[:120] or type(error).__name__
+            raise ModelNotInstalledError(f"{weights}: these weights do not fit the network ({reason}): reinstall "
+                                         "the extension") from None
+    return net
+
+
+def _check_network(net, device, weights) -> None:
+    """Refuse weights that load but cannot work: a wrong shape fails on a small input, NaN weights give NaN."""
+    import torch
+
+    with torch.inference_mode():
+        out = net(torch.zeros((1, 1, 32, 32), device=device).contiguous(memory_format=torch.channels_last))
+    if tuple(out.shape) != (1, 1, 32, 32) or not bool(torch.isfinite(out).all()):
+        raise ModelNotInstalledError(f"{weights}: these weights give no valid output (NaN or a wrong shape): "
+                                     "reinstall the extension")
 
 
 def tune_cpu_allocator():
@@ -346,16 +394,40 @@ def low_confidence_note(prob) -> str:
     return ""
 
 
+# The network works on 1 mm axial slices: their size follows from the header, so is checked before any work.
+MIN_FIELD_MM = 15.0  # a cord (about 8 x 12 mm) must fit in an axial slice
+MAX_FIELD_MM = 600.0  # wider than a body: the voxel sizes are wrong (500 mm voxels asked for 24 GB)
+MAX_VOXELS_1MM = 1 << 28  # all slices resampled to 1 mm (the input's grid is bounded by io.MAX_VOXELS)
+
+
+def check_field_of_view(shape, spacing) -> None:
+    """InputError where the axial slices (the first two canonical axes) cannot hold a cord or are too large
+    to resample to the network's 1 mm grid."""
+    field = np.asarray(shape[:2], np.float64) * np.asarray(spacing[:2], np.float64)
+    described = f"{field[0]:.4g} x {field[1]:.4g} mm ({shape[0]}x{shape[1]} voxels of {spacing[0]:.3g} x {spacing[1]:.3g} mm)"
+    if field.min() < MIN_FIELD_MM:
+        raise InputError(f"the axial field of view is {described}: too small to hold a spinal cord (at least "
+                         f"{MIN_FIELD_MM:g} mm on each side is needed); check the image and its voxel sizes")
+    if field.max() > MAX_FIELD_MM or field.prod() * shape[2] > MAX_VOXELS_1MM:
+        raise InputError(f"the axial field of view is {described}: larger than a body ({MAX_FIELD_MM:g} mm); "
+                         "the voxel sizes in the header are wrong, or crop the image around the spine")
+
+
 def segment_image(array, affine, *, device="auto", largest_component=True, progress=None, cancel=None):
     """Return the soft cord mask (float32 in [0, 1]) of a 3D image, in the image's own grid.
 
     array: 3D image in file voxel order (i, j, k); affine: 4x4 voxel-to-RAS (mm).
     progress: optional callable(fraction_done: float, message: str); cancel: optional callable -> bool.
     """
-    array = np.asarray(array)
+    try:
+        array = np.asarray(array)
+    except (TypeError, ValueError):
+        raise InputError("expected a 3D array of grey levels") from None
     if array.ndim != 3:
         raise InputError(f"expected a 3D image, got {array.ndim} dimensions")
-    if not np.isrealobj(array) or array.dtype == bool:
+    if array.size == 0:
+        raise InputError(f"the image has no voxels (shape {'x'.join(map(str, array.shape))})")
+    if array.dtype.kind not in "iuf":
         raise InputError(f"expected real grey levels, got {array.dtype} voxels")
     with np.errstate(over="ignore"):
         array = array.astype(np.float32)  # the network's precision: checked after the cast
@@ -363,12 +435,11 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
         raise InputError("the image contains NaN or infinite values (or values beyond float32's range, 3.4e38)")
     if np.ptp(array) == 0:
         raise InputError("the image is constant: there is nothing to segment")
-    affine = np.asarray(affine, np.float64)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError("the image's voxel-to-world matrix is not a valid 4x4 affine (zero voxel size?)")
+    affine = check_affine(affine)
+    canonical, spacing, back = canonical_view(array, affine)
+    check_field_of_view(canonical.shape, spacing)
     device = resolve_device(device)
     net = load_network(device)
-    canonical, spacing, back = canonical_view(array, affine)
     prob = predict_slices(net, canonical, spacing, device, progress, cancel)
     prob[prob < NOISE_FLOOR] = 0
     if largest_component:

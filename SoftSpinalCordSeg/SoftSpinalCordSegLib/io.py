@@ -9,8 +9,16 @@ the reference's grid, so they overlay the input in any viewer.
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import os
+import re
+import signal
+import socket
 import tempfile
+import threading
+import time
+from io import BytesIO
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Tuple
@@ -123,19 +131,73 @@ def _read(path, volume_index: Optional[int], kind: str = "image", index_4d_only:
         raise InputError(f"{path}: is a folder, not an image file")
     reader = _read_nifti if file_format(path) == "nifti" else _read_nrrd
     try:
-        array, affine, header = reader(path)
+        with quiet_warnings():  # nibabel/numpy warnings on odd headers: the checks below say what is wrong
+            array, affine, header = reader(path, Selection(volume_index, kind, index_4d_only))
     except InputError:
         raise
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as error:  # nibabel/SimpleITK/gzip raise many types for corrupt files
         raise InputError(f"{path}: {_read_failure(error)}") from None
-    array = _select_3d(array, path, volume_index, kind, index_4d_only)
-    if not np.all(np.isfinite(array)):
-        raise InputError(f"{path}: the image has NaN or infinite voxels")
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError(f"{path}: the image affine is degenerate (zero voxel size)")
+    check_affine(affine, path)
     return Volume(array=array, affine=affine, path=str(path), header=header)
+
+
+@contextlib.contextmanager
+def quiet_warnings():
+    """Python warnings (nibabel, numpy) never reach the user: what they warn about is checked and said."""
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def check_affine(affine, path=None) -> np.ndarray:
+    """The 4x4 voxel -> RAS matrix as float64, or an InputError saying what is wrong with it."""
+    where = f"{path}: " if path is not None else ""
+    try:
+        affine = np.asarray(affine, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}the voxel-to-world matrix (affine) is not a 4x4 array of numbers") from None
+    if affine.shape != (4, 4):
+        raise InputError(f"{where}the voxel-to-world matrix (affine) must be 4x4, not {'x'.join(map(str, affine.shape)) or 'a scalar'}")
+    if not np.all(np.isfinite(affine)):
+        raise InputError(f"{where}the voxel-to-world matrix (affine: sform/qform, pixel sizes) holds NaN or infinite values: "
+                         "fix the image header")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    with np.errstate(all="ignore"):
+        degenerate = spacing.min() <= 0 or abs(np.linalg.det(affine[:3, :3] / spacing)) < 1e-6
+    if degenerate:
+        raise InputError(f"{where}the voxel-to-world matrix (affine) is degenerate (a voxel size of 0, or two axes alike): "
+                         "fix the image header")
+    return affine
+
+
+# Bounds checked on the header, before any voxel is read: a few bytes can claim terabytes.
+MAX_VOXELS = 1 << 27  # one 3D volume (134 M voxels, 512 MB as float32; PAM50 at 0.5 mm is 20 M)
+MAX_DEFLATE_RATIO = 1032  # the most zlib can compress: a .gz smaller than data / this cannot hold the data
+
+
+def check_size(path, shape, bytes_per_voxel: int = 4, data_bytes: Optional[int] = None) -> None:
+    """InputError where a header's dimensions cannot be real: a size of 0, too many voxels, or more data than
+    the file can hold."""
+    shape = [int(n) for n in shape]
+    if any(n < 1 for n in shape):
+        axis = next(i for i, n in enumerate(shape) if n < 1)
+        raise InputError(f"{path}: the header gives a size of {shape[axis]} along axis {axis}: the image has no "
+                         "voxels (the file is damaged or was not written completely)")
+    voxels = int(np.prod(shape[:3], dtype=np.float64))
+    if voxels > MAX_VOXELS:
+        raise InputError(f"{path}: the header claims {'x'.join(map(str, shape[:3]))} voxels, more than the "
+                         f"{MAX_VOXELS:,} this tool handles in one volume: crop or downsample the image "
+                         "(or the header is damaged)")
+    if data_bytes is not None:
+        size = os.path.getsize(path)
+        packed = str(path).lower().endswith(".gz")
+        if size < (data_bytes / MAX_DEFLATE_RATIO if packed else data_bytes):
+            raise InputError(f"{path}: the file is truncated: its header claims {'x'.join(map(str, shape))} voxels "
+                             f"({data_bytes:,} bytes) but the file holds {size:,} bytes")
 
 
 def _read_failure(error: Exception) -> str:
@@ -148,34 +210,156 @@ def _read_failure(error: Exception) -> str:
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
     if isinstance(error, ImageFileError):
         return "not a valid NIfTI image"
-    if "SimpleITK" in reason:  # its messages name C++ source lines, not the problem
+    if "SimpleITK" in reason or "itk::" in reason:  # its messages name C++ source lines, not the problem
         return "not a readable NRRD image"
-    if isinstance(error, (EOFError, gzip.BadGzipFile, zlib.error)):
+    if isinstance(error, (EOFError, gzip.BadGzipFile, zlib.error)) or "Expected" in reason:
         return f"the file is truncated or corrupt ({reason})"
     return f"cannot read the image ({reason})"
 
 
-def _read_nifti(path: Path):
+def _raw_nifti_header(path: Path):
+    """The header as stored (nibabel's loader silently sets zero pixel sizes to 1: we refuse them instead)."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as stream:
+        block = stream.read(540)
+    if len(block) < 348:
+        raise InputError(f"{path}: not a valid NIfTI image (the file is shorter than a NIfTI header)")
+    for header_class in (nib.Nifti1Header, nib.Nifti2Header):
+        try:
+            return header_class.from_fileobj(BytesIO(block), check=False)
+        except Exception:  # noqa: BLE001 - wrong size or magic: try the other version
+            continue
+    raise InputError(f"{path}: not a valid NIfTI image")
+
+
+def _check_nifti_header(path: Path, header):
+    """Refuse, from the header alone, what cannot be read as a real image; return the 3D/4D shape to read."""
+    ndim = int(header["dim"][0])
+    if not 1 <= ndim <= 7:
+        raise InputError(f"{path}: not a valid NIfTI image (its header gives {ndim} dimensions)")
+    shape = [int(n) for n in header["dim"][1 : ndim + 1]]
+    dtype = header.get_data_dtype()
+    if dtype.kind == "c":
+        raise InputError(f"{path}: the voxels are complex numbers ({dtype}); give the magnitude image")
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise InputError(f"{path}: voxels of type {dtype} (e.g. RGB) are not grey levels; give a grey-level image")
+    check_size(path, shape, dtype.itemsize,
+               data_bytes=int(header["vox_offset"]) + int(np.prod(shape, dtype=np.float64)) * dtype.itemsize)
+    if int(header["sform_code"]) == 0:  # the geometry comes from the pixel sizes (qform, or none)
+        sizes = np.asarray(header["pixdim"][1:4], dtype=np.float64)[: max(1, min(ndim, 3))]
+        if not np.all(np.isfinite(sizes)) or np.any(sizes == 0):
+            raise InputError(f"{path}: the header gives a voxel size of {'x'.join(f'{v:g}' for v in sizes)} mm: "
+                             "a size of 0 or NaN has no meaning (fix the header's pixdim)")
+
+
+def _read_nifti(path: Path, selection: "Selection"):
     import nibabel as nib
 
+    header = _raw_nifti_header(path)
+    _check_nifti_header(path, header)
     image = nib.load(str(path))
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{path}: not a NIfTI image")
-    array = np.asarray(image.get_fdata(dtype=np.float32))
-    return array, np.asarray(image.affine, dtype=np.float64), image.header.copy()
+    shape = _squeezed_shape(image.shape)
+    index = _volume_to_read(path, shape, selection)
+    raw = image.dataobj[(slice(None),) * 3 + (index,)] if index is not None else image.dataobj
+    array = np.asarray(raw).reshape(shape[:3])  # the stored type, scaled: range checked before float32
+    return _as_float32(array, path), np.asarray(image.affine, dtype=np.float64), image.header.copy()
 
 
-def _read_nrrd(path: Path):
+def _squeezed_shape(shape) -> Tuple[int, ...]:
+    shape = tuple(int(n) for n in shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+@dataclass
+class Selection:
+    """Which volume of a file to read: volume_index for a 4D image; kind 'image' (a 4D one may be picked from
+    with --volume), or a mask or level map (3D only); index_4d_only: a 3D image ignores volume_index (batch
+    applies one --volume to the 4D files of a cohort)."""
+
+    volume_index: Optional[int] = None
+    kind: str = "image"
+    index_4d_only: bool = False
+
+
+def _volume_to_read(path: Path, shape, selection: Selection) -> Optional[int]:
+    """Which 4th-axis volume to read (None for a 3D image), or an InputError for 2D/5D+ images and bad indices."""
+    volume_index = selection.volume_index
+    if len(shape) < 3:
+        raise InputError(f"{path}: the image is {len(shape)}D ({'x'.join(map(str, shape))}); a 3D image is needed")
+    if len(shape) == 3:
+        if volume_index not in (None, 0) and not selection.index_4d_only:
+            raise InputError(f"{path}: is a single 3D volume; --volume {volume_index} does not exist")
+        return None
+    if len(shape) > 4:
+        raise InputError(f"{path}: the image is {len(shape)}D; a 3D image is needed")
+    count = shape[3]
+    if selection.kind != "image":
+        raise InputError(f"{path}: is 4D with {count} volumes; a 3D {selection.kind} is needed (save the volume you "
+                         "want as a file of its own)")
+    if volume_index is None:
+        raise InputError(
+            f"{path}: is 4D with {count} volumes; pass one 3D volume (e.g. the mean DWI), or to segment one of them "
+            f"pick it with --volume N (0..{count - 1})"
+        )
+    if not 0 <= volume_index < count:
+        raise InputError(f"{path}: --volume {volume_index} is out of range (the image has volumes 0..{count - 1})")
+    return volume_index
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _as_float32(array: np.ndarray, path) -> np.ndarray:
+    """The voxels as float32, refusing what float32 would turn into other values (inf, or all zeros)."""
+    if not np.isrealobj(array):
+        raise InputError(f"{path}: the voxels are complex numbers; give the magnitude image")
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            raise InputError(f"{path}: the image has NaN or infinite voxels")
+        top = float(np.max(np.abs(array))) if array.size else 0.0
+        if top > FLOAT32_MAX:
+            raise InputError(f"{path}: voxel values reach {top:.3g}, beyond float32's range (3.4e38): rescale the image")
+    converted = np.ascontiguousarray(array, dtype=np.float32)
+    if array.dtype.kind == "f" and array.size and np.ptp(converted) == 0 and np.ptp(array) > 0:
+        raise InputError(f"{path}: the voxel values ({float(array.min()):.3g} to {float(array.max()):.3g}) differ only "
+                         "below float32's precision: rescale the image")
+    return converted
+
+
+def _read_nrrd(path: Path, selection: "Selection"):
     import SimpleITK as sitk
 
-    image = sitk.ReadImage(str(path))
-    if image.GetDimension() not in (3, 4):
-        raise InputError(f"{path}: the image is {image.GetDimension()}D; a 3D image is needed")
-    array = sitk.GetArrayFromImage(image).astype(np.float32)  # (k, j, i[, component]) or (t, k, j, i)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()  # the header only: sizes are checked before the voxels are read
+    dimension, components = reader.GetDimension(), reader.GetNumberOfComponents()
+    if dimension not in (3, 4):
+        raise InputError(f"{path}: the image is {dimension}D; a 3D image is needed")
+    if "complex" in sitk.GetPixelIDValueAsString(reader.GetPixelID()).lower():
+        raise InputError(f"{path}: the voxels are complex numbers; give the magnitude image")
+    spacing = np.asarray(reader.GetSpacing(), dtype=np.float64)
+    if not np.all(np.isfinite(spacing)) or np.any(spacing[:3] <= 0):
+        raise InputError(f"{path}: the header gives a voxel size of {'x'.join(f'{v:g}' for v in spacing[:3])} mm: "
+                         "fix the header's spacings")
+    size = list(reader.GetSize())
+    check_size(path, size + ([components] if components > 1 else []))
+    image = reader.Execute()
+    array = sitk.GetArrayFromImage(image)  # (k, j, i[, component]) or (t, k, j, i)
     if image.GetDimension() == 4:
         array = np.moveaxis(array, 0, -1)  # volumes last, as components and NIfTI's 4th axis: --volume picks one
     array = np.moveaxis(array, (0, 1, 2), (2, 1, 0))
-    return array, ras_affine_from_sitk(image), None
+    shape = _squeezed_shape(array.shape)
+    array = array.reshape(shape)
+    index = _volume_to_read(path, shape, selection)
+    if index is not None:
+        array = array[..., index]
+    return _as_float32(array, path), ras_affine_from_sitk(image), None
 
 
 def ras_affine_from_sitk(image) -> np.ndarray:
@@ -186,32 +370,6 @@ def ras_affine_from_sitk(image) -> np.ndarray:
     lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)[:3]
     lps[:3, 3] = image.GetOrigin()[:3]
     return LPS_TO_RAS @ lps
-
-
-def _select_3d(array: np.ndarray, path: Path, volume_index: Optional[int], kind: str = "image",
-               index_4d_only: bool = False) -> np.ndarray:
-    while array.ndim > 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim < 3 or min(array.shape[:3]) < 1:
-        raise InputError(f"{path}: the image is {array.ndim}D ({'x'.join(map(str, array.shape))}); a 3D image is needed")
-    if array.ndim == 3:
-        if volume_index not in (None, 0) and not index_4d_only:
-            raise InputError(f"{path}: is a single 3D volume; --volume {volume_index} does not exist")
-        return np.ascontiguousarray(array)
-    if array.ndim > 4:
-        raise InputError(f"{path}: the image is {array.ndim}D; a 3D image is needed")
-    count = array.shape[3]
-    if kind != "image":
-        raise InputError(f"{path}: is 4D with {count} volumes; a 3D {kind} is needed (save the volume you want "
-                         "as a file of its own)")
-    if volume_index is None:
-        raise InputError(
-            f"{path}: is 4D with {count} volumes; pass one 3D volume (e.g. the mean DWI), or to segment one of them "
-            f"pick it with --volume N (0..{count - 1})"
-        )
-    if not 0 <= volume_index < count:
-        raise InputError(f"{path}: --volume {volume_index} is out of range (the image has volumes 0..{count - 1})")
-    return np.ascontiguousarray(array[..., volume_index])
 
 
 def reorient(array: np.ndarray, affine: np.ndarray, axcodes: str = "RAS") -> Tuple[np.ndarray, np.ndarray]:
@@ -226,24 +384,127 @@ def reorient(array: np.ndarray, affine: np.ndarray, axcodes: str = "RAS") -> Tup
 
 
 def refuse_folder(path) -> None:
-    """An output named after an existing folder cannot be written: say so."""
-    if Path(path).is_dir():
+    """Refuse, before any work, an output that cannot be written as a file: an existing folder, or a device,
+    pipe or socket (outputs are written to a new file renamed over the old one: that would replace the device
+    itself, so such outputs are refused, not written into)."""
+    path = Path(path)
+    if path.is_dir():
         raise InputError(f"{path}: is a folder; give an output file name")
+    if path.exists() and not Path(os.path.realpath(path)).is_file():
+        raise InputError(f"{path}: is not a regular file (a device, pipe or socket); outputs are written as files: "
+                         "give a file name")
+
+
+_staged = threading.local()  # the outputs of the innermost all_or_none block of this thread
+
+
+@contextlib.contextmanager
+def all_or_none():
+    """Every output written (atomic_path) inside the block goes to a temporary file; they all replace their
+    targets together when the block ends without error, and are all removed otherwise (an error, Ctrl+C, a
+    signal turned into an exception, a full disk). Nested blocks belong to the outermost one."""
+    if getattr(_staged, "files", None) is not None:
+        yield
+        return
+    _staged.files = []
+    try:
+        yield
+        with signals_held():
+            for temporary, target in _staged.files:
+                _replace(temporary, target)
+    finally:
+        with signals_held():
+            files, _staged.files = _staged.files, None
+            for temporary, _ in files:
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold SIGINT/SIGTERM/SIGHUP (delivered after the block) while files are renamed or cleaned up."""
+    held = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _replace(temporary, target: Path) -> None:
+    try:
+        os.replace(temporary, target)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(target)) from None
+
+
+def _owner_tag() -> str:
+    """host-pid of this process, in temporary names: a later run removes those whose process is gone."""
+    host = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+    return f"{host}-{os.getpid()}"
+
+
+STALE_AFTER_S = 24 * 3600  # a temporary of another machine (shared folder) or unknown owner, left this long, is stale
+
+
+def remove_stale_temporaries(folder, name: str = "*") -> int:
+    """Remove the temporaries (.NAME.HOST-PID.RANDOM.tmp...) left in folder by runs that were killed (their
+    process is gone), or left for a day; return how many."""
+    host = _owner_tag().split("-")[0]
+    removed = 0
+    for candidate in Path(folder).glob(f".{name}.*.tmp*"):
+        match = re.fullmatch(r"\.(.+)\.([0-9a-f]{6})-(\d+)\.[^.]+\.tmp.*", candidate.name)
+        try:
+            if match and match.group(2) == host:
+                stale = not _process_alive(int(match.group(3)))
+            else:
+                stale = time.time() - candidate.stat().st_mtime > STALE_AFTER_S
+            if stale and candidate.is_file():
+                candidate.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path` (same suffixes); it replaces `path` only if the block succeeds."""
+    """Yield a temporary path beside `path` (same suffixes); it replaces `path` only if the block succeeds (and,
+    inside all_or_none, only when every output of the block is written). A symbolic link is followed: its
+    target is replaced, the link stays. Errors name `path`, not the temporary."""
     path = Path(path)
     refuse_folder(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
     for attempt in range(3):  # another process (a batch worker cleaning up) may remove an empty folder meanwhile
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise InputError(f"{path}: cannot create the output folder ({error.strerror})") from None
+        remove_stale_temporaries(path.parent, glob.escape(path.name))
         try:
-            handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+            with signals_held():  # a temporary is made and known to the clean-up, or not made
+                handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".tmp" + suffix,
+                                                     dir=path.parent)
+                staged = getattr(_staged, "files", None)
+                if staged is not None:
+                    staged.append((temporary, path))
             break
         except FileNotFoundError:
             if attempt == 2:
@@ -251,13 +512,21 @@ def atomic_path(path):
         except OSError as error:
             raise InputError(f"{path}: cannot write here ({error.strerror})") from None
     os.close(handle)
-    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600: give outputs the usual permissions
     try:
-        yield Path(temporary)
-        os.replace(temporary, path)
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600: give outputs the usual permissions
+        try:
+            yield Path(temporary)
+        except OSError as error:  # a full disk, a quota: say which output could not be written
+            if getattr(error, "filename", None) in (None, temporary, str(temporary)):
+                raise OSError(error.errno, error.strerror, str(path)) from None
+            raise
+        if staged is None:
+            with signals_held():
+                _replace(temporary, path)
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        if staged is None:
+            with signals_held(), contextlib.suppress(OSError):
+                os.remove(temporary)
 
 
 def _umask() -> int:

@@ -209,8 +209,20 @@ def compute_csa(mask: np.ndarray, affine: np.ndarray, levels: Optional[np.ndarra
 
     Vertebral levels come from a level map on the mask's grid (`levels`) or from disc points projected onto
     the centreline (`discs`: {disc number: RAS position}, see discs.py)."""
-    mask = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
-    affine = np.asarray(affine, dtype=float)
+    from .io import check_affine
+
+    try:
+        mask = np.asarray(mask, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InputError("the mask must be a 3D array of numbers in [0, 1]") from None
+    affine = check_affine(affine)
+    if mask.ndim != 3:
+        raise InputError(f"the mask must be 3D, not {mask.ndim}D")
+    if not np.all(np.isfinite(mask)):
+        raise InputError(f"the mask has {int(np.count_nonzero(~np.isfinite(mask)))} NaN or infinite voxels")
+    if not isinstance(smoothing_mm, (int, float, np.number)) or not (np.isfinite(smoothing_mm) and smoothing_mm >= 0):
+        raise InputError(f"smoothing_mm must be a length of 0 mm or more, not {smoothing_mm!r}")
+    mask = np.clip(mask, 0.0, 1.0)
     if levels is not None and np.shape(levels) != mask.shape:
         raise InputError("the level map and the mask have different shapes")
     if levels is not None and discs is not None:

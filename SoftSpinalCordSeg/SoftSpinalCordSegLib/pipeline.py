@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,9 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from .errors import InputError
-from .io import check_same_grid, file_format, load_labels, load_mask, load_volume, refuse_folder, save_like
+from .errors import InputError, ModelNotInstalledError
+from .io import (all_or_none, check_same_grid, file_format, load_labels, load_mask, load_volume, quiet_warnings,
+                 refuse_folder, save_like)
 from .discs import load_disc_points
 from .morphometry import CsaTable, Table, compute_csa
 from .sctcsv import CSA_FORMATS
@@ -42,6 +44,20 @@ class MeasureResult:
 def _report(progress: Progress, fraction: float, message: str) -> None:
     if progress is not None:
         progress(fraction, message)
+
+
+@contextlib.contextmanager
+def _about(path, *others):
+    """Bad-input errors raised inside name `path` (the library's own checks do not know the file), unless they
+    name it or one of the `others` files already."""
+    try:
+        yield
+    except ModelNotInstalledError:
+        raise
+    except InputError as error:
+        if any(str(error).startswith(f"{name}:") for name in (path, *others) if name is not None):
+            raise
+        raise InputError(f"{path}: {error}") from None
 
 
 def _check_outputs(inputs, outputs) -> None:
@@ -92,44 +108,45 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
     _check_output_types(images=[output_path, mask_path, discs_out_path], pictures=[plot_path, qc_path, levels_qc_path])
     if discs_path is not None and csa_path is None and plot_path is None:
         raise InputError("--discs gives the levels of the CSA table: also pass --csa CSA.csv")
-    _report(progress, 0.0, "loading the image")
-    volume = load_volume(image_path, volume_index, index_4d_only=volume_index_4d_only)
-    discs = None if discs_path is None else load_disc_points(discs_path)  # a bad file fails before the model runs
+    with all_or_none(), quiet_warnings(), _about(image_path, discs_path):  # every output, or none of them
+        _report(progress, 0.0, "loading the image")
+        volume = load_volume(image_path, volume_index, index_4d_only=volume_index_4d_only)
+        discs = None if discs_path is None else load_disc_points(discs_path)  # a bad file fails before the model runs
 
-    def segmentation_progress(fraction: float, message: str) -> None:
-        _report(progress, 0.05 + 0.8 * fraction, message)
+        def segmentation_progress(fraction: float, message: str) -> None:
+            _report(progress, 0.05 + 0.8 * fraction, message)
 
-    probability = inference.segment_image(volume.array, volume.affine, device=device,
-                                          largest_component=largest_component, progress=segmentation_progress)
-    probability = np.clip(np.asarray(probability, dtype=np.float32), 0.0, 1.0)
-    _report(progress, 0.85, "writing the probability map")
-    save_like(probability, volume, output_path, dtype=np.float32)
-    if mask_path is not None:
-        save_like(probability >= threshold, volume, mask_path, dtype=np.uint8)
-    if qc_path is not None:  # drawn before measuring: a QC mosaic also shows why no cord was found
-        from .qc import qc_mosaic
+        probability = inference.segment_image(volume.array, volume.affine, device=device,
+                                              largest_component=largest_component, progress=segmentation_progress)
+        probability = np.clip(np.asarray(probability, dtype=np.float32), 0.0, 1.0)
+        _report(progress, 0.85, "writing the probability map")
+        save_like(probability, volume, output_path, dtype=np.float32)
+        if mask_path is not None:
+            save_like(probability >= threshold, volume, mask_path, dtype=np.uint8)
+        if qc_path is not None:  # drawn before measuring: a QC mosaic also shows why no cord was found
+            from .qc import qc_mosaic
 
-        _report(progress, 0.88, "drawing the QC mosaic")
-        qc_mosaic(volume.array, probability, volume.affine, qc_path, title=f"{Path(image_path).name}: soft cord segmentation")
-    labelling = None
-    if levels == "auto":
-        _report(progress, 0.87, "finding the vertebral discs")
-        labelling = label_discs(volume, probability, discs_out_path, levels_qc_path, Path(image_path).name)
-        discs = labelling.level_points() if labelling.ok else None
-    table = None
-    if csa_path is not None or sct_csa_path is not None or plot_path is not None:
-        if not np.any(probability > 0):
-            raise InputError(f"{image_path}: no spinal cord was found in the image, so no CSA can be measured")
-        _report(progress, 0.9, "measuring the cord")
-        table = compute_csa(probability, volume.affine, discs=discs)
-        if csa_path is not None:
-            write_table(table, csa_path, csa_format, output_path)
-        if sct_csa_path is not None:
-            write_table(table, sct_csa_path, "sct", output_path)
-        if plot_path is not None:
-            from .plot import plot_csa
+            _report(progress, 0.88, "drawing the QC mosaic")
+            qc_mosaic(volume.array, probability, volume.affine, qc_path, title=f"{Path(image_path).name}: soft cord segmentation")
+        labelling = None
+        if levels == "auto":
+            _report(progress, 0.87, "finding the vertebral discs")
+            labelling = label_discs(volume, probability, discs_out_path, levels_qc_path, Path(image_path).name)
+            discs = labelling.level_points() if labelling.ok else None
+        table = None
+        if csa_path is not None or sct_csa_path is not None or plot_path is not None:
+            if not np.any(probability > 0):
+                raise InputError(f"{image_path}: no spinal cord was found in the image, so no CSA can be measured")
+            _report(progress, 0.9, "measuring the cord")
+            table = compute_csa(probability, volume.affine, discs=discs)
+            if csa_path is not None:
+                write_table(table, csa_path, csa_format, output_path)
+            if sct_csa_path is not None:
+                write_table(table, sct_csa_path, "sct", output_path)
+            if plot_path is not None:
+                from .plot import plot_csa
 
-            plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}", reference=reference)
+                plot_csa(table, plot_path, title=f"CSA of {Path(image_path).name}", reference=reference)
     _report(progress, 1.0, "done")
     return SegmentResult(
         probability_path=Path(output_path), mask_path=_path(mask_path), csa_path=_path(csa_path),
@@ -203,30 +220,31 @@ def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_pat
         raise InputError("give the vertebral levels either as --levels or as --discs, not both")
     if (perlevel or vert is not None) and levels_path is None and discs_path is None:
         raise InputError("--perlevel and --vert need the vertebral levels: pass --levels LEVELS (or auto) or --discs DISCS")
-    _report(progress, 0.0, "loading the mask")
-    mask = load_mask(mask_path)
-    levels = None if levels_path is None or auto else load_labels(levels_path, mask).array
-    discs = None if discs_path is None else load_disc_points(discs_path)
-    labelling = None
-    if auto:
-        image = load_volume(image_path)
-        check_same_grid(mask, image, "mask")
-        _report(progress, 0.1, "finding the vertebral discs")
-        labelling = label_discs(image, mask.array, discs_out_path, levels_qc_path, os.path.basename(str(image_path)))
-        if not labelling.ok and (perlevel or vert is not None):
-            raise InputError(f"no vertebral levels for --perlevel / --vert: {labelling.refusal}")
-        discs = labelling.level_points() if labelling.ok else None
-    _report(progress, 0.3, "measuring the cord")
-    table = compute_csa(mask.array, mask.affine, levels, discs=discs)
-    written: Table = table
-    if perlevel or vert is not None or slices is not None:
-        written = table.summarize(levels=vert, slices=slices, per_level=perlevel)
-    write_table(written, csa_path, csa_format, mask_path)
-    if plot_path is not None:
-        from .plot import plot_csa
+    with all_or_none(), quiet_warnings(), _about(mask_path, levels_path, discs_path, image_path):  # all or none
+        _report(progress, 0.0, "loading the mask")
+        mask = load_mask(mask_path)
+        levels = None if levels_path is None or auto else load_labels(levels_path, mask).array
+        discs = None if discs_path is None else load_disc_points(discs_path)
+        labelling = None
+        if auto:
+            image = load_volume(image_path)
+            check_same_grid(mask, image, "mask")
+            _report(progress, 0.1, "finding the vertebral discs")
+            labelling = label_discs(image, mask.array, discs_out_path, levels_qc_path, os.path.basename(str(image_path)))
+            if not labelling.ok and (perlevel or vert is not None):
+                raise InputError(f"no vertebral levels for --perlevel / --vert: {labelling.refusal}")
+            discs = labelling.level_points() if labelling.ok else None
+        _report(progress, 0.3, "measuring the cord")
+        table = compute_csa(mask.array, mask.affine, levels, discs=discs)
+        written: Table = table
+        if perlevel or vert is not None or slices is not None:
+            written = table.summarize(levels=vert, slices=slices, per_level=perlevel)
+        write_table(written, csa_path, csa_format, mask_path)
+        if plot_path is not None:
+            from .plot import plot_csa
 
-        _report(progress, 0.8, "drawing the plot")
-        plot_csa(table, plot_path, title=f"CSA of {os.path.basename(str(mask_path))}", reference=reference)
+            _report(progress, 0.8, "drawing the plot")
+            plot_csa(table, plot_path, title=f"CSA of {os.path.basename(str(mask_path))}", reference=reference)
     _report(progress, 1.0, "done")
     return MeasureResult(csa_path=Path(csa_path), plot_path=_path(plot_path), table=table, written=written,
                          labelling=labelling)
