@@ -1,5 +1,27 @@
-"""`python -m SoftSpinalCordSegLib` runs the `softseg` command line."""
+"""`python -m SoftSpinalCordSegLib` and the `softseg` console command: the command line.
 
-from .cli import run
+Ctrl+C, SIGTERM or SIGHUP while the modules load (a second or so, before anything is written) end the
+process quietly; once the command runs, cli.main turns them into a clean stop that removes unfinished outputs.
+"""
 
-run()
+import os
+import signal
+import sys
+
+
+def _stop_while_loading(signum, frame):
+    sys.stderr.write(f"softseg: stopped by {signal.Signals(signum).name} before starting\n")
+    os._exit(128 + signum)
+
+
+def main():
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
+            signal.signal(getattr(signal, name), _stop_while_loading)
+    from .cli import run
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -264,12 +264,18 @@ def run_demo(output_dir, quiet: bool = False, device: str = "auto") -> DemoResul
     """Segment the demo image with the model (or, with none installed, measure the known cord mask) and
     judge the mean CSA against the truth."""
     from . import inference
-    from .errors import ModelNotInstalledError
+    from .errors import DamagedModelError, ModelNotInstalledError
     from .pipeline import measure_file, segment_file
     from .plot import CsaReference
 
     output_dir = Path(output_dir)
     progress = StderrProgress(quiet)
+    try:
+        margin = inference.rater_margin_mm()  # a damaged model card stops the demo here, before any file is written
+    except DamagedModelError:
+        raise
+    except ModelNotInstalledError:
+        margin = 0.0
     progress(0.0, "building the demo image")
     demo = make_demo_input(output_dir)
     truth = demo.phantom.area_mm2
@@ -277,7 +283,7 @@ def run_demo(output_dir, quiet: bool = False, device: str = "auto") -> DemoResul
     outputs = {name: output_dir / f"demo_{name}" for name in ("cord_prob.nii.gz", "cord_mask.nii.gz", "csa.csv",
                                                                 "csa.png", "qc.png")}
     try:
-        margin = inference.rater_margin_mm() or RATER_MARGIN_MM
+        margin = margin or RATER_MARGIN_MM
         inner = demo.phantom.area_inside_mm2(margin)
         accepted = (inner * (1 - DEMO_SLACK), truth * (1 + DEMO_SLACK))
         result = segment_file(demo.image_path, outputs["cord_prob.nii.gz"], mask_path=outputs["cord_mask.nii.gz"],
@@ -285,6 +291,8 @@ def run_demo(output_dir, quiet: bool = False, device: str = "auto") -> DemoResul
                               device=device, progress=progress, reference=CsaReference(truth, truth_label, accepted))
         demo_result = DemoResult(result.table, truth, accepted, [demo.image_path, demo.truth_path, *outputs.values()],
                                  rater_margin_mm=margin, inner_mm2=inner)
+    except DamagedModelError:
+        raise
     except ModelNotInstalledError as error:
         accepted = (truth * (1 - MASK_TOLERANCE), truth * (1 + MASK_TOLERANCE))
         result = measure_file(demo.truth_path, outputs["csa.csv"], plot_path=outputs["csa.png"], progress=progress,
@@ -422,17 +430,19 @@ def describe_os_error(error: OSError) -> str:
 
 @contextlib.contextmanager
 def stop_on_signals():
-    """SIGTERM and SIGHUP unwind the run as Ctrl+C does (outputs in progress are removed) instead of killing it."""
+    """SIGTERM and SIGHUP unwind the run as Ctrl+C (SIGINT) does, removing the outputs in progress, instead of
+    killing it."""
     def interrupt(signum, frame):
         raise Interrupted(signum)
 
     previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            try:
-                previous[name] = signal.signal(getattr(signal, name), interrupt)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
+    for name, handler in (("SIGTERM", interrupt), ("SIGHUP", interrupt), ("SIGINT", signal.default_int_handler)):
+        if not hasattr(signal, name) or signal.getsignal(getattr(signal, name)) is signal.SIG_IGN:
+            continue  # an ignored signal (nohup, a background job) stays ignored
+        try:
+            previous[name] = signal.signal(getattr(signal, name), handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
     try:
         yield
     finally:

@@ -9,6 +9,11 @@ class ModelNotInstalledError(InputError):
     """No trained weights are installed, or they fail their checksum."""
 
 
+class DamagedModelError(ModelNotInstalledError):
+    """Model files are there but unusable (checksum, damaged or foreign weights, model card), or
+    $SOFTSEG_MODEL_DIR names a folder without them: reinstall, do not fall back to anything."""
+
+
 class CancelledError(Exception):
     """The user cancelled a running job."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CancelledError, InputError, ModelNotInstalledError
+from .errors import CancelledError, DamagedModelError, InputError, ModelNotInstalledError
 from .io import check_affine, quiet_warnings, reorient
 from .model import (MIN_SLICE_PX, WORKING_SPACING_MM, build_network, fill_parameters, frozen, load_architecture,
                     normalize_slice, pad_amounts)
@@ -42,7 +42,7 @@ def model_dir() -> Path:
     if chosen:
         if not (Path(chosen) / WEIGHTS_NAME).is_file():
             where = "does not exist" if not Path(chosen).exists() else f"holds no {WEIGHTS_NAME}"
-            raise ModelNotInstalledError(f"SOFTSEG_MODEL_DIR={chosen} {where}: point it to a folder with the model "
+            raise DamagedModelError(f"SOFTSEG_MODEL_DIR={chosen} {where}: point it to a folder with the model "
                                          "files, or unset it to use the installed model")
         return Path(chosen)
     here = Path(__file__).resolve().parent
@@ -71,10 +71,10 @@ def model_info() -> dict:
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError) as error:  # ValueError: JSONDecodeError, UnicodeDecodeError
-        raise ModelNotInstalledError(f"{path}: the model card cannot be read ({' '.join(str(error).split())[:120]}): "
+        raise DamagedModelError(f"{path}: the model card cannot be read ({' '.join(str(error).split())[:120]}): "
                                      "reinstall the extension") from None
     if not isinstance(info, dict):
-        raise ModelNotInstalledError(f"{path}: the model card is not a JSON object: reinstall the extension")
+        raise DamagedModelError(f"{path}: the model card is not a JSON object: reinstall the extension")
     return info
 
 
@@ -85,7 +85,7 @@ def rater_margin_mm() -> float:
     except (TypeError, ValueError):
         margin = float("nan")
     if not 0.0 <= margin < 10.0:
-        raise ModelNotInstalledError(f"{model_dir() / 'model.json'}: rater_margin_mm is not a distance of 0-10 mm: "
+        raise DamagedModelError(f"{model_dir() / 'model.json'}: rater_margin_mm is not a distance of 0-10 mm: "
                                      "reinstall the extension")
     return margin
 
@@ -108,13 +108,14 @@ def recorded_sha256(path) -> str:
     try:
         return record.read_text().split()[0]
     except (OSError, IndexError):
-        raise ModelNotInstalledError(f"the checksum file {record.name} is missing or empty beside {path.name}") from None
+        raise DamagedModelError(f"{record}: the SHA-256 checksum file is missing or empty: reinstall the "
+                                "extension") from None
 
 
 def verified(path):
     """path, after checking it against the SHA-256 recorded beside it."""
     if sha256_of(path) != recorded_sha256(path):
-        raise ModelNotInstalledError(f"{path} does not match its SHA-256: reinstall the extension")
+        raise DamagedModelError(f"{path} does not match its SHA-256: reinstall the extension")
     return path
 
 
@@ -139,7 +140,7 @@ def cached_network(folder, device, *weights_identity):
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - garbage, a truncated zip, a pickle of other objects
-            raise ModelNotInstalledError(f"{weights}: not a readable PyTorch weights file: reinstall the extension") from None
+            raise DamagedModelError(f"{weights}: not a readable PyTorch weights file: reinstall the extension") from None
         try:
             net = load_architecture(verified(architecture)) if architecture.is_file() else None
             net = fill_parameters(net if net is not None else build_network(), state)
@@ -147,10 +148,9 @@ def cached_network(folder, device, *weights_identity):
             _check_network(net, device, weights)
         except ModelNotInstalledError:
             raise
-        except Exception as error:  # noqa: BLE001 - names or shapes of another network
-            reason = " ".join(str(error).split())[:120] or type(error).__name__
-            raise ModelNotInstalledError(f"{weights}: these weights do not fit the network ({reason}): reinstall "
-                                         "the extension") from None
+        except Exception:  # noqa: BLE001 - names or shapes of another network (torch's words: a TorchScript trace)
+            raise DamagedModelError(f"{weights}: these weights do not fit the network (other tensor names or "
+                                    "shapes): reinstall the extension") from None
     return net
 
 
@@ -161,7 +161,7 @@ def _check_network(net, device, weights) -> None:
     with torch.inference_mode():
         out = net(torch.zeros((1, 1, 32, 32), device=device).contiguous(memory_format=torch.channels_last))
     if tuple(out.shape) != (1, 1, 32, 32) or not bool(torch.isfinite(out).all()):
-        raise ModelNotInstalledError(f"{weights}: these weights give no valid output (NaN or a wrong shape): "
+        raise DamagedModelError(f"{weights}: these weights give no valid output (NaN or a wrong shape): "
                                      "reinstall the extension")
 
 

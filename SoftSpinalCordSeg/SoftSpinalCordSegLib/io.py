@@ -226,11 +226,11 @@ def _raw_nifti_header(path: Path):
         block = stream.read(540)
     if len(block) < 348:
         raise InputError(f"{path}: not a valid NIfTI image (the file is shorter than a NIfTI header)")
-    for header_class in (nib.Nifti1Header, nib.Nifti2Header):
-        try:
-            return header_class.from_fileobj(BytesIO(block), check=False)
-        except Exception:  # noqa: BLE001 - wrong size or magic: try the other version
-            continue
+    for order in "<>":  # NIfTI-1 and NIfTI-2 are told apart by sizeof_hdr, in either byte order
+        size = int(np.frombuffer(block[:4], dtype=f"{order}i4")[0])
+        for header_class in (nib.Nifti1Header, nib.Nifti2Header):
+            if size == header_class.sizeof_hdr:
+                return header_class.from_fileobj(BytesIO(block), check=False)
     raise InputError(f"{path}: not a valid NIfTI image")
 
 
