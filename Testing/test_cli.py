@@ -314,7 +314,8 @@ def test_python_dash_m_runs_the_command_line():
 
 def test_python_dash_m_segment_ends_with_its_outputs_written_and_its_exit_code(write_phantom, tmp_path):
     """A process that ran the network ends without unloading torch (inference.exit_process): its files are
-    complete, its last lines reach the pipes and its exit code is kept, on success and on a late failure."""
+    complete, its last lines reach the pipes and its exit code is kept, on success and on a late failure (which
+    leaves none of the outputs)."""
     _, cord, affine = write_phantom(CordPhantom(area_mm2=80.0, length_mm=20.0), (1.0, 1.0, 2.0), "RAS")
     image = write_nifti(tmp_path / "image.nii.gz", (100 * cord + random_image(cord.shape)).astype(np.float32), affine)
     command = [sys.executable, "-m", "SoftSpinalCordSegLib", "segment", image, "--device", "cpu"]
@@ -328,7 +329,7 @@ def test_python_dash_m_segment_ends_with_its_outputs_written_and_its_exit_code(w
                             capture_output=True, text=True, env=env)
     assert failed.returncode == 2, failed.stderr
     assert failed.stderr.strip().splitlines()[-1].startswith("softseg: error: ")
-    assert nib.load(str(tmp_path / "prob2.nii.gz")).get_fdata().shape == cord.shape
+    assert not (tmp_path / "prob2.nii.gz").exists()  # all the outputs asked for, or none
 
 
 def test_segment_pipeline_writes_every_output_in_the_input_grid(write_phantom, tmp_path, capsys, monkeypatch):

@@ -2,8 +2,9 @@
 
 Every problem with a file the user gave becomes an `InputError` with a one-line message.
 Arrays are kept in the file's own voxel order (i, j, k); `Volume.affine` maps voxel indices to RAS mm.
-Outputs are written atomically (temporary file in the same folder, then `os.replace`) and in exactly
-the reference's grid, so they overlay the input in any viewer.
+Outputs are written atomically (temporary file in the same folder, then `os.replace`; inside `all_or_none`
+every output of a run is renamed together at its end, or none is) and in exactly the reference's grid, so
+they overlay the input in any viewer. Sizes are checked from the header before any voxel is read.
 """
 
 from __future__ import annotations
