@@ -74,6 +74,7 @@ class SoftSpinalCordSegParameterNode:
 
     inputVolume: vtkMRMLScalarVolumeNode
     levels: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLMarkupsFiducialNode]] = None
+    automaticLevels: bool = False
     device: Annotated[str, Choice(DEVICES)] = "auto"
     threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
@@ -106,6 +107,7 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
         self.ui.exportPngButton.connect("clicked(bool)", self.onExportPng)
+        self.ui.remeasureLevelsButton.connect("clicked(bool)", self.onRemeasureLevels)
         self.ui.csaTableView.connect("clicked(QModelIndex)", self.onTableRowClicked)
         self.initializeParameterNode()
 
@@ -162,6 +164,7 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.levelTableView.setMRMLTableNode(levels)
         self.ui.levelTableView.visible = levels is not None
         self.ui.exportPngButton.enabled = self.ui.exportCsvButton.enabled = table is not None
+        self.ui.remeasureLevelsButton.enabled = bool(volume) and not self.worker and find_output(volume, "discs") is not None
 
     # --- running ---------------------------------------------------------------------------------------------
 
@@ -176,7 +179,7 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
             self.runningVolume = self._parameterNode.inputVolume
             self.worker = self.logic.startProcessing(
-                self.runningVolume, device=self._parameterNode.device, levels=self._parameterNode.levels)
+                self.runningVolume, device=self._parameterNode.device, levels=self.chosenLevels())
             self.setRunning(True)
 
     def onPollWorker(self):
@@ -193,8 +196,23 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
             outputs = self.logic.finishProcessing(
-                worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity, levels=parameters.levels
+                worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity, levels=self.chosenLevels()
             )
+            self.ui.statusLabel.text = self.doneMessage(outputs)
+        self.onParameterNodeModified()
+
+    def chosenLevels(self):
+        """"auto" when automatic levels are ticked, else the levels input (None, a label volume or disc points)."""
+        from SoftSpinalCordSegLib.mrml import AUTOMATIC_LEVELS
+
+        return AUTOMATIC_LEVELS if self._parameterNode.automaticLevels else self._parameterNode.levels
+
+    def onRemeasureLevels(self):
+        """The levels measured again from the (moved) automatic disc points, without the model."""
+        parameters = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Could not re-measure the levels."), waitCursor=True):
+            outputs = self.logic.remeasureLevels(parameters.inputVolume, threshold=parameters.threshold,
+                                                 opacity=parameters.opacity)
             self.ui.statusLabel.text = self.doneMessage(outputs)
         self.onParameterNodeModified()
 
@@ -207,6 +225,9 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if suspects:
             message += " " + _("Check slices {slices} in the slice views: their CSA departs from their neighbours'.").format(
                 slices=", ".join(str(index) for index in suspects))
+        if outputs.disc_points is not None:
+            message += " " + _("Discs found: check the points of '{name}' in the slice views, move any that is off, "
+                               "then Re-measure levels.").format(name=outputs.disc_points.GetName())
         for note in (outputs.confidence_note, outputs.level_note):
             if note:
                 message += " " + note[0].upper() + note[1:] + "."
@@ -289,6 +310,13 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
         outputs = segment_volume_node(inputVolume, probability=worker.result(), **options)
         self.showResults(outputs)
         return outputs
+
+    def remeasureLevels(self, inputVolume, threshold=0.5, opacity=0.6):
+        """The CSA and per-level tables measured again from the input's automatic disc points (as the user left
+        them) and the probability of the last run: the model does not run again."""
+        from SoftSpinalCordSegLib.mrml import find_output, remeasure_levels
+
+        return remeasure_levels(inputVolume, find_output(inputVolume, "discs"), threshold=threshold, opacity=opacity)
 
     def showResults(self, outputs):
         """Slice views with the overlay, a plot view with the CSA chart, the cord surface in 3D."""

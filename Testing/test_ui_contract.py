@@ -24,6 +24,7 @@ EXPECTED_WIDGETS = {
     "levelTableView": "qMRMLTableView",
     "exportCsvButton": "QPushButton",
     "exportPngButton": "QPushButton",
+    "remeasureLevelsButton": "QPushButton",
 }
 QT_BUILTIN = {"QWidget", "QLabel", "QPushButton", "QComboBox", "QProgressBar", "QCheckBox", "QDoubleSpinBox", "QSpinBox"}
 
@@ -94,7 +95,7 @@ def test_every_widget_the_code_uses_exists_with_its_class(ui, source):
 def test_every_parameter_is_bound_to_a_fitting_widget(ui, source):
     declared = parameters(source)
     bindings = parameter_bindings(ui)
-    assert set(declared) == {"inputVolume", "levels", "device", "threshold", "opacity"}
+    assert set(declared) == {"inputVolume", "levels", "automaticLevels", "device", "threshold", "opacity"}
     assert set(bindings) == set(declared), "every parameter has exactly one widget, and no widget names an unknown one"
     for name, annotation in declared.items():
         widget, widget_class = bindings[name]

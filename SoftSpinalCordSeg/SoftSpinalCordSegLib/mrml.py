@@ -54,6 +54,7 @@ class SegmentationOutputs:
     level_table: Any = None  # per-level summary, only when levels were given
     csa: Any = None  # the library's CsaTable behind csa_table
     level_note: str = ""  # why there is no per-level table though levels were given
+    disc_points: Any = None  # with levels="auto": the markups node of the discs found (move them, then remeasure_levels)
     confidence_note: str = ""  # inference.low_confidence_note: what was marked is unlike a real cord
 
 
@@ -74,12 +75,15 @@ def segment_volume_node(
 
     threshold: probability from which a voxel belongs to the binary segment; opacity: of the overlay;
     floor: probabilities below it are transparent in the overlay; levels: optional vertebral levels, a label
-    volume node (PAM50 codes, any grid) or a markups point list of disc points named like "C2/C3".
+    volume node (PAM50 codes, any grid), a markups point list of disc points named like "C2/C3", or "auto" to
+    find the discs in the image (vertebrae.py): they become the markups node `disc_points`, which the user can
+    move and then re-measure with `remeasure_levels` (the network does not run again).
     probability: a precomputed soft mask in the input's voxel order (i, j, k), instead of running the model;
     segmenter: the function that computes it (default `inference.segment_image`).
     """
     _check_options(threshold, opacity, floor)
     image, affine = volume_array_and_affine(volume_node)
+    automatic = isinstance(levels, str)
     level_array, discs = level_inputs(levels, volume_node) if levels is not None else (None, None)
     if probability is None:
         if segmenter is None:
@@ -91,10 +95,22 @@ def segment_volume_node(
 
     from .morphometry import compute_csa
 
+    labelling = None
+    if automatic:
+        from .vertebrae import detect_discs
+
+        if progress:
+            progress(0.96, "finding the vertebral discs")
+        labelling = detect_discs(image, _level_affine(volume_node), probability)
+        discs = labelling.level_points() or None
     # Positions as the views show them (disc points are in world coordinates too).
     csa = compute_csa(probability, world_affine(volume_node), levels=level_array, discs=discs)
     per_level, level_note = None, ""
-    if levels is not None:
+    if labelling is not None and not labelling.ok:
+        from .vertebrae import describe
+
+        level_note = describe(labelling)
+    elif levels is not None:
         try:
             per_level = csa.summarize(per_level=True)
         except InputError as error:  # levels that miss the cord: the segmentation is still worth keeping
@@ -102,6 +118,8 @@ def segment_volume_node(
     scene = volume_node.GetScene()
     with _removed_on_failure(scene):
         outputs = _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per_level, level_note)
+        if labelling is not None and labelling.ok:
+            outputs.disc_points = _update_disc_points(volume_node, discs)
     if progress:
         progress(1.0, "done")
     return outputs
@@ -225,6 +243,11 @@ def _written_digest(node) -> str:
         digest.update(str(labelmap.GetExtent()).encode())
         if labelmap.GetPointData().GetScalars() is not None:
             digest.update(vtk_to_numpy(labelmap.GetPointData().GetScalars()).tobytes())
+    elif node.IsA("vtkMRMLMarkupsNode"):
+        for index in range(node.GetNumberOfControlPoints()):
+            position = [0.0, 0.0, 0.0]
+            node.GetNthControlPointPosition(index, position)
+            digest.update(f"|{node.GetNthControlPointLabel(index)}:{position}".encode())
     elif node.IsA("vtkMRMLTableNode"):
         table = node.GetTable()
         for index in range(table.GetNumberOfColumns()):
@@ -438,12 +461,53 @@ def _update_chart(volume_node, table_node):
 
 
 # --- vertebral levels --------------------------------------------------------------------------------------
+AUTOMATIC_LEVELS = "auto"
+
+
+def _update_disc_points(volume_node, discs):
+    """The markups node of the discs found automatically, one control point per disc named like "C2/C3" (the
+    discs in view and the next one beyond each end, as the template places it). A re-run replaces the points,
+    unless the user moved or renamed them since: that node is left alone and a new one made."""
+    import vtk
+
+    from .vertebrae import disc_name
+
+    node = _output_node(volume_node, "discs", "vtkMRMLMarkupsFiducialNode", f"{volume_node.GetName()} discs")
+    node.RemoveAllControlPoints()
+    for number in sorted(discs):
+        node.AddControlPointWorld(vtk.vtkVector3d(*[float(value) for value in discs[number]]), disc_name(number))
+    node.SetAttribute(WRITTEN_ATTRIBUTE, _written_digest(node))
+    return node
+
+
+def remeasure_levels(volume_node, disc_points, *, threshold: float = 0.5, opacity: float = 0.6):
+    """The CSA table and the per-level table measured again with disc points (the automatic ones moved by the
+    user, or any markups named like "C2/C3"), from the probability volume of the last run: the network does
+    not run again. Returns the outputs as segment_volume_node does."""
+    if disc_points is None:
+        raise InputError(f"'{volume_node.GetName()}' has no disc points: run it with automatic vertebral levels first")
+    probability_node = find_output(volume_node, "probability")
+    if probability_node is None or probability_node.GetImageData() is None:
+        raise InputError(f"'{volume_node.GetName()}' has no cord probability from an earlier run: run the segmentation first")
+    import slicer
+
+    probability = np.array(slicer.util.arrayFromVolume(probability_node).transpose(2, 1, 0), dtype=np.float32)
+    return segment_volume_node(volume_node, probability=probability, levels=disc_points, threshold=threshold,
+                               opacity=opacity, segmenter=_no_network)
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("remeasure_levels must not run the network")
 
 
 def level_inputs(levels, volume_node):
     """(level codes in the input's voxel grid, None) from a label volume, or (None, {disc number: world position})
     from a markups point list of discs (checked before the model runs: a wrong levels input must not cost the
     user the segmentation)."""
+    if isinstance(levels, str):  # "auto": the discs are found after the segmentation
+        if levels != AUTOMATIC_LEVELS:
+            raise InputError(f"levels must be a label volume, a markups point list of discs or '{AUTOMATIC_LEVELS}', not {levels!r}")
+        return None, None
     if levels.IsA("vtkMRMLVolumeNode"):
         return _resampled_labels(levels, volume_node, tuple(volume_node.GetImageData().GetDimensions())), None
     if levels.IsA("vtkMRMLMarkupsNode"):

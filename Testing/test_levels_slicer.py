@@ -1,0 +1,85 @@
+"""Slicer's automatic vertebral levels on a real MRML scene (slicer-core): disc points the user can move, and the
+per-level table re-measured from them without running the network again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="slicer-core (real MRML) is not installed")
+vtk = pytest.importorskip("vtk")
+
+from SoftSpinalCordSegLib import mrml  # noqa: E402
+from SoftSpinalCordSegLib.errors import InputError  # noqa: E402
+from SoftSpinalCordSegLib.io import Volume, save_like  # noqa: E402
+
+
+@pytest.fixture
+def app(tmp_path):
+    with mrml.HeadlessSlicer(str(tmp_path / "cache")) as headless:
+        yield headless
+
+
+def load_pam50_crop(app, shared_file, tmp_path, start=150, stop=None):
+    """PAM50_small T2 cropped along S as an input volume, and its cord mask in Slicer's (i, j, k) grid."""
+    from test_vertebrae import _pam50_cervical
+
+    image, cord, _, affine = _pam50_cervical(shared_file, start)
+    image, cord = image[..., :stop], cord[..., :stop]
+    save_like(image, Volume(array=image, affine=affine), tmp_path / "t2.nii.gz")
+    save_like(cord, Volume(array=cord, affine=affine), tmp_path / "cord.nii.gz")
+    volume = app.load_volume(str(tmp_path / "t2.nii.gz"), "t2")
+    cord_node = app.load_volume(str(tmp_path / "cord.nii.gz"), "cord")
+    probability = slicer.util.arrayFromVolume(cord_node).transpose(2, 1, 0).astype(np.float32).copy()
+    return volume, probability
+
+
+def level_counts(table_node) -> dict:
+    return {table_node.GetCellText(row, 0): int(table_node.GetCellText(row, 2)) for row in range(table_node.GetNumberOfRows())}
+
+
+def point_index(markups, label) -> int:
+    labels = [markups.GetNthControlPointLabel(index) for index in range(markups.GetNumberOfControlPoints())]
+    return labels.index(label)
+
+
+def test_moved_automatic_disc_points_remeasure_the_levels_without_the_network(app, shared_file, tmp_path):
+    volume, probability = load_pam50_crop(app, shared_file, tmp_path)
+    outputs = mrml.segment_volume_node(volume, probability=probability, levels="auto")
+    discs = outputs.disc_points
+    labels = [discs.GetNthControlPointLabel(index) for index in range(discs.GetNumberOfControlPoints())]
+    assert {"C2/C3", "C3/C4", "C7/T1"} <= set(labels) and not outputs.level_note
+    before = level_counts(outputs.level_table)
+    assert {"2", "3", "4", "5", "6", "7", "8"} <= set(before)
+
+    moved = point_index(discs, "C3/C4")
+    position = [0.0, 0.0, 0.0]
+    discs.GetNthControlPointPositionWorld(moved, position)
+    discs.SetNthControlPointPositionWorld(moved, position[0], position[1], position[2] - 10.0)  # 10 mm down
+    remeasured = mrml.remeasure_levels(volume, discs)  # its segmenter fails if called: no network
+    after = level_counts(remeasured.level_table)
+    assert remeasured.level_table is outputs.level_table  # updated in place
+    assert after["3"] - before["3"] == before["4"] - after["4"] and 4 <= after["3"] - before["3"] <= 6  # 2 mm slices
+    assert {key: value for key, value in after.items() if key not in "34"} == \
+        {key: value for key, value in before.items() if key not in "34"}
+    assert remeasured.disc_points is None and mrml.find_output(volume, "discs") is discs  # the user's points stay
+
+    again = mrml.segment_volume_node(volume, probability=probability, levels="auto")  # a new automatic run
+    assert again.disc_points is not discs and level_counts(again.level_table) == before
+
+
+def test_automatic_levels_refused_leave_a_note_and_no_disc_points(app, shared_file, tmp_path):
+    volume, probability = load_pam50_crop(app, shared_file, tmp_path, start=120, stop=95)  # C3 to T2: no C2
+    outputs = mrml.segment_volume_node(volume, probability=probability, levels="auto")
+    assert outputs.disc_points is None and outputs.level_table is None
+    assert outputs.level_note.startswith("no vertebral levels") and "C2" in outputs.level_note
+    assert outputs.csa_table is not None  # the segmentation and its CSA are still made
+    with pytest.raises(InputError, match="must be a label volume"):
+        mrml.segment_volume_node(volume, probability=probability, levels="automatic")
+
+
+def test_remeasure_needs_an_earlier_run(app, shared_file, tmp_path):
+    volume, _ = load_pam50_crop(app, shared_file, tmp_path)
+    discs = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "discs")
+    with pytest.raises(InputError, match="run the segmentation first"):
+        mrml.remeasure_levels(volume, discs)
