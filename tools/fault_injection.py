@@ -369,7 +369,7 @@ def build_cases(root: Path, f: Dict[str, Path], models: Dict[str, Path], disks: 
 
     # --- signals in the middle of a run: everything or nothing, no temporary left
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        for delay in (0.5, 3.0, 6.0):
+        for delay in (0.5, 3.0, 6.0, 10.0):
             where = folder(f"sig_{signum.name}_{delay}")
             outputs = [where / "prob.nii.gz", where / "mask.nii.gz", where / "csa.csv", where / "csa.png", where / "qc.png"]
             add(f"segment {signum.name} after {delay:g} s", "signal",
