@@ -135,6 +135,11 @@ def main():
     rows.append(evaluate("amu_test001 (manual cord mask)", amu_image.array, manual, amu_image.affine, amu_truth, amu_points))
     lumbar = load_volume(args.data / "real" / "tutorial" / "t2_lumbar.nii.gz")
     if args.model:
+        pam50 = load_volume(args.data / "labels" / "PAM50_small" / "PAM50_small_t2.nii.gz")
+        pam50_levels = load_labels(args.data / "labels" / "PAM50_small" / "PAM50_small_levels.nii.gz", pam50).array
+        segmented = model_segmentation(pam50, Path("/tmp/softseg_levels_pam50_prob.nii.gz"))
+        rows.append(evaluate("PAM50_small T2 (model)", pam50.array, segmented, pam50.affine,
+                             lambda c: disc_arcs_from_level_map(pam50_levels, pam50.affine, c), pam50_levels))
         segmented = model_segmentation(amu_image, Path("/tmp/softseg_levels_amu_prob.nii.gz"))
         rows.append(evaluate("amu_test001 (model)", amu_image.array, segmented, amu_image.affine, amu_truth, amu_points))
         segmented = model_segmentation(lumbar, Path("/tmp/softseg_levels_lumbar_prob.nii.gz"))
