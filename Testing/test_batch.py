@@ -505,6 +505,9 @@ def test_batch_sct_format_and_disc_labels_found_by_template(tmp_path, capsys):
     summary = read_rows(result.summary_csv)
     assert {row["level"] for row in summary if "sub-a" in row["file"]} == {"all", "C3", "C4"}
     assert {row["level"] for row in summary if "sub-b" in row["file"]} == {"all"}
+    again = batch.run_batch(root, workers=1, csa_format="sct", segment_file=segment_file_with_stand_in, quiet=True)
+    assert [r.status for r in again.results] == ["done", "done"]  # without --discs now: redone, levels gone
+    assert all(row["VertLevel"] == "" for row in read_rows(Path(again.results[0].outputs["csa_sct"])))
     with pytest.raises(InputError, match="use {stem} and {folder} only"):
         batch.run_batch(root, workers=1, discs="{subject}.nii.gz", overwrite=True,
                         segment_file=segment_file_with_stand_in, quiet=True)

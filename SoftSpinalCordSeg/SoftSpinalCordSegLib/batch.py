@@ -24,7 +24,7 @@ from .errors import InputError, ModelNotInstalledError
 from .report import write_cohort_outputs
 
 DEFAULT_WORKERS = 2
-RESULT_OPTIONS = ("threshold", "largest_component", "volume_index", "levels")  # options that change the outputs: a change redoes every image
+RESULT_OPTIONS = ("threshold", "largest_component", "volume_index", "levels", "discs")  # options that change the outputs: a change redoes every image
 
 
 @dataclass
@@ -207,7 +207,7 @@ def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
         return "the model changed since the last run"
     recorded = generated.get("Options")
     changed = sorted(k for k in RESULT_OPTIONS if recorded is not None and recorded.get(k) != options.get(k))
-    changed = [{"volume_index": "--volume", "levels": "--levels"}.get(k, k) for k in changed]
+    changed = [{"volume_index": "--volume", "levels": "--levels", "discs": "--discs"}.get(k, k) for k in changed]
     return f"{' and '.join(changed)} changed since the last run" if changed else ""
 
 
@@ -363,7 +363,8 @@ def run_batch(
         if discs is not None:
             raise InputError("give the discs either as --discs or find them with --levels auto, not both")
         options["levels"] = levels
-    changed = "" if overwrite else settings_changed(output_dir, model_sha256, options)
+    recorded = {**options, "discs": discs}  # the disc template changes the tables' levels, not the pipeline's options
+    changed = "" if overwrite else settings_changed(output_dir, model_sha256, recorded)
     if changed:
         if not quiet:
             print(f"softseg batch: {changed}: redoing every image", file=sys.stderr)
@@ -397,7 +398,7 @@ def run_batch(
                                     scheduler, progress))
 
     ordered = [results[image.path] for image in images]
-    write_dataset_description(output_dir, input_path, model_sha256, options)
+    write_dataset_description(output_dir, input_path, model_sha256, recorded)
     write_failures(output_dir, ordered)
     summary_csv, spread_csv, report_html = write_cohort_outputs(output_dir, ordered, input_path)
     return BatchResult(output_dir, ordered, summary_csv, spread_csv, report_html, time.perf_counter() - start)
