@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from SoftSpinalCordSegLib.io import load_labels, load_mask, load_volume
-from SoftSpinalCordSegLib.vertebrae import EXTEND_MM, STEP_MM, cord_centreline, disc_arcs_from_level_map, disc_profile
+from SoftSpinalCordSegLib.vertebrae import STEP_MM, cord_centreline, disc_arcs_from_level_map, disc_profile
 
 OUTPUT = Path(__file__).resolve().parents[1] / "SoftSpinalCordSeg" / "SoftSpinalCordSegLib" / "level_template.py"
 
@@ -24,12 +24,12 @@ def main(data_dir: Path) -> None:
     image = load_volume(folder / "PAM50_small_t2.nii.gz")
     cord = load_mask(folder / "PAM50_small_cord.nii.gz", image)
     levels = load_labels(folder / "PAM50_small_levels.nii.gz", image)
-    centreline = cord_centreline(cord.array, image.affine, EXTEND_MM)
+    centreline = cord_centreline(cord.array, image.affine)
     profile, _ = disc_profile(image.array, image.affine, centreline)
     discs = disc_arcs_from_level_map(levels.array, image.affine, centreline)
     lines = [
         '"""Disc profile, cord area and discs along the cord of the PAM50 T2 template (PAM50_small, MIT, NeuroPoly),',
-        'from 40 mm above its top (C1) down, every STEP_MM; NAN where unknown. Written by tools/build_level_template.py; do not edit."""',
+        'from its top (C1) down, every STEP_MM; NAN where unknown. Written by tools/build_level_template.py; do not edit."""',
         "",
         "NAN = float(\"nan\")",
         f"STEP_MM = {STEP_MM}",

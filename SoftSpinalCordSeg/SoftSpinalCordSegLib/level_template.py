@@ -1,5 +1,5 @@
 """Disc profile, cord area and discs along the cord of the PAM50 T2 template (PAM50_small, MIT, NeuroPoly),
-from 40 mm above its top (C1) down, every STEP_MM; NAN where unknown. Written by tools/build_level_template.py; do not edit."""
+from its top (C1) down, every STEP_MM; NAN where unknown. Written by tools/build_level_template.py; do not edit."""
 
 NAN = float("nan")
 STEP_MM = 1.0

@@ -39,7 +39,6 @@ MIN_ABOVE_C2C3_MM = 8.0  # the field of view must show this much cord above C2/C
 MIN_INSIDE = 0.8  # profile points with less of their band inside the image are left out
 MIN_LENGTH_MM = 50.0  # a shorter cord segment holds too few discs to number them
 SMOOTHING_MM = 20.0  # centreline smoothing, as morphometry
-EXTEND_MM = 0.0  # the centreline goes on this far above the cord found, straight: C1, the dens and the skull base
 
 
 @dataclass
@@ -51,7 +50,6 @@ class Centreline:
     tangents: np.ndarray
     anterior: np.ndarray
     area_mm2: np.ndarray
-    extended: int = 0  # the first points continue the cord upwards (no cord segmented there)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -111,34 +109,24 @@ class DiscLabelling:
 
 
 # ------------------------------------------------------------------------------------------------ centreline
-def cord_centreline(probability: np.ndarray, affine: np.ndarray, extend_mm: float = 0.0) -> Centreline:
-    """The cord's centreline every STEP_MM from top to bottom (RAS), from a soft or binary cord mask, continued
-    straight upwards by `extend_mm` (area unknown there)."""
+def cord_centreline(probability: np.ndarray, affine: np.ndarray) -> Centreline:
+    """The cord's centreline every STEP_MM from top to bottom (RAS), from a soft or binary cord mask."""
     from scipy.interpolate import make_smoothing_spline
 
-    from .morphometry import slice_axis
+    from .morphometry import slice_axis, slice_centres
 
     affine = np.asarray(affine, dtype=float)
-    axis = slice_axis(affine)
-    plane = np.moveaxis(np.asarray(probability, dtype=np.float32), axis, 0)
-    sums = plane.reshape(plane.shape[0], -1).sum(axis=1, dtype=np.float64)
-    present = sums > 0
-    if present.sum() < 2:
+    if not np.any(np.asarray(probability) > 0):
         return Centreline(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0))
-    indices = np.flatnonzero(sums > 0.2 * np.median(sums[present]))
-    in_plane = [other for other in range(3) if other != axis]
-    grid_u, grid_v = np.meshgrid(np.arange(plane.shape[1]), np.arange(plane.shape[2]), indexing="ij")
-    voxels = np.zeros((indices.size, 3))
-    voxels[:, axis] = indices
-    for row, index in enumerate(indices):
-        weights = plane[index] / sums[index]
-        voxels[row, in_plane[0]] = (weights * grid_u).sum()
-        voxels[row, in_plane[1]] = (weights * grid_v).sum()
-    centres = voxels @ affine[:3, :3].T + affine[:3, 3]
+    _, centres, sums = slice_centres(probability, affine, with_sums=True)
+    keep = sums > 0.2 * np.median(sums)  # the cord's cut ends shift the centre
+    centres, sums = centres[keep], sums[keep]
     linear = affine[:3, :3]
+    in_plane = [other for other in range(3) if other != slice_axis(affine)]
     pixel_area = float(np.linalg.norm(np.cross(linear[:, in_plane[0]], linear[:, in_plane[1]])))
+    areas = sums * pixel_area
     order = np.argsort(-centres[:, 2])
-    centres, areas = centres[order], sums[indices][order] * pixel_area
+    centres, areas = centres[order], areas[order]
     depth = -centres[:, 2]
     keep = np.concatenate([[True], np.diff(depth) > 1e-6])
     centres, areas, depth = centres[keep], areas[keep], depth[keep]
@@ -156,14 +144,7 @@ def cord_centreline(probability: np.ndarray, affine: np.ndarray, extend_mm: floa
     anterior = np.array([0.0, 1.0, 0.0]) - tangents[:, 1:2] * tangents
     anterior /= np.linalg.norm(anterior, axis=1, keepdims=True)
     area = np.interp(-points[:, 2], depth, areas)
-    above = int(round(extend_mm / STEP_MM))
-    if above:
-        steps = np.arange(above, 0, -1)[:, None] * STEP_MM
-        points = np.vstack([points[0] - steps * tangents[0], points])
-        tangents = np.vstack([np.repeat(tangents[:1], above, axis=0), tangents])
-        anterior = np.vstack([np.repeat(anterior[:1], above, axis=0), anterior])
-        area = np.concatenate([np.full(above, np.nan), area])
-    return Centreline(points, tangents, anterior, area, extended=above)
+    return Centreline(points, tangents, anterior, area)
 
 
 def straightened_band(image: np.ndarray, affine: np.ndarray, centreline: Centreline,
@@ -293,13 +274,13 @@ def detect_discs(image: np.ndarray, affine: np.ndarray, probability: np.ndarray,
     if step > MAX_STEP_ALONG_CORD_MM:
         return DiscLabelling(refusal=f"slices {step:.1f} mm apart along the cord are too thick to see the discs "
                                      f"(at most {MAX_STEP_ALONG_CORD_MM:g} mm: a sagittal or 3D image is needed)")
-    centreline = cord_centreline(probability, affine, EXTEND_MM)
-    length = (len(centreline) - 1 - centreline.extended) * STEP_MM
+    centreline = cord_centreline(probability, affine)
+    length = (len(centreline) - 1) * STEP_MM
     if length < MIN_LENGTH_MM:
         return DiscLabelling(refusal=f"the cord found is {max(length, 0):.0f} mm long; at least {MIN_LENGTH_MM:g} mm "
                                      "is needed to number the discs", centreline=centreline)
     profile, inside = disc_profile(image, affine, centreline)
-    if np.median(inside[centreline.extended:]) < MIN_INSIDE:
+    if np.median(inside) < MIN_INSIDE:
         return DiscLabelling(refusal="the field of view does not reach far enough in front of the cord to see "
                                      "the vertebrae", centreline=centreline)
     valid = np.flatnonzero(np.isfinite(profile))
