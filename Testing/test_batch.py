@@ -414,6 +414,17 @@ def test_a_listed_file_that_is_gone_fails_on_its_own_run_after_run(tmp_path, cap
     assert captured.out == "" and "failed:" in captured.err and "gone_t2" in captured.err
 
 
+def test_batch_without_dask_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """Dask is a dependency; an environment that lacks it anyway gets one line, not a traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # import dask.distributed now fails
+    write_image(phantom_mri((16, 16, 6), np.eye(4), 6), np.eye(4), tmp_path / "scans" / "t2.nii.gz")
+    assert cli.main(["batch", str(tmp_path / "scans"), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "softseg: error: softseg batch needs Dask: pip install 'dask[distributed]>=2024.1'"
+
+
 def test_batch_volume_picks_from_4d_images_only_and_no_dashboard_port_clash(tmp_path):
     import socket
     import warnings

@@ -12,6 +12,7 @@ A disc counts as found within 3 mm; a slice is right when its level equals the t
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,14 +136,15 @@ def main():
     rows.append(evaluate("amu_test001 (manual cord mask)", amu_image.array, manual, amu_image.affine, amu_truth, amu_points))
     lumbar = load_volume(args.data / "real" / "tutorial" / "t2_lumbar.nii.gz")
     if args.model:
+        scratch = Path(tempfile.gettempdir())  # the model's segmentations, cached between runs
         pam50 = load_volume(args.data / "labels" / "PAM50_small" / "PAM50_small_t2.nii.gz")
         pam50_levels = load_labels(args.data / "labels" / "PAM50_small" / "PAM50_small_levels.nii.gz", pam50).array
-        segmented = model_segmentation(pam50, Path("/tmp/softseg_levels_pam50_prob.nii.gz"))
+        segmented = model_segmentation(pam50, scratch / "softseg_levels_pam50_prob.nii.gz")
         rows.append(evaluate("PAM50_small T2 (model)", pam50.array, segmented, pam50.affine,
                              lambda c: disc_arcs_from_level_map(pam50_levels, pam50.affine, c), pam50_levels))
-        segmented = model_segmentation(amu_image, Path("/tmp/softseg_levels_amu_prob.nii.gz"))
+        segmented = model_segmentation(amu_image, scratch / "softseg_levels_amu_prob.nii.gz")
         rows.append(evaluate("amu_test001 (model)", amu_image.array, segmented, amu_image.affine, amu_truth, amu_points))
-        segmented = model_segmentation(lumbar, Path("/tmp/softseg_levels_lumbar_prob.nii.gz"))
+        segmented = model_segmentation(lumbar, scratch / "softseg_levels_lumbar_prob.nii.gz")
         rows.append(evaluate("t2_lumbar (model; refusal expected)", lumbar.array, segmented, lumbar.affine, lambda c: {}, {}))
     print("discs: numbered and compared with the truth; <=3mm: of those, within 3 mm; mean/max: error (mm along the cord);\n"
           "right: slices whose level equals the truth's, of all slices with a true level; of labelled: of those given a level;\n"
