@@ -121,7 +121,7 @@ def model_segmentation(image, cache):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parent / ".." / "shared" / "data")
-    parser.add_argument("--model", action="store_true", help="also run on the model's segmentations (cached in /tmp)")
+    parser.add_argument("--model", action="store_true", help="also run on the model's segmentations (cached in the system temporary folder)")
     args = parser.parse_args()
     rows = []
     for name, image, cord, levels, affine in pam50_cases(args.data):
