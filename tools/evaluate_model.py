@@ -308,7 +308,9 @@ def main(argv=None):
     if args.qc_dir:
         Path(args.qc_dir).mkdir(parents=True, exist_ok=True)
 
-    validation_set.print_report(*validation_set.evaluate(data))
+    rows, person_rows, rescan_rows = validation_set.evaluate(data)
+    validation_set.print_report(rows, person_rows, rescan_rows)
+    validation_set.consistency_report(data, rows)
     validation_set.pathology_report(data)
     if args.people_only:
         return 0

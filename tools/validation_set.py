@@ -101,10 +101,15 @@ def measure(item: ValidationImage, data: Path) -> dict:
 
 def rescan_difference(scan: ValidationImage, rescan: ValidationImage, data: Path) -> tuple:
     """Mean CSA of two scans of one session over the S range both cover, and their relative difference."""
+    return paired_difference(data / scan.image, data / rescan.image)
+
+
+def paired_difference(first: Path, second: Path) -> tuple:
+    """Mean CSA of two images of one cord over the S range both cover, and the second's relative difference."""
     means = []
     tables = []
-    for item in (scan, rescan):
-        volume = load_volume(data / item.image)
+    for path in (first, second):
+        volume = load_volume(path)
         tables.append(compute_csa(inference.segment_image(volume.array, volume.affine), volume.affine))
     z = [t.column("z_mm").astype(float) for t in tables]
     low, high = max(v.min() for v in z), min(v.max() for v in z)
@@ -207,6 +212,24 @@ def pathology_report(data: Path):
                   f"{r['squeeze true change']:.3f} | {r['squeeze tracked']:.3f} |")
 
 
+MT_PAIRS = [(f"sub-{n}", f"real/tutorial/sub-{n}_acq-MTon_MTS.nii.gz", f"real/tutorial/sub-{n}_acq-MToff_MTS.nii.gz")
+            for n in ("01", "03", "05")]
+
+
+def consistency_report(data: Path, rows):
+    """Contrast consistency: MT-on against MT-off of each tutorial subject (one session, co-registered) and the
+    SD of unf01's three contrasts."""
+    print("\nContrast consistency: MT-on / MT-off of one session, mean CSA over the S range both cover (target within 3 %)\n")
+    print("| subject | MT-on (mm²) | MT-off (mm²) | MT-off / MT-on |\n| --- | --- | --- | --- |")
+    for subject, on, off in MT_PAIRS:
+        if (data / on).is_file() and (data / off).is_file():
+            first, second, difference = paired_difference(data / on, data / off)
+            print(f"| {subject} | {first:.1f} | {second:.1f} | {difference:+.1%} |")
+    unf01 = [r["csa_model"] for r in rows if r["item"].person == "unf01"]
+    if len(unf01) > 1:
+        print(f"\nSD of unf01's mean CSA across its {len(unf01)} contrasts: {np.std(unf01, ddof=1):.2f} mm² (target ≤ 2)")
+
+
 def over_people(person_rows, key):
     return float(np.mean([r[key] for r in person_rows]))
 
@@ -262,6 +285,7 @@ def main(argv=None):
         os.environ["SOFTSEG_MODEL_DIR"] = args.weights_dir
     rows, person_rows, rescan_rows = evaluate(Path(args.data), rescans=not args.no_rescans)
     print_report(rows, person_rows, rescan_rows)
+    consistency_report(Path(args.data), rows)
     if not args.no_pathology:
         pathology_report(Path(args.data))
     if args.csv:
