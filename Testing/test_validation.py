@@ -1,0 +1,46 @@
+"""The shipped model on the validation people with known-truth changes (tools/validation_set.py): lesions
+inserted into a real image leave its CSA, and an AP squeeze of image and mask is followed."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+SQUEEZE_BAR = 1.40  # measured / true change of CSA after an AP squeeze to 55 %; the target is 1.05
+
+
+@pytest.fixture(scope="module")
+def validation():
+    sys.path.insert(0, str(TOOLS))
+    try:
+        yield importlib.import_module("validation_set")
+    finally:
+        sys.path.remove(str(TOOLS))
+
+
+def _item(validation, name, shared_file):
+    item = next(i for i in validation.IMAGES if i.name == name)
+    shared_file(item.image), shared_file(item.mask)  # skip, with the reason, where the data are absent
+    return item
+
+
+@pytest.mark.parametrize("name", ["unf01 T2w", "unf01 T1w"])
+def test_lesions_and_compression_of_known_truth(validation, data_dir, shared_file, name):
+    """Lesions: the target (within 10 %) is met. Compression: the target (the change measured within 5 % of the
+    true change) is not; this bars a regression from what the shipped model measures (model card)."""
+    result = validation.pathology_check(_item(validation, name, shared_file), data_dir)
+    assert 0.90 <= result["lesions like CSF"] <= 1.10
+    assert 0.90 <= result["lesions unlike CSF"] <= 1.10
+    assert result["squeeze true change"] == pytest.approx(0.67, abs=0.05)
+    assert 0.95 <= result["squeeze tracked"] <= SQUEEZE_BAR
+
+
+def test_held_out_gmchallenge_person_reads_within_7_percent(validation, data_dir, shared_file):
+    item = _item(validation, "sub-9584 T2*w run-1", shared_file)
+    result = validation.measure(item, data_dir)
+    assert result["ratio"] == pytest.approx(1.0, abs=0.07)
+    assert result["dice"] >= 0.90
