@@ -92,3 +92,20 @@ def random_model(tmp_path, monkeypatch):
     inference.cached_network.cache_clear()
     yield tmp_path
     inference.cached_network.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def tool():
+    """tool('csa_drift') -> the script tools/csa_drift.py imported as a module."""
+    import importlib
+
+    folder = str(REPO_ROOT / "tools")
+
+    def load(name):
+        sys.path.insert(0, folder)
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(folder)
+
+    return load

@@ -3,23 +3,13 @@ row is what they measure on the shared validation images."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
 
 @pytest.fixture(scope="module")
-def drift():
-    sys.path.insert(0, str(TOOLS))
-    try:
-        yield importlib.import_module("csa_drift")
-    finally:
-        sys.path.remove(str(TOOLS))
+def drift(tool):
+    return tool("csa_drift")
 
 
 def test_shipped_weights_have_a_drift_row(drift):

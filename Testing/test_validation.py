@@ -3,23 +3,14 @@ inserted into a real image leave its CSA, and an AP squeeze of image and mask is
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
 SQUEEZE_BAR = 1.40  # measured / true change of CSA after an AP squeeze to 55 %; the target is 1.05
 
 
 @pytest.fixture(scope="module")
-def validation():
-    sys.path.insert(0, str(TOOLS))
-    try:
-        yield importlib.import_module("validation_set")
-    finally:
-        sys.path.remove(str(TOOLS))
+def validation(tool):
+    return tool("validation_set")
 
 
 def _item(validation, name, shared_file):
