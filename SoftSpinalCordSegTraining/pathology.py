@@ -100,10 +100,10 @@ def compress(image, target, spacing, rng, ap_axis=1, ap_factor=None):
     factors = [1 + (1 - ap_factor) * rng.uniform(0.2, 0.6)] * 2
     factors[ap_axis] = ap_factor
     image, target = radial_squeeze(image, target, factors)
-    distance_mm = ndimage.distance_transform_edt(target < 0.5, sampling=spacing)
     frame = cord_frame(target)
     if frame is None or rng.random() < 0.3:
         return image, target
+    distance_mm = ndimage.distance_transform_edt(target < 0.5, sampling=spacing)
     offsets = np.moveaxis(np.indices(image.shape), 0, -1) - frame[0]
     in_front_or_behind = np.abs(offsets[..., ap_axis]) > np.abs(offsets[..., 1 - ap_axis])
     ring = (distance_mm > 0) & (distance_mm <= rng.uniform(1, 3)) & in_front_or_behind

@@ -21,7 +21,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import validation_set  # noqa: E402
 from validation_set import IMAGES, default_data, measure  # noqa: E402
 
 from SoftSpinalCordSegLib import inference  # noqa: E402

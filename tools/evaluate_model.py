@@ -253,16 +253,6 @@ def edge_offsets(prob, manual, affine):
     return {d: float(np.mean(v)) for d, v in offsets.items()}
 
 
-def same_subject_agreement(tables):
-    """Mean CSA of MT1, MT0 and the mean DWI of the tutorial's single subject (their CSA tables, by name)
-    over the S range all three cover: one cord seen in three contrasts (no manual mask needed)."""
-    columns = {name: (t.column("z_mm").astype(float), t.column("csa_mm2").astype(float)) for name, t in tables.items()}
-    low = max(z.min() for z, _ in columns.values())
-    high = min(z.max() for z, _ in columns.values())
-    means = {name: float(np.nanmean(csa[(z >= low) & (z <= high)])) for name, (z, csa) in columns.items()}
-    return low, high, means
-
-
 def mean_csa(probability, affine):
     table = compute_csa(probability, affine)
     csa = table.column("csa_mm2").astype(float)
@@ -321,7 +311,7 @@ def main(argv=None):
     seen = inference.model_info().get("real_training_images")  # absent from older model.json: trained on
     for name, image_path, mask_path in LABELLED:
         if name.startswith("sub-05"):
-            name += " (trained on)" if seen is None or trained_on(image_path, seen) else " (never trained on)"
+            name += " (trained on)" if seen is None or validation_set.trained_on(image_path, seen) else " (never trained on)"
         volume = load_volume(data / image_path)
         manual = load_mask(data / mask_path, volume).array >= 0.5
         _, prob, seconds = segment(volume)
@@ -398,7 +388,7 @@ def main(argv=None):
 
     single_subject, single_subject_seen = {}, False
     for name, image_path, how in UNLABELLED:
-        seen_here = bool(seen) and trained_on(image_path, seen)  # self-training: pseudo-labels, no manual mask
+        seen_here = bool(seen) and validation_set.trained_on(image_path, seen)  # self-training: pseudo-labels, no manual mask
         single_subject_seen |= seen_here and name in SINGLE_SUBJECT
         volume = load_image(data / image_path, how)
         raw, prob, seconds = segment(volume)
@@ -414,17 +404,12 @@ def main(argv=None):
         print(f"| {name}{' (trained on)' if seen_here else ''} | {with_cord} / {n_total} | {stats} | {removed:.1%} | {components} | {' '.join(map(str, table.suspect_slices())) or '-'} | {seconds:.1f} |")
         if args.qc_dir:
             qc_mosaic(volume.array, prob, volume.affine, Path(args.qc_dir) / f"{slug(name)}.png", title=name)
-    low, high, means = same_subject_agreement(single_subject)
+    low, high, means = validation_set.means_over_shared_range(single_subject)  # one cord, three contrasts
     print(f"\nOne subject, three contrasts (tutorial single_subject), mean CSA over S {low:.0f} to {high:.0f} mm: "
           + ", ".join(f"{name} {csa:.1f} mm²" for name, csa in means.items())
           + f"; SD {np.std(list(means.values()), ddof=1):.2f} mm²"
           + (" (trained on, with pseudo-labels)" if single_subject_seen else ""))
     return 0
-
-
-def trained_on(image_path, seen):
-    """Whether model.json's real_training_images lists the image (labelled or pseudo-labelled)."""
-    return any(image_path in image for image in seen)
 
 
 def slug(name):

@@ -472,6 +472,11 @@ def _has_cuda() -> bool:
         return False
 
 
+def api_error_cases(prefix: str, setup: str, calls: Dict[str, str]):
+    """(prefix + name, code, 'error') for each call of calls run after setup: each must raise InputError."""
+    return [(prefix + name, "import numpy as np\n" + setup + call, "error") for name, call in calls.items()]
+
+
 def api_cases(f: Dict[str, Path]):
     """(name, code, expect): the code raises InputError ('error') or returns ('ok')."""
     seg = "from SoftSpinalCordSegLib.inference import segment_image as S\n"
@@ -479,37 +484,36 @@ def api_cases(f: Dict[str, Path]):
     io = "from SoftSpinalCordSegLib import io\n"
     img = "I = np.random.rand(40, 40, 8)\n"
     mask = "M = np.zeros((40, 40, 12)); M[16:24, 17:23] = 1\n"
-    cases = []
-    for name, expr in {"2D array": "S(np.zeros((40, 40)), np.eye(4))", "4D array": "S(np.zeros((4, 4, 4, 2)), np.eye(4))",
-                       "zero-size array": "S(np.zeros((0, 40, 8)), np.eye(4))", "complex array": "S(I + 1j, np.eye(4))",
-                       "bool array": "S(I > 0.5, np.eye(4))", "object array": "S(np.array([[['a']]], object), np.eye(4))",
-                       "string": "S('image.nii', np.eye(4))", "None image": "S(None, np.eye(4))",
-                       "NaN voxel": "I[1, 1, 1] = np.nan; S(I, np.eye(4))", "inf voxel": "I[1, 1, 1] = np.inf; S(I, np.eye(4))",
-                       "1e300 voxels": "S(I * 1e300, np.eye(4))", "constant": "S(np.ones((40, 40, 8)), np.eye(4))",
-                       "None affine": "S(I, None)", "3x3 affine": "S(I, np.eye(3))", "NaN affine": "S(I, np.full((4, 4), np.nan))",
-                       "singular affine": "S(I, np.diag([1, 0, 1, 1.0]))", "string affine": "S(I, 'eye')",
-                       "2000 mm voxels": "S(np.random.rand(4, 4, 2), np.diag([2000, 2000, 2000, 1.0]))",
-                       "3x3x3 image": "S(np.random.rand(3, 3, 3), np.eye(4))",
-                       "131x1x16 image": "S(np.random.rand(131, 1, 16), np.eye(4))",
-                       "bad device": "S(I, np.eye(4), device='tpu')"}.items():
-        cases.append((f"segment_image {name}", "import numpy as np\n" + seg + img + expr, "error"))
-    for name, expr in {"NaN voxel": "M[20, 20, 5] = np.nan; C(M, np.eye(4))", "inf voxel": "M[0, 0, 0] = np.inf; C(M, np.eye(4))",
-                       "2D": "C(M[:, :, 0], np.eye(4))", "empty": "C(np.zeros((10, 10, 4)), np.eye(4))",
-                       "None affine": "C(M, None)", "3x3 affine": "C(M, np.eye(3))", "NaN affine": "C(M, np.full((4, 4), np.nan))",
-                       "singular affine": "C(M, np.diag([1, 1, 0, 1.0]))", "smoothing -5": "C(M, np.eye(4), smoothing_mm=-5)",
-                       "smoothing NaN": "C(M, np.eye(4), smoothing_mm=float('nan'))",
-                       "smoothing None": "C(M, np.eye(4), smoothing_mm=None)",
-                       "levels of another shape": "C(M, np.eye(4), levels=np.ones((3, 3, 3)))",
-                       "string mask": "C('mask', np.eye(4))"}.items():
-        cases.append((f"compute_csa {name}", "import numpy as np\n" + csa + mask + expr, "error"))
-    for name, expr in {"load_volume missing": f"io.load_volume({str(f['missing'])!r})",
-                       "load_volume complex": f"io.load_volume({str(f['complex64'])!r})",
-                       "load_volume huge": f"io.load_volume({str(f['huge1'])!r})",
-                       "load_volume 4D without index": f"io.load_volume({str(f['4d'])!r})",
-                       "load_mask zero pixdim": f"io.load_mask({str(f['zero_pixdim'])!r})",
-                       "load_mask NaN sform": f"io.load_mask({str(f['nan_sform'])!r})",
-                       "an output on /dev/null": "io.refuse_folder('/dev/null')"}.items():
-        cases.append((name, "import numpy as np\n" + io + expr, "error"))
+    segment_calls = {"2D array": "S(np.zeros((40, 40)), np.eye(4))", "4D array": "S(np.zeros((4, 4, 4, 2)), np.eye(4))",
+                     "zero-size array": "S(np.zeros((0, 40, 8)), np.eye(4))", "complex array": "S(I + 1j, np.eye(4))",
+                     "bool array": "S(I > 0.5, np.eye(4))", "object array": "S(np.array([[['a']]], object), np.eye(4))",
+                     "string": "S('image.nii', np.eye(4))", "None image": "S(None, np.eye(4))",
+                     "NaN voxel": "I[1, 1, 1] = np.nan; S(I, np.eye(4))", "inf voxel": "I[1, 1, 1] = np.inf; S(I, np.eye(4))",
+                     "1e300 voxels": "S(I * 1e300, np.eye(4))", "constant": "S(np.ones((40, 40, 8)), np.eye(4))",
+                     "None affine": "S(I, None)", "3x3 affine": "S(I, np.eye(3))", "NaN affine": "S(I, np.full((4, 4), np.nan))",
+                     "singular affine": "S(I, np.diag([1, 0, 1, 1.0]))", "string affine": "S(I, 'eye')",
+                     "2000 mm voxels": "S(np.random.rand(4, 4, 2), np.diag([2000, 2000, 2000, 1.0]))",
+                     "3x3x3 image": "S(np.random.rand(3, 3, 3), np.eye(4))",
+                     "131x1x16 image": "S(np.random.rand(131, 1, 16), np.eye(4))",
+                     "bad device": "S(I, np.eye(4), device='tpu')"}
+    cases = api_error_cases("segment_image ", seg + img, segment_calls)
+    compute_csa_calls = {"NaN voxel": "M[20, 20, 5] = np.nan; C(M, np.eye(4))", "inf voxel": "M[0, 0, 0] = np.inf; C(M, np.eye(4))",
+                         "2D": "C(M[:, :, 0], np.eye(4))", "empty": "C(np.zeros((10, 10, 4)), np.eye(4))",
+                         "None affine": "C(M, None)", "3x3 affine": "C(M, np.eye(3))", "NaN affine": "C(M, np.full((4, 4), np.nan))",
+                         "singular affine": "C(M, np.diag([1, 1, 0, 1.0]))", "smoothing -5": "C(M, np.eye(4), smoothing_mm=-5)",
+                         "smoothing NaN": "C(M, np.eye(4), smoothing_mm=float('nan'))",
+                         "smoothing None": "C(M, np.eye(4), smoothing_mm=None)",
+                         "levels of another shape": "C(M, np.eye(4), levels=np.ones((3, 3, 3)))",
+                         "string mask": "C('mask', np.eye(4))"}
+    cases += api_error_cases("compute_csa ", csa + mask, compute_csa_calls)
+    io_calls = {"load_volume missing": f"io.load_volume({str(f['missing'])!r})",
+                "load_volume complex": f"io.load_volume({str(f['complex64'])!r})",
+                "load_volume huge": f"io.load_volume({str(f['huge1'])!r})",
+                "load_volume 4D without index": f"io.load_volume({str(f['4d'])!r})",
+                "load_mask zero pixdim": f"io.load_mask({str(f['zero_pixdim'])!r})",
+                "load_mask NaN sform": f"io.load_mask({str(f['nan_sform'])!r})",
+                "an output on /dev/null": "io.refuse_folder('/dev/null')"}
+    cases += api_error_cases("", io, io_calls)
     cases.append(("compute_csa good mask", "import numpy as np\n" + csa + mask + "assert len(C(M, np.eye(4))) == 12", "ok"))
     return cases
 

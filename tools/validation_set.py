@@ -70,9 +70,9 @@ IMAGES = [
 RESCANS = [_gmc(subject, 2, with_mask=False) for subject in GMC_SUBJECTS]
 
 
-def trained_on(item: ValidationImage, info: dict) -> bool:
-    """Whether model.json lists the image among the real images the model was trained on."""
-    return any(item.image in entry for entry in info.get("real_training_images", []))
+def trained_on(image_path: str, seen) -> bool:
+    """Whether model.json's real_training_images (seen) lists the image (labelled or pseudo-labelled)."""
+    return any(image_path in entry for entry in seen)
 
 
 def soft_dice(prob: np.ndarray, reference: np.ndarray) -> float:
@@ -95,8 +95,7 @@ def measure(item: ValidationImage, data: Path) -> dict:
     csa_model = float(np.mean([model_csa.get(k, 0.0) for k in rated]))
     csa_manual = float(np.mean([manual_csa[k] for k in rated]))
     return {"dice": dice(prob >= 0.5, manual), "soft_dice": soft_dice(prob, manual.astype(np.float32)),
-            "csa_model": csa_model, "csa_manual": csa_manual, "ratio": csa_model / csa_manual,
-            "probability": prob, "volume": volume}
+            "csa_model": csa_model, "csa_manual": csa_manual, "ratio": csa_model / csa_manual}
 
 
 def rescan_difference(scan: ValidationImage, rescan: ValidationImage, data: Path) -> tuple:
@@ -106,17 +105,21 @@ def rescan_difference(scan: ValidationImage, rescan: ValidationImage, data: Path
 
 def paired_difference(first: Path, second: Path) -> tuple:
     """Mean CSA of two images of one cord over the S range both cover, and the second's relative difference."""
-    means = []
-    tables = []
+    tables = {}
     for path in (first, second):
         volume = load_volume(path)
-        tables.append(compute_csa(inference.segment_image(volume.array, volume.affine), volume.affine))
-    z = [t.column("z_mm").astype(float) for t in tables]
-    low, high = max(v.min() for v in z), min(v.max() for v in z)
-    for t, zz in zip(tables, z):
-        csa = t.column("csa_mm2").astype(float)
-        means.append(float(np.nanmean(csa[(zz >= low) & (zz <= high)])))
-    return means[0], means[1], means[1] / means[0] - 1
+        tables[path] = compute_csa(inference.segment_image(volume.array, volume.affine), volume.affine)
+    _, _, means = means_over_shared_range(tables)
+    return means[first], means[second], means[second] / means[first] - 1
+
+
+def means_over_shared_range(tables: dict):
+    """(low, high, {name: mean CSA}) of CSA tables of one cord (by name) over the S range (mm) all of them cover."""
+    columns = {name: (t.column("z_mm").astype(float), t.column("csa_mm2").astype(float)) for name, t in tables.items()}
+    low = max(z.min() for z, _ in columns.values())
+    high = min(z.max() for z, _ in columns.values())
+    means = {name: float(np.nanmean(csa[(z >= low) & (z <= high)])) for name, (z, csa) in columns.items()}
+    return low, high, means
 
 
 def evaluate(data: Path, rescans: bool = True, verbose: bool = True):
@@ -127,8 +130,7 @@ def evaluate(data: Path, rescans: bool = True, verbose: bool = True):
         if not (data / item.image).is_file():
             continue
         result = measure(item, data)
-        result.pop("probability"), result.pop("volume")
-        rows.append({"item": item, "trained_on": trained_on(item, info), **result})
+        rows.append({"item": item, "trained_on": trained_on(item.image, info.get("real_training_images", [])), **result})
         if verbose:
             print(f"  measured {item.name}: ratio {result['ratio']:.3f}", file=sys.stderr)
     people = {}
