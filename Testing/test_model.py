@@ -427,19 +427,6 @@ def test_large_fields_of_view_are_segmented_in_cord_windows(shared_file):
     assert abs(prob[..., rated].sum() / manual.sum() - 1) <= 0.1
 
 
-def _tool(name):
-    """A script of tools/ imported as a module."""
-    import importlib
-    import sys
-
-    tools = str(Path(__file__).resolve().parents[1] / "tools")
-    sys.path.insert(0, tools)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(tools)
-
-
 def _training_tool(name):
     """A training tool (SoftSpinalCordSegTraining/NAME.py)."""
     import importlib
@@ -543,10 +530,10 @@ def test_pseudo_labels_keep_each_image_grid_and_its_source(data_dir, random_mode
     assert 0 <= label.get_fdata().min() and label.get_fdata().max() <= 1
 
 
-def test_magnified_slices_scale_the_cord_area_about_its_centre():
+def test_magnified_slices_scale_the_cord_area_about_its_centre(tool):
     from scipy import ndimage
 
-    evaluate_model = _tool("evaluate_model")
+    evaluate_model = tool("evaluate_model")
     discs = np.moveaxis(_disc_stack([6, 6, 0]), 2, 0)  # slices along the first axis, centred at (14.5, 14.5)
     centre = np.array([14.5, 14.5])
     for factor in (0.85, 1.15):
@@ -556,10 +543,10 @@ def test_magnified_slices_scale_the_cord_area_about_its_centre():
         assert scaled[2].sum() == 0
 
 
-def test_edge_offsets_name_the_anatomical_side_where_the_outline_lies_outside():
+def test_edge_offsets_name_the_anatomical_side_where_the_outline_lies_outside(tool):
     """An outline 2 voxels further posterior and 1 voxel further right than the manual one, in an LPS file
     (array axis 0 runs to the left, axis 1 to the posterior) with 0.5 mm voxels."""
-    evaluate_model = _tool("evaluate_model")
+    evaluate_model = tool("evaluate_model")
     manual = _disc_stack([6, 6, 6]) >= 0.5
     wider = manual | np.roll(manual, 2, axis=1) | np.roll(manual, -1, axis=0)
     lps = np.diag([-0.5, -0.5, 2.0, 1.0])
