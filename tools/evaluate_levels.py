@@ -3,7 +3,7 @@
     python tools/evaluate_levels.py [--data DIR] [--model]
 
 Images: the PAM50_small T2 template and deformed copies of it (stretched along the cord by 0.8 and 1.2, curved,
-cropped to cervical fields of view with and without C2, contrast inverted / gamma / noise), whose truth is their
+cropped to cervical and brainstem-to-thorax fields of view and without C2, contrast inverted / gamma / noise), whose truth is their
 level map; real/amu_test001 (discs labelled by eye, tools/amu_test001_discs.json) with its manual cord mask and,
 with --model, with the model's segmentation; real/tutorial/t2_lumbar (no C2: a refusal is expected).
 A disc counts as found within 3 mm; a slice is right when its level equals the truth's (slices with a truth).
@@ -51,12 +51,14 @@ def pam50_cases(data):
     s_curve = lambda k: 8.0 * np.sin(2 * np.pi * k / t2.shape[2])  # noqa: E731
     cervical = slice(150, 275)  # brainstem to about T3 (cord from C1, 2 mm slices)
     below_c2 = slice(120, 215)  # starts below C3: no C2 in view
+    thorax = slice(110, 275)  # brainstem to about T8: the large field of view of a cervicothoracic sagittal scan
     yield "PAM50_small T2", t2, cord, levels, affine
     yield "stretched x0.8", t2, cord, levels, stretched(0.8)
     yield "stretched x1.2", t2, cord, levels, stretched(1.2)
     yield "curved (12 mm bow)", warp(t2, bend, 1), warp(cord, bend, 1), warp(levels, bend, 0), affine
     yield "S-curved, x1.1", warp(t2, s_curve, 1), warp(cord, s_curve, 1), warp(levels, s_curve, 0), stretched(1.1)
     yield "cervical crop", t2[..., cervical], cord[..., cervical], levels[..., cervical], _cropped(affine, cervical)
+    yield "brainstem to T8 crop, x0.9", t2[..., thorax], cord[..., thorax], levels[..., thorax], _cropped(stretched(0.9), thorax)
     yield "cervical crop x0.85", t2[..., cervical], cord[..., cervical], levels[..., cervical], _cropped(stretched(0.85), cervical)
     yield "inverted contrast", t2.max() - t2, cord, levels, affine
     yield "gamma 0.5 + noise", np.sqrt(t2) + rng.normal(0, 0.05 * np.sqrt(t2).std(), t2.shape), cord, levels, affine

@@ -26,11 +26,14 @@ DiscPoints = Dict[int, np.ndarray]  # disc number -> RAS position (mm)
 
 
 def disc_number(name: str) -> int:
-    """'C2/C3' (or 'C2-C3') -> 3, the number of the vertebra below the disc; InputError for other names."""
+    """'C2/C3' (or 'C2-C3') -> 3, the number of the vertebra below the disc ('C0/C1' -> 1, the top of C1);
+    InputError for other names."""
     from .plot import level_code
 
     upper, _, lower = name.strip().upper().replace("-", "/").partition("/")
     upper_code, lower_code = level_code(upper), level_code(lower)
+    if upper.strip() == "C0" and lower_code == 1:  # the skull (C0) over C1: label 1, the top of C1
+        return 1
     if upper_code is None or lower_code is None or lower_code != upper_code + 1:
         raise InputError(f"disc point '{name}' is not named like C2/C3 (two adjacent vertebrae, upper/lower)")
     return lower_code

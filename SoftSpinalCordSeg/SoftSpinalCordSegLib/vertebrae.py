@@ -2,9 +2,9 @@
 
 Method. The cord segmentation gives a centreline (the soft centre of each axial slice, smoothed). The image is
 resampled along it into a straightened sagittal band: depth `BAND_MM` in front of the cord, where the vertebral
-bodies and discs lie, averaged over a few mm left-right. Discs are where this band changes along the cord (a
-bright or dark disc between bodies and their endplates, whatever the contrast), so the profile is the mean
-absolute derivative along the cord. It is matched to the same profile of the PAM50 T2 template (brainstem to
+bodies and discs lie (behind the CSF in front of the cord), averaged over a few mm left-right, its intensities
+replaced by their ranks. Discs are where this band changes along the cord (a bright or dark disc between bodies
+and their endplates, whatever the contrast), so the profile is the mean absolute derivative along the cord. It is matched to the same profile of the PAM50 T2 template (brainstem to
 conus, discs known; `level_template.py`, built by tools/build_level_template.py), stretched by 0.8-1.2 and shifted,
 by normalised cross-correlation; the cord's area profile (the cervical enlargement) is a second, weaker channel.
 Each disc is then moved to the nearest peak of the profile within `REFINE_MM`. The C2 vertebra (the long body and
@@ -27,7 +27,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 STEP_MM = 1.0  # sampling along the cord
-BAND_MM = (6.0, 24.0)  # depth in front of the cord centre sampled for the discs
+BAND_MM = (12.0, 30.0)  # depth in front of the cord centre sampled for the discs: the vertebral bodies, behind
+# the CSF in front of the cord (up to 10-12 mm deep at C1-C2) and in front of the cord's own edge
 WIDTH_MM = 3.0  # half-width left-right averaged
 SCALES = np.round(np.arange(0.75, 1.3001, 0.01), 2)  # template arc per image arc (people differ by about 20 %)
 REFINE_MM = 4.0  # a disc moves at most this far from where the whole-cord match puts it
@@ -36,7 +37,7 @@ AREA_WEIGHT = 0.3  # weight of the cord-area channel against the disc profile
 MIN_MARGIN = 0.08  # score margin over the best other numbering below which levels are refused (PAM50 copies: 0.13-0.24)
 MAX_STEP_ALONG_CORD_MM = 2.6  # slices thicker than this along the cord blur discs away
 MIN_ABOVE_C2C3_MM = 8.0  # the field of view must show this much cord above C2/C3 (the C2 landmark)
-MIN_INSIDE = 0.8  # profile points with less of their band inside the image are left out
+MIN_INSIDE = 0.5  # profile points with less of their band inside the image are left out
 MIN_LENGTH_MM = 50.0  # a shorter cord segment holds too few discs to number them
 SMOOTHING_MM = 20.0  # centreline smoothing, as morphometry
 
@@ -58,9 +59,9 @@ class Centreline:
         """Arc length (mm from the top) of the centreline point nearest to a RAS position."""
         distances = np.linalg.norm(self.points - np.asarray(position, dtype=float), axis=1)
         index = int(np.argmin(distances))
-        # sub-step: project on the tangent at the nearest point
+        # sub-step: project on the tangent at the nearest point (tangents point down the cord, as arcs grow)
         offset = float((np.asarray(position, dtype=float) - self.points[index]) @ self.tangents[index])
-        return float(np.clip(index * STEP_MM - offset, 0.0, (len(self) - 1) * STEP_MM))
+        return float(np.clip(index * STEP_MM + offset, 0.0, (len(self) - 1) * STEP_MM))
 
     def point_at(self, arc_mm: float, depth_mm: float = 0.0) -> np.ndarray:
         """RAS position at `arc_mm` along the cord, `depth_mm` in front of it (straight on beyond its ends)."""
@@ -150,7 +151,7 @@ def cord_centreline(probability: np.ndarray, affine: np.ndarray) -> Centreline:
 def straightened_band(image: np.ndarray, affine: np.ndarray, centreline: Centreline,
                       depths_mm: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """The image resampled along the cord: rows = centreline points, columns = depth in front of the cord,
-    averaged over +-WIDTH_MM left-right; and the fraction of samples inside the image per row."""
+    averaged over +-WIDTH_MM left-right; and which of these samples lie inside the image (all of their widths)."""
     from scipy.ndimage import map_coordinates
 
     widths = np.arange(-WIDTH_MM, WIDTH_MM + 1e-9, 1.0)
@@ -164,25 +165,33 @@ def straightened_band(image: np.ndarray, affine: np.ndarray, centreline: Centrel
     values = map_coordinates(np.asarray(image, dtype=np.float32), flat, order=1, mode="nearest")
     shape = np.asarray(image.shape)[:, None]
     inside = np.all((flat >= -0.5) & (flat <= shape - 0.5), axis=0)
-    values = values.reshape(positions.shape[:3]).mean(axis=2)
-    return values, inside.reshape(positions.shape[:3]).mean(axis=(1, 2))
+    return values.reshape(positions.shape[:3]).mean(axis=2), inside.reshape(positions.shape[:3]).all(axis=2)
 
 
 def disc_profile(image: np.ndarray, affine: np.ndarray, centreline: Centreline) -> Tuple[np.ndarray, np.ndarray]:
-    """Per centreline point: how much the band in front of the cord changes along the cord (peaks at discs,
-    normalised to a median of 1), and the fraction of the band inside the image."""
+    """Per centreline point: how much the band in front of the cord changes along the cord (peaks at discs and
+    endplates, log of the change over its median), and the fraction of the band inside the image.
+
+    The band's intensities are replaced by their ranks: the profile is the same for any contrast or monotonic
+    intensity change (T1w, T2w, inverted, gamma), and no bright structure (CSF, fat) outweighs the endplates.
+    Samples outside the image are left out, so a band cut by a small field of view still counts."""
     from scipy.ndimage import gaussian_filter1d
+    from scipy.stats import rankdata
 
     depths = np.arange(BAND_MM[0], BAND_MM[1] + 1e-9, 1.0)
     band, inside = straightened_band(image, affine, centreline, depths)
-    valid = inside >= MIN_INSIDE
-    scale = float(np.median(np.abs(band[valid]))) if valid.any() else 1.0
-    band = gaussian_filter1d(band / (scale or 1.0), 1.0, axis=0)
-    change = np.abs(np.gradient(band, axis=0)).mean(axis=1)
-    change = gaussian_filter1d(change, 1.5)
-    change = change / (float(np.median(change[valid])) if valid.any() else 1.0)
+    ranks = np.zeros(band.shape)
+    ranks[inside] = rankdata(band[inside]) / max(int(inside.sum()), 1)
+    weight = gaussian_filter1d(inside.astype(float), 1.0, axis=0)
+    smooth = gaussian_filter1d(ranks, 1.0, axis=0) / np.maximum(weight, 1e-6)
+    neighbours = inside & np.roll(inside, 1, axis=0) & np.roll(inside, -1, axis=0)
+    fraction = neighbours.mean(axis=1)
+    change = (np.abs(np.gradient(smooth, axis=0)) * neighbours).sum(axis=1) / np.maximum(neighbours.sum(axis=1), 1)
+    valid = fraction >= MIN_INSIDE
+    typical = float(np.median(change[valid])) if valid.any() else 1.0
+    change = gaussian_filter1d(np.where(valid, change, typical), 1.5) / (typical or 1.0)
     change = np.log(np.maximum(change, 0.1))  # the skull base and bowel change far more than discs: compress
-    return np.where(valid, change, np.nan), inside
+    return np.where(valid, change, np.nan), fraction
 
 
 # ------------------------------------------------------------------------------------------------ matching
@@ -303,8 +312,11 @@ def detect_discs(image: np.ndarray, affine: np.ndarray, probability: np.ndarray,
                              "place the discs by hand")
         return labelling
     in_view = {number: arc for number, arc in placed.items() if view[0] <= arc <= view[1]}
-    refined = _refine(profile, in_view, template, best_scale)
-    labelling.all_arcs = {**placed, **refined}
+    refined = _refine(profile, {n: arc for n, arc in in_view.items() if n >= 3}, template, best_scale)
+    if 2 in in_view and 3 in refined:  # C1/C2 is no disc (nothing to refine on): it keeps its place above C2/C3
+        refined[2] = in_view[2] + refined[3] - in_view[3]
+    beyond = {int(number): (float(arc) - best_shift) / best_scale for number, arc in template.BEYOND.items()}
+    labelling.all_arcs = {**beyond, **placed, **refined}
     labelling.disc_arcs = refined
     # SCT puts a disc in the lowest slice of the vertebra above it (discs.levels_from_discs gives that slice to
     # that vertebra): half a slice above the boundary between the two vertebrae.
