@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from SoftSpinalCordSegLib.io import load_labels, load_mask, load_volume
-from SoftSpinalCordSegLib.vertebrae import STEP_MM, cord_centreline, disc_arcs_from_level_map, disc_profile
+from SoftSpinalCordSegLib.vertebrae import (REFINE_BAND_MM, STEP_MM, cord_centreline, disc_arcs_from_level_map,
+                                            disc_profile)
 
 OUTPUT = Path(__file__).resolve().parents[1] / "SoftSpinalCordSeg" / "SoftSpinalCordSegLib" / "level_template.py"
 
@@ -43,6 +44,7 @@ def main(data_dir: Path) -> None:
     levels = load_labels(folder / "PAM50_small_levels.nii.gz", image)
     centreline = cord_centreline(cord.array, image.affine)
     profile, _ = disc_profile(image.array, image.affine, centreline)
+    near, _ = disc_profile(image.array, image.affine, centreline, REFINE_BAND_MM)
     discs = disc_arcs_from_level_map(levels.array, image.affine, centreline)
     beyond = discs_beyond_the_cord(levels.array, image.affine, centreline, discs)
     lines = [
@@ -52,6 +54,7 @@ def main(data_dir: Path) -> None:
         "NAN = float(\"nan\")",
         f"STEP_MM = {STEP_MM}",
         f"PROFILE = [{', '.join(_number(value, 4) for value in profile)}]",
+        f"REFINE_PROFILE = [{', '.join(_number(value, 4) for value in near)}]",
         f"AREA = [{', '.join(_number(value, 2) for value in centreline.area_mm2)}]",
         f"DISCS = {{{', '.join(f'{number}: {arc:.1f}' for number, arc in sorted(discs.items()))}}}",
         "# the first and last level boundaries of the level map beyond the cord's ends (arcs extended straight on):",

@@ -4,12 +4,13 @@ Method. The cord segmentation gives a centreline (the soft centre of each axial 
 resampled along it into a straightened sagittal band: depth `BAND_MM` in front of the cord, where the vertebral
 bodies and discs lie (behind the CSF in front of the cord), averaged over a few mm left-right, its intensities
 replaced by their ranks. Discs are where this band changes along the cord (a bright or dark disc between bodies
-and their endplates, whatever the contrast), so the profile is the mean absolute derivative along the cord. It is matched to the same profile of the PAM50 T2 template (brainstem to
-conus, discs known; `level_template.py`, built by tools/build_level_template.py), stretched by 0.8-1.2 and shifted,
-by normalised cross-correlation; the cord's area profile (the cervical enlargement) is a second, weaker channel.
-Each disc is then moved to the nearest peak of the profile within `REFINE_MM`. The C2 vertebra (the long body and
-dens, no disc for 3-4 cm) anchors the numbering: without C2/C3 and the cord above it in the field of view, or
-with slices too thick along the cord, no level is given.
+and their endplates, whatever the contrast), so the profile is the mean absolute derivative along the cord. It
+is matched to the same profile of the PAM50 T2 template (brainstem to conus, discs known; `level_template.py`,
+built by tools/build_level_template.py), stretched by 0.75-1.3 and shifted, by normalised cross-correlation; the
+cord's area profile (the cervical enlargement) is a second, weaker channel. Each disc is then moved by up to
+`REFINE_MM` to where the profile of the band's part nearer the cord (`REFINE_BAND_MM`) around it best matches
+the template's. The C2 vertebra (the long body and dens, no disc for 3-4 cm) anchors the numbering: without
+C2/C3 and the cord above it in the field of view, or with slices too thick along the cord, no level is given.
 
 Confidence. The margin between the best match and the best one that numbers the discs differently (by one disc
 or more). Under `MIN_MARGIN` the numbering is refused: a one-line reason, no level.
@@ -32,6 +33,8 @@ BAND_MM = (12.0, 30.0)  # depth in front of the cord centre sampled for the disc
 WIDTH_MM = 3.0  # half-width left-right averaged
 SCALES = np.round(np.arange(0.75, 1.3001, 0.01), 2)  # template arc per image arc (people differ by about 20 %)
 REFINE_MM = 4.0  # a disc moves at most this far from where the whole-cord match puts it
+REFINE_BAND_MM = (12.0, 24.0)  # each disc is placed on the band's part nearer the cord: discs slant (lordosis,
+# kyphosis) and SCT's disc point is the disc's back, next to the cord
 REFINE_WINDOW_MM = 8.0  # around each disc, the stretch of profile matched to refine it
 AREA_WEIGHT = 0.3  # weight of the cord-area channel against the disc profile
 MIN_MARGIN = 0.08  # score margin over the best other numbering below which levels are refused (PAM50 copies: 0.13-0.24)
@@ -168,7 +171,8 @@ def straightened_band(image: np.ndarray, affine: np.ndarray, centreline: Centrel
     return values.reshape(positions.shape[:3]).mean(axis=2), inside.reshape(positions.shape[:3]).all(axis=2)
 
 
-def disc_profile(image: np.ndarray, affine: np.ndarray, centreline: Centreline) -> Tuple[np.ndarray, np.ndarray]:
+def disc_profile(image: np.ndarray, affine: np.ndarray, centreline: Centreline,
+                 band_mm: Tuple[float, float] = BAND_MM) -> Tuple[np.ndarray, np.ndarray]:
     """Per centreline point: how much the band in front of the cord changes along the cord (peaks at discs and
     endplates, log of the change over its median), and the fraction of the band inside the image.
 
@@ -178,7 +182,7 @@ def disc_profile(image: np.ndarray, affine: np.ndarray, centreline: Centreline) 
     from scipy.ndimage import gaussian_filter1d
     from scipy.stats import rankdata
 
-    depths = np.arange(BAND_MM[0], BAND_MM[1] + 1e-9, 1.0)
+    depths = np.arange(band_mm[0], band_mm[1] + 1e-9, 1.0)
     band, inside = straightened_band(image, affine, centreline, depths)
     ranks = np.zeros(band.shape)
     ranks[inside] = rankdata(band[inside]) / max(int(inside.sum()), 1)
@@ -250,9 +254,10 @@ def _placed(template, scale: float, shift: float) -> Dict[int, float]:
 
 def _refine(profile: np.ndarray, arcs: Dict[int, float], template, scale: float) -> Dict[int, float]:
     """Each disc in view moved by up to REFINE_MM to where the template's profile around that disc (+-REFINE_WINDOW_MM)
-    best correlates with the image's (vertebrae differ in height from person to person; order kept)."""
+    best correlates with the image's, both of the band REFINE_BAND_MM (vertebrae differ in height from person to
+    person; order kept)."""
     t_arc = np.arange(len(template.PROFILE)) * template.STEP_MM
-    t_profile = np.asarray(template.PROFILE)
+    t_profile = np.asarray(template.REFINE_PROFILE)
     offsets = np.arange(-REFINE_MM, REFINE_MM + 1e-9, 0.5)
     window = np.arange(-REFINE_WINDOW_MM, REFINE_WINDOW_MM + 1e-9, STEP_MM)
     image_arcs = np.arange(profile.size) * STEP_MM
@@ -312,7 +317,8 @@ def detect_discs(image: np.ndarray, affine: np.ndarray, probability: np.ndarray,
                              "place the discs by hand")
         return labelling
     in_view = {number: arc for number, arc in placed.items() if view[0] <= arc <= view[1]}
-    refined = _refine(profile, {n: arc for n, arc in in_view.items() if n >= 3}, template, best_scale)
+    near, _ = disc_profile(image, affine, centreline, REFINE_BAND_MM)
+    refined = _refine(near, {n: arc for n, arc in in_view.items() if n >= 3}, template, best_scale)
     if 2 in in_view and 3 in refined:  # C1/C2 is no disc (nothing to refine on): it keeps its place above C2/C3
         refined[2] = in_view[2] + refined[3] - in_view[3]
     beyond = {int(number): (float(arc) - best_shift) / best_scale for number, arc in template.BEYOND.items()}
