@@ -154,6 +154,22 @@ def test_amu_test001_real_sagittal_t2w_discs_within_3_mm_of_those_read_by_eye(sh
     assert max(errors.values()) <= 3.0, errors
 
 
+@pytest.mark.parametrize("start", [170, 185])
+def test_a_segmentation_going_on_into_the_brainstem_does_not_shift_the_numbering(shared_file, start):
+    """A model's cord often goes on 40 mm above C1 (where PAM50's cord mask and the template end); on a field of
+    view from the brainstem to C7 or C5 that part is a fifth to a quarter of the cord: it must not push the match
+    one vertebra down (it did: every disc 20 mm off)."""
+    image, cord, levels, affine = _pam50_cervical(shared_file, start=start)
+    top = int(np.flatnonzero(cord.sum(axis=(0, 1)))[-1])
+    cord = cord.copy()
+    cord[..., top + 1 : top + 21] = cord[..., top : top + 1]  # 20 slices of 2 mm: the medulla
+    labelling = vertebrae.detect_discs(image, affine, cord)
+    assert labelling.ok, labelling.refusal
+    truth = vertebrae.disc_arcs_from_level_map(levels, affine, labelling.centreline)
+    common = set(truth) & set(labelling.disc_arcs)
+    assert 3 in common and max(abs(labelling.disc_arcs[n] - truth[n]) for n in common) <= 3.0
+
+
 def test_pam50_crop_below_c2_is_refused(shared_file):
     image, cord, _, affine = _pam50_cervical(shared_file, start=120)
     image, cord = image[..., :95], cord[..., :95]

@@ -144,6 +144,12 @@ def main():
         segmented = model_segmentation(pam50, scratch / "softseg_levels_pam50_prob.nii.gz")
         rows.append(evaluate("PAM50_small T2 (model)", pam50.array, segmented, pam50.affine,
                              lambda c: disc_arcs_from_level_map(pam50_levels, pam50.affine, c), pam50_levels))
+        for window in (slice(170, 275), slice(185, 275)):  # brainstem to C7 / C5: the model's cord goes on above C1
+            affine = _cropped(pam50.affine, window)
+            rows.append(evaluate(f"PAM50 brainstem to {'C7' if window.start == 170 else 'C5'} crop (model)",
+                                 pam50.array[..., window], segmented[..., window], affine,
+                                 lambda c, l=pam50_levels[..., window], a=affine: disc_arcs_from_level_map(l, a, c),
+                                 pam50_levels[..., window]))
         segmented = model_segmentation(amu_image, scratch / "softseg_levels_amu_prob.nii.gz")
         rows.append(evaluate("amu_test001 (model)", amu_image.array, segmented, amu_image.affine, amu_truth, amu_points))
         segmented = model_segmentation(lumbar, scratch / "softseg_levels_lumbar_prob.nii.gz")
