@@ -35,6 +35,7 @@ SCALES = np.round(np.arange(0.75, 1.3001, 0.01), 2)  # template arc per image ar
 REFINE_MM = 4.0  # a disc moves at most this far from where the whole-cord match puts it
 REFINE_BAND_MM = (12.0, 24.0)  # each disc is placed on the band's part nearer the cord: discs slant (lordosis,
 # kyphosis) and SCT's disc point is the disc's back, next to the cord
+REFINE_STIFFNESS = 0.6  # correlation lost per REFINE_MM of change in offset from one disc to the next
 REFINE_WINDOW_MM = 8.0  # around each disc, the stretch of profile matched to refine it
 AREA_WEIGHT = 0.3  # weight of the cord-area channel against the disc profile
 MIN_MARGIN = 0.08  # score margin over the best other numbering below which levels are refused (PAM50 copies: 0.13-0.24)
@@ -260,28 +261,51 @@ def _placed(template, scale: float, shift: float) -> Dict[int, float]:
 def _refine(profile: np.ndarray, arcs: Dict[int, float], template, scale: float) -> Dict[int, float]:
     """Each disc in view moved by up to REFINE_MM to where the template's profile around that disc (+-REFINE_WINDOW_MM)
     best correlates with the image's, both of the band REFINE_BAND_MM (vertebrae differ in height from person to
-    person; order kept)."""
+    person). Neighbouring discs move together unless their profiles say otherwise: the offsets are chosen
+    jointly, each change of offset from one disc to the next costing REFINE_STIFFNESS per REFINE_MM (a disc
+    with two endplates or a blurred one does not jump to a neighbouring edge on its own)."""
     t_arc = np.arange(len(template.PROFILE)) * template.STEP_MM
     t_profile = np.asarray(template.REFINE_PROFILE)
     offsets = np.arange(-REFINE_MM, REFINE_MM + 1e-9, 0.5)
     window = np.arange(-REFINE_WINDOW_MM, REFINE_WINDOW_MM + 1e-9, STEP_MM)
     image_arcs = np.arange(profile.size) * STEP_MM
-    refined = {}
-    for number, arc in arcs.items():
-        template_arc = float(template.DISCS[number])
-        reference = np.interp(template_arc + scale * window, t_arc, np.nan_to_num(t_profile))
+    numbers = sorted(arcs)
+    table = np.full((len(numbers), offsets.size), -np.inf)
+    for row, number in enumerate(numbers):
+        arc = arcs[number]
+        reference = np.interp(float(template.DISCS[number]) + scale * window, t_arc, np.nan_to_num(t_profile))
         candidates = arc + offsets[:, None] + window[None, :]
         nearest = np.clip(np.rint(candidates / STEP_MM).astype(int), 0, profile.size - 1)
         covered = (candidates >= 0) & (candidates <= image_arcs[-1]) & np.isfinite(profile[nearest])
         sampled = np.interp(candidates, image_arcs, np.where(np.isfinite(profile), profile, 0.0))
-        scores = _masked_ncc(reference, sampled, covered)
-        scores[covered.sum(axis=1) < 0.6 * window.size] = -np.inf
-        refined[number] = float(arc + offsets[int(np.argmax(scores))]) if np.isfinite(scores).any() else arc
-    numbers = sorted(refined)
+        table[row] = _masked_ncc(reference, sampled, covered)
+        table[row, covered.sum(axis=1) < 0.6 * window.size] = -np.inf
+    chosen = _smoothest_best_path(table, offsets)
+    refined = {number: float(arcs[number] + (offsets[index] if index is not None else 0.0))
+               for number, index in zip(numbers, chosen)}
     for upper, lower in zip(numbers[:-1], numbers[1:]):
         if refined[lower] <= refined[upper]:
             refined[lower] = arcs[lower]
     return refined
+
+
+def _smoothest_best_path(table: np.ndarray, offsets: np.ndarray) -> List[Optional[int]]:
+    """Per row (disc) the column (offset) maximising the summed scores less REFINE_STIFFNESS per REFINE_MM of change
+    between consecutive rows (dynamic programming); None for a row with no score (out of view)."""
+    penalty = REFINE_STIFFNESS / REFINE_MM * np.abs(offsets[:, None] - offsets[None, :])  # from column, to column
+    finite = np.isfinite(table).any(axis=1)
+    scores = np.where(np.isfinite(table), table, -1e3)
+    total = scores[0].copy()
+    back = np.zeros(table.shape, dtype=int)
+    for row in range(1, len(table)):
+        moves = total[:, None] - (penalty if finite[row] and finite[row - 1] else 0.0)
+        back[row] = np.argmax(moves, axis=0)
+        total = moves[back[row], np.arange(offsets.size)] + scores[row]
+    path = [int(np.argmax(total))]
+    for row in range(len(table) - 1, 0, -1):
+        path.append(int(back[row, path[-1]]))
+    path.reverse()
+    return [index if finite[row] else None for row, index in enumerate(path)]
 
 
 def detect_discs(image: np.ndarray, affine: np.ndarray, probability: np.ndarray, template=None) -> DiscLabelling:
