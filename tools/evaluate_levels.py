@@ -1,6 +1,6 @@
 """Automatic vertebral levels against known truth: disc errors (mm along the cord), per-slice levels, refusals.
 
-    python tools/evaluate_levels.py [--data DIR] [--model]
+    python tools/evaluate_levels.py [--data DIR] [--model] [--crops]
 
 Images: the PAM50_small T2 template and deformed copies of it (stretched along the cord by 0.8 and 1.2, curved,
 cropped to cervical and brainstem-to-thorax fields of view and without C2, contrast inverted / gamma / noise), whose truth is their
@@ -20,7 +20,7 @@ import numpy as np
 
 from SoftSpinalCordSegLib.io import load_labels, load_mask, load_volume
 from SoftSpinalCordSegLib.morphometry import compute_csa
-from SoftSpinalCordSegLib.vertebrae import detect_discs, disc_arcs_from_level_map
+from SoftSpinalCordSegLib.vertebrae import STEP_MM, detect_discs, disc_arcs_from_level_map
 
 HERE = Path(__file__).resolve().parent
 
@@ -120,10 +120,62 @@ def model_segmentation(image, cache):
     return probability
 
 
+def crop_sweep(data, model):
+    """Many fields of view: PAM50_small (its cord mask and, with --model, the model's; stretched 0.85/1/1.15 along
+    the cord, the last with inverted contrast) and amu_test001 (manual mask and, with --model, the model's), top
+    and bottom cut at several levels. Counts crops numbered, refused, numbered wrongly (a disc over 8 mm, half a
+    vertebra, from the truth) and with a disc over 3 mm off."""
+    folder = data / "labels" / "PAM50_small"
+    pam50 = load_volume(folder / "PAM50_small_t2.nii.gz")
+    levels = load_labels(folder / "PAM50_small_levels.nii.gz", pam50).array
+    masks = {"cord mask": load_mask(folder / "PAM50_small_cord.nii.gz", pam50).array}
+    amu = load_volume(data / "real" / "amu_test001" / "sub-test001_T2w.nii.gz")
+    amu_masks = {"manual mask": load_mask(data / "real" / "amu_test001" / "sub-test001_T2w_seg-manual.nii.gz", amu).array}
+    if model:
+        scratch = Path(tempfile.gettempdir())
+        masks["model"] = model_segmentation(pam50, scratch / "softseg_levels_pam50_prob.nii.gz")
+        amu_masks["model"] = model_segmentation(amu, scratch / "softseg_levels_amu_prob.nii.gz")
+    truth = json.loads((HERE / "amu_test001_discs.json").read_text())["discs"]
+    outcomes = []
+    for mask in masks.values():
+        for factor in (0.85, 1.0, 1.15):
+            for top in (275, 250, 240, 235, 230, 226, 222):
+                for bottom in (185, 160, 120, 60):
+                    window = slice(bottom, top)
+                    affine = pam50.affine.copy()
+                    affine[:3, 2] *= factor
+                    affine = _cropped(affine, window)
+                    image = pam50.array[..., window]
+                    result = detect_discs(image.max() - image if factor > 1 else image, affine, mask[..., window])
+                    outcomes.append(_outcome(result, lambda c: disc_arcs_from_level_map(levels[..., window], affine, c)))
+    for mask in amu_masks.values():  # PSR: the second axis runs up (S)
+        for cut_top in (0, 5, 10, 15, 20, 25, 30, 35, 40, 45):
+            for bottom in (0, 40, 80):
+                window = slice(bottom, amu.array.shape[1] - cut_top)
+                affine = amu.affine.copy()
+                affine[:3, 3] += amu.affine[:3, 1] * bottom
+                result = detect_discs(amu.array[:, window], affine, mask[:, window])
+                outcomes.append(_outcome(result, lambda c: {int(n): c.arc_of(d["ras_mm"]) for n, d in truth.items()}))
+    counts = {key: sum(outcome == key for outcome in outcomes) for key in ("right", "off >3 mm", "wrong", "refused")}
+    print(f"crops: {len(outcomes)}; numbered right (every disc within 3 mm) {counts['right']}, a disc 3-8 mm off "
+          f"{counts['off >3 mm']}, numbered wrongly {counts['wrong']}, refused {counts['refused']}")
+
+
+def _outcome(result, truth_arcs_of):
+    if not result.ok:
+        return "refused"
+    truth = truth_arcs_of(result.centreline)
+    end = (len(result.centreline) - 1) * STEP_MM
+    errors = [abs(result.disc_arcs[n] - truth[n]) for n in truth if n in result.disc_arcs and 1.0 < truth[n] < end - 1.0]
+    worst = max(errors, default=0.0)
+    return "wrong" if worst > 8.0 else "off >3 mm" if worst > 3.0 else "right"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=HERE.parent / ".." / "shared" / "data")
     parser.add_argument("--model", action="store_true", help="also run on the model's segmentations (cached in the system temporary folder)")
+    parser.add_argument("--crops", action="store_true", help="then count outcomes over many fields of view (about a minute)")
     args = parser.parse_args()
     rows = []
     for name, image, cord, levels, affine in pam50_cases(args.data):
@@ -168,6 +220,8 @@ def main():
               f"{row['max_error_mm']:5.1f} {row['slices_right']:7.1%} {row['labelled_right']:7.1%} {row['unlabelled']:4d} "
               f"{row['confidence']:6.3f} {row['seconds']:5.2f}"
               + (f"  missed {row['missed']}" if row["missed"] else ""))
+    if args.crops:
+        crop_sweep(args.data, args.model)
     return 0
 
 
