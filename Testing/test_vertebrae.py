@@ -170,6 +170,35 @@ def test_a_segmentation_going_on_into_the_brainstem_does_not_shift_the_numbering
     assert 3 in common and max(abs(labelling.disc_arcs[n] - truth[n]) for n in common) <= 3.0
 
 
+def test_segment_levels_auto_with_the_shipped_model_on_the_real_sagittal_t2w(shared_file, tmp_path, capsys):
+    """The whole path a user takes (softseg segment --levels auto, the shipped model): amu_test001's discs numbered
+    as read by eye and each within 3 mm of it (about 6 s)."""
+    import json
+
+    pytest.importorskip("torch")
+    from SoftSpinalCordSegLib import inference
+    from SoftSpinalCordSegLib.discs import load_disc_points
+    from SoftSpinalCordSegLib.errors import ModelNotInstalledError
+    from SoftSpinalCordSegLib.io import load_mask, load_volume
+
+    try:
+        inference.model_dir()
+    except ModelNotInstalledError:
+        pytest.skip("no trained model installed")
+    image_path = shared_file("real/amu_test001/sub-test001_T2w.nii.gz")
+    outputs = [tmp_path / name for name in ("prob.nii.gz", "discs.nii.gz")]
+    assert main(["segment", str(image_path), "-o", str(outputs[0]), "--levels", "auto", "--discs-out", str(outputs[1])]) == 0
+    assert "discs found automatically" in capsys.readouterr().out
+    image = load_volume(image_path)
+    centreline = vertebrae.cord_centreline(load_mask(outputs[0], image).array, image.affine)
+    found = {n: centreline.arc_of(point) for n, point in load_disc_points(outputs[1]).items()}
+    truth_file = Path(__file__).resolve().parents[1] / "tools" / "amu_test001_discs.json"
+    truth = {int(n): centreline.arc_of(d["ras_mm"]) for n, d in json.loads(truth_file.read_text())["discs"].items()}
+    assert set(found) >= set(truth)
+    errors = {n: abs(found[n] - truth[n]) for n in truth}  # disc voxels: within a voxel of the disc point
+    assert max(errors.values()) <= 3.0, errors
+
+
 def test_pam50_crop_below_c2_is_refused(shared_file):
     image, cord, _, affine = _pam50_cervical(shared_file, start=120)
     image, cord = image[..., :95], cord[..., :95]
