@@ -42,7 +42,8 @@ MIN_MARGIN = 0.08  # score margin over the best other numbering below which leve
 MAX_STEP_ALONG_CORD_MM = 2.6  # slices thicker than this along the cord blur discs away
 MIN_ABOVE_C2C3_MM = 8.0  # the field of view must show this much cord above C2/C3 (the C2 landmark)
 MIN_INSIDE = 0.5  # profile points with less of their band inside the image are left out
-MIN_COVERED = 0.6  # a match must cover this much of the profile (the rest above the template's top)
+MIN_COVERED = 0.6  # a match must cover this much of the profile (the rest above the template's top)...
+MIN_OVERLAP_MM = 60.0  # ...or, when the cord goes on far above the template's top, this much of it
 MIN_LENGTH_MM = 50.0  # a shorter cord segment holds too few discs to number them
 SMOOTHING_MM = 20.0  # centreline smoothing, as morphometry
 
@@ -227,10 +228,11 @@ def _scores(profile: np.ndarray, area: np.ndarray, template) -> Tuple[np.ndarray
         inside = (mapped >= 0) & (mapped <= t_arc[-1])
         covered = inside & image_valid[None, :] & t_valid[nearest]
         # The template begins at C1, where PAM50's cord mask ends; an image's cord often goes on into the
-        # brainstem: what lies above the template's top is not held against a match, the rest must be covered.
+        # brainstem (by 40-80 mm): what lies above the template's top is not held against a match; the rest must
+        # be covered, and the overlap be 60 % of the profile or MIN_OVERLAP_MM.
         below_top = image_valid[None, :] & (mapped >= 0)
         usable = ((covered.sum(axis=1) >= 0.8 * below_top.sum(axis=1))
-                  & (covered.sum(axis=1) >= MIN_COVERED * image_valid.sum()))
+                  & (covered.sum(axis=1) >= min(MIN_COVERED * image_valid.sum(), MIN_OVERLAP_MM / STEP_MM)))
         if not usable.any():
             continue
         resampled = np.interp(mapped[usable], t_arc, np.where(t_valid, t_profile, 0.0))
