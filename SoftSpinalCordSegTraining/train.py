@@ -67,6 +67,12 @@ def parse_args(argv=None):
                    help="another real image with a manual mask (paths under --data), its slices listed REPEAT times")
     p.add_argument("--pathology", action="store_true",
                    help="real slices sometimes get a lesion, compression or atrophy of known truth (pathology.py)")
+    p.add_argument("--compression", type=float, default=None, metavar="SHARE",
+                   help="with --pathology: share of real slices compressed (default pathology.COMPRESSION_PROBABILITY)")
+    p.add_argument("--atrophy", type=float, default=None, metavar="SHARE",
+                   help="with --pathology: share of real slices made atrophic (default pathology.ATROPHY_PROBABILITY)")
+    p.add_argument("--inverted-pairs", type=float, default=0.0, metavar="SHARE",
+                   help="with --consistency: this share of the pairs are a slice and its grey levels inverted")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
@@ -85,6 +91,10 @@ def parse_args(argv=None):
         p.error(f"--window-sizes: each must be a multiple of {DIVISOR} from {DIVISOR} to {OUT_PX} (the training canvas)")
     if args.consistency and not args.no_synthetic:
         p.error("--consistency pairs real slices only: add --no-synthetic")
+    if args.inverted_pairs and not args.consistency:
+        p.error("--inverted-pairs chooses the pairs of --consistency: add --consistency WEIGHT")
+    if (args.compression is not None or args.atrophy is not None) and not args.pathology:
+        p.error("--compression and --atrophy set the shares of --pathology: add --pathology")
     if args.cross_contrast and not args.consistency:
         p.error("--cross-contrast chooses the pairs of --consistency: add --consistency WEIGHT")
     for name in ("init", "pseudo_labels"):  # kept in the checkpoint; --export may run from another folder
@@ -154,7 +164,15 @@ def make_generator(args, seed):
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
                           real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
                           window_fraction=args.window_fraction, window_sizes=args.window_sizes, paired=bool(args.consistency),
-                          cross_contrast=args.cross_contrast, pathology=args.pathology)
+                          cross_contrast=args.cross_contrast, pathology=pathology_mix(args),
+                          inverted_pairs=args.inverted_pairs)
+
+
+def pathology_mix(args):
+    """False, True (the default probabilities) or random_pathology's keyword arguments from --compression/--atrophy."""
+    shares = {"compression": getattr(args, "compression", None), "atrophy_share": getattr(args, "atrophy", None)}
+    shares = {k: v for k, v in shares.items() if v is not None}
+    return (shares or True) if args.pathology else False
 
 
 def validate(net, data_dir, device="cpu"):

@@ -65,3 +65,25 @@ def test_no_cord_no_change():
     target = np.zeros_like(image)
     assert np.array_equal(pathology.radial_squeeze(image, target, (0.5, 0.5))[0], image)
     assert np.array_equal(pathology.paint_lesions(image, target, (1.0, 1.0), pathology.draw_lesions(np.random.default_rng(0))), image)
+
+
+def test_compression_share_sets_how_often_the_cord_is_squeezed():
+    image, target = _slice()
+    squeezed = lambda share: sum(  # noqa: E731
+        pathology.random_pathology(image, target, (1.0, 1.0), np.random.default_rng(seed), compression=share,
+                                   atrophy_share=0.0)[1].sum() < 0.95 * target.sum() for seed in range(40))
+    assert squeezed(0.0) == 0
+    assert squeezed(1.0) == 40
+    assert 8 <= squeezed(0.5) <= 32
+
+
+def test_inverted_pair_is_the_same_slice_with_its_grey_levels_reversed():
+    from SoftSpinalCordSegTraining.synth import real_sample_pair
+
+    image, target = _slice(size=96)
+    (first, first_target), (second, second_target) = real_sample_pair(
+        image, target, (1.0, 1.0), np.random.default_rng(3), inverted=True)
+    assert np.array_equal(first_target, second_target)
+    cord = first_target >= 0.9
+    assert np.corrcoef(first.ravel(), second.ravel())[0, 1] < -0.95  # one is the other upside down
+    assert np.median(first[cord]) != pytest.approx(np.median(second[cord]), abs=0.1)
