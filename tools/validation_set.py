@@ -70,6 +70,13 @@ IMAGES = [
 RESCANS = [_gmc(subject, 2, with_mask=False) for subject in GMC_SUBJECTS]
 
 
+READ_BOTH_POLARITIES = False  # --both-polarities: every image segmented as `softseg segment --both-polarities` does
+
+
+def segment(array, affine):
+    return inference.segment_image(array, affine, both_polarities=READ_BOTH_POLARITIES)
+
+
 def trained_on(image_path: str, seen) -> bool:
     """Whether model.json's real_training_images (seen) lists the image (labelled or pseudo-labelled)."""
     return any(image_path in entry for entry in seen)
@@ -87,7 +94,7 @@ def mean_csa_by_slice(table) -> dict:
 def measure(item: ValidationImage, data: Path) -> dict:
     """Dice, soft Dice and mean CSA (model and manual) over the slices the manual mask covers."""
     volume = load_volume(data / item.image)
-    prob = inference.segment_image(volume.array, volume.affine)
+    prob = segment(volume.array, volume.affine)
     manual = load_mask(data / item.mask, volume).array >= 0.5
     model_csa = mean_csa_by_slice(compute_csa(prob, volume.affine))
     manual_csa = mean_csa_by_slice(compute_csa(manual.astype(np.float32), volume.affine))
@@ -108,7 +115,7 @@ def paired_difference(first: Path, second: Path) -> tuple:
     tables = {}
     for path in (first, second):
         volume = load_volume(path)
-        tables[path] = compute_csa(inference.segment_image(volume.array, volume.affine), volume.affine)
+        tables[path] = compute_csa(segment(volume.array, volume.affine), volume.affine)
     _, _, means = means_over_shared_range(tables)
     return means[first], means[second], means[second] / means[first] - 1
 
@@ -162,7 +169,7 @@ def _block(mask_canonical):
 
 def _cord_area(volume_array, affine, block):
     """Soft cord area (pixels) of each slice of block, in the canonical view of the model's output."""
-    prob = inference.segment_image(volume_array, affine)
+    prob = segment(volume_array, affine)
     canonical, _, _ = inference.canonical_view(prob, affine)
     return canonical[..., block].sum(axis=(0, 1))
 
@@ -282,7 +289,11 @@ def main(argv=None):
     p.add_argument("--no-rescans", action="store_true", help="skip the scan-rescan rows")
     p.add_argument("--csv", help="also write the per-image rows here")
     p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion and squeeze rows")
+    p.add_argument("--both-polarities", action="store_true",
+                   help="segment each slice as it is and with its grey levels inverted, averaged (softseg segment's option)")
     args = p.parse_args(argv)
+    global READ_BOTH_POLARITIES
+    READ_BOTH_POLARITIES = args.both_polarities
     if args.weights_dir:
         os.environ["SOFTSEG_MODEL_DIR"] = args.weights_dir
     rows, person_rows, rescan_rows = evaluate(Path(args.data), rescans=not args.no_rescans)

@@ -148,6 +148,9 @@ def add_segment_parser(subparsers, common) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs (default auto)")
     parser.add_argument("--volume", type=int, metavar="N", help="for a 4D image: segment its volume N (0-based)")
     parser.add_argument("--keep-all-components", action="store_true", help="keep every connected component (default: the largest)")
+    parser.add_argument("--both-polarities", action="store_true",
+                        help="read each slice as it is and with its grey levels inverted, and average: twice as slow, "
+                             "CSA that depends less on the contrast")
     parser.set_defaults(func=run_segment)
 
 
@@ -159,7 +162,7 @@ def run_segment(args) -> int:
         plot_path=args.plot, qc_path=args.qc, device=args.device, volume_index=args.volume,
         largest_component=not args.keep_all_components, discs_path=args.discs, csa_format=args.format,
         progress=StderrProgress(args.quiet), levels=args.levels, discs_out_path=args.discs_out,
-        levels_qc_path=args.levels_qc,
+        levels_qc_path=args.levels_qc, both_polarities=args.both_polarities,
     )
     if args.quiet:
         if result.labelling is not None and not result.labelling.ok:

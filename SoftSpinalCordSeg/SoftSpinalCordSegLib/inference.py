@@ -257,11 +257,14 @@ def resize_slices(slices, size):
     return torch.einsum("ai,nij,bj->nab", rows, slices.float(), cols)
 
 
-def _run_network(net, slices, device, min_px):
-    """Cord fraction of a stack of 1 mm slices (n, X, Y): edge-pad, normalise per slice, UNet, crop back."""
+def _run_network(net, slices, device, min_px, both_polarities=False):
+    """Cord fraction of a stack of 1 mm slices (n, X, Y): edge-pad, normalise per slice, UNet, crop back.
+    both_polarities: the mean of the slices' reading and of their reading with grey levels inverted."""
     import torch
     import torch.nn.functional as F
 
+    if both_polarities:
+        return (_run_network(net, slices, device, min_px) + _run_network(net, -slices, device, min_px)) / 2
     (bx, ax), (by, ay) = pad_amounts(slices.shape[1], min_px), pad_amounts(slices.shape[2], min_px)
     padded = F.pad(slices[:, None], (by, ay, bx, ax), mode="replicate")[:, 0].numpy()
     batch = torch.from_numpy(np.stack([normalize_slice(s) for s in padded])[:, None])
@@ -320,7 +323,7 @@ def _paste_windows(windows, origins, size_1mm):
     return canvas[:, pad:-pad, pad:-pad]
 
 
-def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=None):
+def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=None, both_polarities=False):
     """Cord fraction of every axial slice (last axis) of a canonical volume, in the volume's grid.
 
     Fields of view over 1.5 CROP_MM take two passes: locate the cord on a few full slices, then segment a
@@ -340,11 +343,11 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
         stop = min(nz, start + BATCH_SLICES)
         slices = _to_1mm(volume, np.arange(start, stop), size_1mm)
         if centres is None:
-            prob = _run_network(net, slices, device, MIN_SLICE_PX)
+            prob = _run_network(net, slices, device, MIN_SLICE_PX, both_polarities)
         else:
             origins = np.round(centres[start:stop]).astype(int) - CROP_MM // 2
             windows = torch.from_numpy(_crop_windows(slices.numpy(), origins))
-            prob = _run_network(net, windows, device, CROP_MM).numpy()
+            prob = _run_network(net, windows, device, CROP_MM, both_polarities).numpy()
             prob = torch.from_numpy(np.ascontiguousarray(_paste_windows(prob, origins, size_1mm)))
         out[:, :, start:stop] = resize_slices(prob, (nx, ny)).numpy().transpose(1, 2, 0)
         if progress is not None:
@@ -413,11 +416,14 @@ def check_field_of_view(shape, spacing) -> None:
                          "the voxel sizes in the header are wrong, or crop the image around the spine")
 
 
-def segment_image(array, affine, *, device="auto", largest_component=True, progress=None, cancel=None):
+def segment_image(array, affine, *, device="auto", largest_component=True, progress=None, cancel=None,
+                  both_polarities=False):
     """Return the soft cord mask (float32 in [0, 1]) of a 3D image, in the image's own grid.
 
     array: 3D image in file voxel order (i, j, k); affine: 4x4 voxel-to-RAS (mm).
     progress: optional callable(fraction_done: float, message: str); cancel: optional callable -> bool.
+    both_polarities: each slice is read as it is and with its grey levels inverted, and the two readings
+    averaged: twice the network time, for CSA that follows the contrast less (see the model card).
     """
     try:
         array = np.asarray(array)
@@ -440,7 +446,7 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
     check_field_of_view(canonical.shape, spacing)
     device = resolve_device(device)
     net = load_network(device)
-    prob = predict_slices(net, canonical, spacing, device, progress, cancel)
+    prob = predict_slices(net, canonical, spacing, device, progress, cancel, both_polarities)
     prob[prob < NOISE_FLOOR] = 0
     if largest_component:
         prob = keep_largest_component(prob)

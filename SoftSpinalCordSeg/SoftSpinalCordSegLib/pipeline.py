@@ -88,7 +88,8 @@ def _check_output_types(images=(), pictures=()) -> None:
 def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
                  qc_path=None, device="auto", volume_index=None, volume_index_4d_only=False, largest_component=True,
                  discs_path=None, csa_format="default", sct_csa_path=None, progress: Progress = None,
-                 reference=None, levels: Optional[str] = None, discs_out_path=None, levels_qc_path=None) -> SegmentResult:
+                 reference=None, levels: Optional[str] = None, discs_out_path=None, levels_qc_path=None,
+                 both_polarities=False) -> SegmentResult:
     """Segment one image: soft cord probability (float32, the image's grid), optional binary mask, CSA CSV,
     CSA plot (with the known CSA drawn on it when `reference`, a plot.CsaReference, is given) and QC mosaic;
     `discs_path`, a disc label file, gives each row of the CSA table its vertebral level. With `levels="auto"`
@@ -117,7 +118,8 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
             _report(progress, 0.05 + 0.8 * fraction, message)
 
         probability = inference.segment_image(volume.array, volume.affine, device=device,
-                                              largest_component=largest_component, progress=segmentation_progress)
+                                              largest_component=largest_component, progress=segmentation_progress,
+                                              both_polarities=both_polarities)
         probability = np.clip(np.asarray(probability, dtype=np.float32), 0.0, 1.0)
         _report(progress, 0.85, "writing the probability map")
         save_like(probability, volume, output_path, dtype=np.float32)
