@@ -270,6 +270,8 @@ def test_outputs_of_other_weights_or_options_are_redone(tmp_path):
     assert batch.settings_changed(tmp_path, "a" * 64, {**options, "device": "cpu"}) == ""  # same results
     assert batch.settings_changed(tmp_path, "a" * 64, {**options, "threshold": 0.1, "largest_component": False}) == (
         "largest_component and threshold changed since the last run")
+    assert batch.settings_changed(tmp_path, "a" * 64, {**options, "both_polarities": True}) == (
+        "--both-polarities changed since the last run")
 
 
 # ------------------------------------------------------------------------------------------ the whole batch

@@ -383,3 +383,20 @@ def test_bad_threshold_and_output_over_input(tmp_path, capsys):
         assert_one_line_error(code, err, reason)
         assert "loading" not in err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["image.nii.gz"]
+
+
+def test_segment_reading_both_polarities_gives_one_map_for_an_image_and_its_inverse(random_model, tmp_path, capsys):
+    """`softseg segment --both-polarities` on an image and on its grey levels reversed: the same probability map."""
+    from SoftSpinalCordSegLib.io import load_volume
+
+    rng = np.random.default_rng(5)
+    image = rng.random((48, 40, 5)).astype(np.float32)
+    maps = []
+    for name, array in (("image", image), ("inverse", image.max() - image)):
+        nib.save(nib.Nifti1Image(array, np.diag([0.9, 0.9, 3.0, 1.0])), tmp_path / f"{name}.nii.gz")
+        code, _, err = run(["segment", tmp_path / f"{name}.nii.gz", "--output", tmp_path / f"{name}_prob.nii.gz",
+                            "--both-polarities", "--keep-all-components", "--device", "cpu", "--quiet"], capsys)
+        assert code == 0, err
+        maps.append(load_volume(tmp_path / f"{name}_prob.nii.gz").array)
+    assert maps[0].max() > 0.05
+    np.testing.assert_allclose(maps[0], maps[1], atol=5e-3)

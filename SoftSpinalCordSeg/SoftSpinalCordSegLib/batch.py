@@ -24,7 +24,7 @@ from .errors import InputError, ModelNotInstalledError
 from .report import write_cohort_outputs
 
 DEFAULT_WORKERS = 2
-RESULT_OPTIONS = ("threshold", "largest_component", "volume_index", "levels", "discs")  # options that change the outputs: a change redoes every image
+RESULT_OPTIONS = ("threshold", "largest_component", "volume_index", "levels", "discs", "both_polarities")  # options that change the outputs: a change redoes every image
 
 
 @dataclass
@@ -207,7 +207,7 @@ def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
         return "the model changed since the last run"
     recorded = generated.get("Options")
     changed = sorted(k for k in RESULT_OPTIONS if recorded is not None and recorded.get(k) != options.get(k))
-    changed = [{"volume_index": "--volume", "levels": "--levels", "discs": "--discs"}.get(k, k) for k in changed]
+    changed = [{"volume_index": "--volume", "levels": "--levels", "discs": "--discs", "both_polarities": "--both-polarities"}.get(k, k) for k in changed]
     return f"{' and '.join(changed)} changed since the last run" if changed else ""
 
 
@@ -322,6 +322,7 @@ def run_batch(
     levels: Optional[str] = None,
     segment_file: Optional[Callable] = None,
     quiet: bool = False,
+    both_polarities: bool = False,
 ) -> BatchResult:
     """Segment every image of a cohort and write the derivatives, the cohort CSVs and the HTML report.
 
@@ -333,6 +334,7 @@ def run_batch(
     sagittal <stem>_levels.png showing the discs or why there are none.
     segment_file: the per-image pipeline (default `pipeline.segment_file`, what `softseg segment` runs); it must
     be importable or picklable by the workers.
+    both_polarities: each image segmented as `softseg segment --both-polarities` does (twice as slow).
     """
     start = time.perf_counter()
     if workers < 1:
@@ -353,6 +355,8 @@ def run_batch(
     remove_stale_outputs(output_dir)
     model_sha256 = installed_model_sha256() if segment_file is None else ""
     options = {"threshold": threshold, "device": device, "largest_component": largest_component}
+    if both_polarities:  # absent when off: derivatives of runs made before the option stay valid
+        options["both_polarities"] = True
     if volume is not None:
         if volume < 0:
             raise InputError(f"--volume must be 0 or more, not {volume}")
@@ -491,6 +495,8 @@ def add_parser(subparsers):
                              "'derivatives/labels/{folder}/{stem}_label-discs_dlabel.nii.gz'; images without one get no levels")
     parser.add_argument("--levels", choices=("auto",), help="auto: find each image's vertebral discs: per-level rows in the "
                         "summary and a sagittal <stem>_levels.png (an image whose discs cannot be numbered gets no level; its picture says why)")
+    parser.add_argument("--both-polarities", action="store_true",
+                        help="read each slice as it is and with its grey levels inverted, and average (as softseg segment)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.set_defaults(func=main)
     return parser
@@ -512,6 +518,7 @@ def main(args) -> int:
         discs=args.discs,
         levels=args.levels,
         quiet=args.quiet,
+        both_polarities=args.both_polarities,
     )
     if not args.quiet:
         print(
