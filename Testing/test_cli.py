@@ -342,7 +342,7 @@ def test_segment_pipeline_writes_every_output_in_the_input_grid(write_phantom, t
     image = write_nifti(tmp_path / "image.nii.gz", (100 * cord + random_image(cord.shape)).astype(np.float32), affine)
     calls = []
 
-    def known_cord(array, image_affine, *, device="auto", largest_component=True, progress=None):
+    def known_cord(array, image_affine, *, device="auto", largest_component=True, progress=None, both_polarities=False):
         calls.append(device)
         np.testing.assert_allclose(image_affine, affine, atol=1e-5)  # the model sees the file's own geometry
         progress(1.0, "segmented")
