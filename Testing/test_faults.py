@@ -168,14 +168,28 @@ def test_an_error_after_some_outputs_leaves_none_and_no_temporary(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_mid_run_unwinds_and_removes_the_outputs(tmp_path, signum):
-    with stop_on_signals():
-        with pytest.raises(Interrupted):
-            with all_or_none():
-                with atomic_path(tmp_path / "first.nii.gz") as temporary:
-                    temporary.write_bytes(b"x")
-                os.kill(os.getpid(), signum)
-                time.sleep(2)
+    inherited = signal.signal(signum, signal.SIG_DFL)  # as in a terminal, even when the tests run under nohup
+    try:
+        with stop_on_signals():
+            with pytest.raises(Interrupted):
+                with all_or_none():
+                    with atomic_path(tmp_path / "first.nii.gz") as temporary:
+                        temporary.write_bytes(b"x")
+                    os.kill(os.getpid(), signum)
+                    time.sleep(2)
+    finally:
+        signal.signal(signum, inherited)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_ignored_by_nohup_stays_ignored():
+    inherited = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # nothing happens
+    finally:
+        signal.signal(signal.SIGHUP, inherited)
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path):
