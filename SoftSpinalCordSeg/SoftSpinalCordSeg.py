@@ -78,6 +78,7 @@ class SoftSpinalCordSegParameterNode:
     device: Annotated[str, Choice(DEVICES)] = "auto"
     threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
+    bothPolarities: bool = False
 
 
 class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -179,7 +180,8 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
             self.runningVolume = self._parameterNode.inputVolume
             self.worker = self.logic.startProcessing(
-                self.runningVolume, device=self._parameterNode.device, levels=self.chosenLevels())
+                self.runningVolume, device=self._parameterNode.device, levels=self.chosenLevels(),
+                bothPolarities=self._parameterNode.bothPolarities)
             self.setRunning(True)
 
     def onPollWorker(self):
@@ -292,7 +294,7 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
             self.showResults(outputs)
         return outputs
 
-    def startProcessing(self, inputVolume, device="auto", levels=None):
+    def startProcessing(self, inputVolume, device="auto", levels=None, bothPolarities=False):
         """Start the model in a separate process (PythonSlicer); poll the returned worker, cancel to kill it.
         The levels are checked first: a wrong levels input fails before the model runs, not after."""
         from SoftSpinalCordSegLib.mrml import level_inputs, volume_array_and_affine
@@ -301,7 +303,8 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
         image, affine = volume_array_and_affine(inputVolume)
         if levels is not None:
             level_inputs(levels, inputVolume)
-        return WorkerProcess(image, affine, device=device, python=python_slicer(slicer.app.slicerHome))
+        return WorkerProcess(image, affine, device=device, both_polarities=bothPolarities,
+                             python=python_slicer(slicer.app.slicerHome))
 
     def finishProcessing(self, worker, inputVolume, **options):
         """Build the output nodes from a finished worker's probability."""

@@ -95,7 +95,7 @@ def test_every_widget_the_code_uses_exists_with_its_class(ui, source):
 def test_every_parameter_is_bound_to_a_fitting_widget(ui, source):
     declared = parameters(source)
     bindings = parameter_bindings(ui)
-    assert set(declared) == {"inputVolume", "levels", "automaticLevels", "device", "threshold", "opacity"}
+    assert set(declared) == {"inputVolume", "levels", "automaticLevels", "device", "threshold", "opacity", "bothPolarities"}
     assert set(bindings) == set(declared), "every parameter has exactly one widget, and no widget names an unknown one"
     for name, annotation in declared.items():
         widget, widget_class = bindings[name]

@@ -78,6 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("output", help=".npz to write with 'probability'")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--all-components", action="store_true", help="keep every connected component")
+    parser.add_argument("--both-polarities", action="store_true", help="average the reading of each slice and of its inverse")
     args = parser.parse_args(argv)
 
     def report(fraction, message=""):
@@ -92,7 +93,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .inference import segment_image, tune_cpu_allocator
 
         tune_cpu_allocator()  # this process only runs the model
-        probability = segment_image(image, affine, device=device, largest_component=not args.all_components, progress=report)
+        probability = segment_image(image, affine, device=device, largest_component=not args.all_components, progress=report,
+                                    both_polarities=args.both_polarities)
         _save_atomically(args.output, probability=np.asarray(probability, dtype=np.float32))
     except InputError as error:
         print(f"ERROR {type(error).__name__} {error}", flush=True)
@@ -147,7 +149,8 @@ def python_slicer(slicer_home: Optional[str] = None) -> str:
 class WorkerProcess:
     """The parent side: start the worker, collect its events without blocking, cancel it, fetch the result."""
 
-    def __init__(self, image, affine, *, device="auto", largest_component=True, python: Optional[str] = None, env=None):
+    def __init__(self, image, affine, *, device="auto", largest_component=True, both_polarities=False,
+                 python: Optional[str] = None, env=None):
         python = worker_python(python)
         self._directory = Path(tempfile.mkdtemp(prefix="softseg-"))
         self._output = self._directory / "probability.npz"
@@ -156,6 +159,8 @@ class WorkerProcess:
                    str(self._directory / "input.npz"), str(self._output), "--device", device]
         if not largest_component:
             command.append("--all-components")
+        if both_polarities:
+            command.append("--both-polarities")
         package_root = str(Path(__file__).resolve().parent.parent)
         environment = dict(os.environ if env is None else env)
         environment["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, environment.get("PYTHONPATH", "")) if p)
