@@ -33,6 +33,8 @@ THICK_AXIS_FRACTION = 0.15
 # magnification of real slices (log-uniform): the labelled subjects' cords are all 67-81 mm2, and with 0.9-1.1
 # the network learnt that size, measuring 0.5-0.8 of the true change in CSA of unf01 magnified x0.85-x1.15
 REAL_ZOOM_RANGE = (0.7, 1.4)
+OBLIQUE_TILT_DEG = (5.0, 35.0)  # the cord's angle to the slice normal in oblique_section
+OBLIQUE_THICKNESS_MM = (1.0, 5.0)  # thickness of the simulated oblique slices
 # channels of a canal patch, as occupancies in [0, 1]
 BONE, CSF, WM, GM = range(4)
 VALIDATION_SUBJECT = "unf01"  # never used for training
@@ -330,29 +332,29 @@ def _field_of_view(image, target, centre_px, rng):
     return np.pad(image[window], pad, mode=mode), np.pad(target[window], pad, mode="constant")
 
 
-def real_sample(image, mask, spacing, rng, pathology=False):
+def real_sample(image, mask, spacing, rng, pathology=False, oblique=0.0):
     """A real labelled slice resampled to 1 mm with spatial and intensity augmentation (and, with pathology,
     sometimes a lesion, compression or atrophy of known truth: pathology.random_pathology)."""
-    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng, pathology)
+    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng, pathology, oblique)
     return _cropped(_real_intensity(img, rng), tgt, centre_out, rng)
 
 
-def real_sample_pair(image, mask, spacing, rng, pathology=False, inverted=False):
+def real_sample_pair(image, mask, spacing, rng, pathology=False, inverted=False, oblique=0.0):
     """Two versions of one real labelled slice: same geometry, field of view and target, each with its own
     intensities, the second always remapped to another "contrast" (for the consistency loss), or, inverted,
     the first with its grey levels reversed (T1w-like against T2w-like: the network read the inverted
     image of a T2w up to 4 % smaller)."""
-    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng, pathology)
+    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng, pathology, oblique)
     first = _real_intensity(img, rng)
     versions = [first, -first if inverted else _real_intensity(img, rng, remap_probability=1.0)]
     return same_draws(rng, lambda version: _cropped(version, tgt, centre_out, rng), versions)
 
 
-def real_sample_across(image, other, mask, spacing, rng, pathology=False):
+def real_sample_across(image, other, mask, spacing, rng, pathology=False, oblique=0.0):
     """Two co-registered contrasts of one real slice sharing one label: same geometry, field of view and
     target, each with its own intensity augmentation (for the consistency loss)."""
     (img, tgt, centre_out), (img_other, _, _) = same_draws(
-        rng, lambda version: _real_geometry(version, mask, spacing, rng, pathology), [image, other])
+        rng, lambda version: _real_geometry(version, mask, spacing, rng, pathology, oblique), [image, other])
     versions = [_real_intensity(img, rng), _real_intensity(img_other, rng)]
     return same_draws(rng, lambda version: _cropped(version, tgt, centre_out, rng), versions)
 
@@ -374,9 +376,25 @@ def _cropped(img, tgt, centre_out, rng):
     return normalize_slice(img), np.clip(tgt, 0, 1).astype(np.float32)
 
 
-def _real_geometry(image, mask, spacing, rng, pathology=False):
-    """The slice and its mask rotated, flipped and magnified onto the 1 mm training canvas (then, with
-    pathology, changed by pathology.random_pathology: the canvas's second axis is within 20 degrees of A-P)."""
+def oblique_section(rng):
+    """An axial slice cutting the cord at a tilt (lordosis, scoliosis, an angled acquisition): (stretch, smear).
+    The cut of a tube tilted by t is its cross-section stretched by 1 / cos(t) along the tilt's in-plane
+    direction (mostly A-P), and a slice of thickness h averages it over h * tan(t) along that direction.
+    stretch: 2x2 map from the section (mm) to the cord's cross-section; smear: the offsets (mm, in the
+    section) averaged over for the slice's thickness."""
+    tilt = np.deg2rad(rng.uniform(*OBLIQUE_TILT_DEG))
+    azimuth = rng.normal(0, np.deg2rad(20)) if rng.random() < 0.7 else rng.uniform(0, np.pi)  # from A-P
+    direction = np.array([np.sin(azimuth), np.cos(azimuth)])  # canonical slices: axis 0 R-L, axis 1 A-P
+    stretch = np.eye(2) + (np.cos(tilt) - 1) * np.outer(direction, direction)
+    length = rng.uniform(*OBLIQUE_THICKNESS_MM) * np.tan(tilt)
+    smear = np.outer(np.linspace(-length / 2, length / 2, 5), direction)
+    return stretch, smear
+
+
+def _real_geometry(image, mask, spacing, rng, pathology=False, oblique=0.0):
+    """The slice and its mask rotated, flipped and magnified onto the 1 mm training canvas (an oblique share
+    of them cut as an oblique_section; then, with pathology, changed by pathology.random_pathology: the
+    canvas's second axis is within 20 degrees of A-P)."""
     scale = np.array(spacing, np.float64)  # source mm per pixel
     centre_src = np.array(ndimage.center_of_mass(mask > 0.5))
     out = OUT_PX
@@ -385,12 +403,18 @@ def _real_geometry(image, mask, spacing, rng, pathology=False):
     zoom = np.exp(rng.uniform(*np.log(REAL_ZOOM_RANGE)))
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     flip = np.diag([-1.0 if rng.random() < 0.5 else 1.0, 1.0])
-    matrix = np.diag(1 / scale) @ rot @ flip / zoom  # output mm -> source px
+    stretch, smear = np.eye(2), np.zeros((1, 2))
+    if oblique and rng.random() < oblique:  # no draw when off: runs recorded before the option replay exactly
+        stretch, smear = oblique_section(rng)
     yy, xx = np.mgrid[0:out, 0:out].astype(np.float64)
     rel = np.stack([yy - centre_out[0], xx - centre_out[1]]).reshape(2, -1)
-    coords = (matrix @ rel + centre_src[:, None]).reshape(2, out, out)
-    img = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=float(np.percentile(image, 1)))
-    tgt = ndimage.map_coordinates(mask, coords, order=1, mode="constant")
+    section_mm = rot @ flip @ rel / zoom  # output pixel -> mm in the (oblique) section, source axes
+    img, tgt = 0.0, 0.0
+    for offset in smear:  # the slice's thickness: the section averaged over offsets along the tilt
+        coords = (np.diag(1 / scale) @ stretch @ (section_mm + offset[:, None]) + centre_src[:, None]).reshape(2, out, out)
+        img = img + ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=float(np.percentile(image, 1)))
+        tgt = tgt + ndimage.map_coordinates(mask, coords, order=1, mode="constant")
+    img, tgt = img / len(smear), tgt / len(smear)
     if pathology:  # True, or the keyword arguments of random_pathology (its probabilities)
         img, tgt = random_pathology(img, tgt, (1.0, 1.0), rng, ap_axis=1, **(pathology if isinstance(pathology, dict) else {}))
     return img, tgt, centre_out
@@ -425,8 +449,9 @@ class SliceGenerator:
 
     def __init__(self, data_dir, seed=0, n_pam50=1500, real_pairs=None, weights=(0.5, 0.4, 0.1),
                  rater_margin_mm=0.0, window_fraction=0.0, window_sizes=(WINDOW_PX,), paired=False,
-                 cross_contrast=0.0, pathology=False, inverted_pairs=0.0):
+                 cross_contrast=0.0, pathology=False, inverted_pairs=0.0, oblique=0.0):
         self.pathology = pathology  # real slices sometimes get a lesion, compression or atrophy
+        self.oblique = oblique  # share of the real slices cut as oblique sections
         self.inverted_pairs = inverted_pairs  # share of the consistency pairs made of a slice and its inverse
         self.rater_margin_mm = rater_margin_mm
         self.window_fraction = window_fraction
@@ -450,7 +475,7 @@ class SliceGenerator:
             bank = self.banks[source]
             margin = self.rater_margin_mm * self.rng.uniform(0.5, 1.5)
             return synthetic_sample(bank[self.rng.integers(len(bank))], self.rng, margin)
-        return real_sample(*self.real[self._real_index()], self.rng, self.pathology)
+        return real_sample(*self.real[self._real_index()], self.rng, self.pathology, self.oblique)
 
     def _real_index(self):
         """Index of a real labelled slice drawn at random."""
@@ -464,9 +489,9 @@ class SliceGenerator:
         partners = self.partners[n] if self.cross_contrast else []
         if partners and self.rng.random() < self.cross_contrast:
             other = self.real[partners[self.rng.integers(len(partners))]][0]
-            return real_sample_across(image, other, mask, spacing, self.rng, self.pathology)
+            return real_sample_across(image, other, mask, spacing, self.rng, self.pathology, self.oblique)
         inverted = bool(self.inverted_pairs) and self.rng.random() < self.inverted_pairs  # no draw when off: replays
-        return real_sample_pair(image, mask, spacing, self.rng, self.pathology, inverted)
+        return real_sample_pair(image, mask, spacing, self.rng, self.pathology, inverted, self.oblique)
 
     def batch(self, size):
         """size slices of OUT_PX, or (window_fraction of the batches) cord windows of one of window_sizes.

@@ -73,6 +73,9 @@ def parse_args(argv=None):
                    help="with --pathology: share of real slices made atrophic (default pathology.ATROPHY_PROBABILITY)")
     p.add_argument("--inverted-pairs", type=float, default=0.0, metavar="SHARE",
                    help="with --consistency: this share of the pairs are a slice and its grey levels inverted")
+    p.add_argument("--oblique", type=float, default=0.0, metavar="SHARE",
+                   help="share of the real slices cut as oblique sections (synth.oblique_section: the cord tilted "
+                        "5-35 degrees to the slice normal, slices 1-5 mm thick)")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
@@ -165,7 +168,7 @@ def make_generator(args, seed):
                           real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
                           window_fraction=args.window_fraction, window_sizes=args.window_sizes, paired=bool(args.consistency),
                           cross_contrast=args.cross_contrast, pathology=pathology_mix(args),
-                          inverted_pairs=args.inverted_pairs)
+                          inverted_pairs=args.inverted_pairs, oblique=args.oblique)
 
 
 def pathology_mix(args):

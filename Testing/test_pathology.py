@@ -87,3 +87,22 @@ def test_inverted_pair_is_the_same_slice_with_its_grey_levels_reversed():
     cord = first_target >= 0.9
     assert np.corrcoef(first.ravel(), second.ravel())[0, 1] < -0.95  # one is the other upside down
     assert np.median(first[cord]) != pytest.approx(np.median(second[cord]), abs=0.1)
+
+
+def test_oblique_sections_lengthen_the_cord_as_a_tilted_cut_does():
+    """synth.oblique_section: a cut at 5-35 degrees is the cross-section stretched by 1 / cos(tilt) (1.004-1.22),
+    mostly along A-P; without the option the geometry is the straight one, draw for draw."""
+    from SoftSpinalCordSegTraining.synth import _real_geometry
+
+    image, target = _slice(size=96)
+    ratios, ap_growth = [], []
+    for seed in range(30):
+        straight = _real_geometry(image, target, (1.0, 1.0), np.random.default_rng(seed))[1]
+        default = _real_geometry(image, target, (1.0, 1.0), np.random.default_rng(seed), oblique=0.0)[1]
+        cut = _real_geometry(image, target, (1.0, 1.0), np.random.default_rng(seed), oblique=1.0)[1]
+        assert np.array_equal(straight, default)
+        ratios.append(cut.sum() / straight.sum())
+        ap_growth.append(_ap_extent(cut) >= _ap_extent(straight))
+    assert 0.98 <= min(ratios) and max(ratios) <= 1.3
+    assert 1.04 <= np.mean(ratios) <= 1.15
+    assert np.mean(ap_growth) >= 0.6

@@ -3,6 +3,7 @@ inserted into a real image leave its CSA, and an AP squeeze of image and mask is
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 SQUEEZE_BAR = 1.35  # measured / true change of CSA after an AP squeeze to 55 %; the target is 1.05
@@ -35,3 +36,17 @@ def test_held_out_gmchallenge_person_reads_within_7_percent(validation, data_dir
     result = validation.measure(item, data_dir)
     assert result["ratio"] == pytest.approx(1.0, abs=0.07)
     assert result["dice"] >= 0.90
+
+
+def test_a_tilted_tube_keeps_its_angle_corrected_area(validation):
+    """The obliquity check's rotation (validation_set.tilted) turns a straight tube of known area so that it
+    crosses the axial slices at 25 degrees; the angle-corrected CSA of the turned tube is its true area."""
+    from SoftSpinalCordSegLib.morphometry import compute_csa
+
+    x, y = np.meshgrid(np.arange(48) - 24.0, np.arange(48) - 24.0, indexing="ij")
+    tube = np.repeat(((x / 5) ** 2 + (y / 4) ** 2 <= 1).astype(np.float32)[..., None], 60, axis=2)
+    turned = validation.tilted(tube, np.array([24.0, 24.0, 30.0]), 25, order=1)
+    csa = compute_csa(turned, np.eye(4))
+    middle = (csa.column("slice") >= 20) & (csa.column("slice") <= 40)
+    assert np.median(csa.column("angle_rl_deg")[middle]) == pytest.approx(25, abs=1.5)
+    assert np.mean(csa.column("csa_mm2")[middle]) == pytest.approx(tube[..., 30].sum(), rel=0.03)

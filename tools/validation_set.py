@@ -222,6 +222,55 @@ def pathology_report(data: Path):
                   f"{r['squeeze true change']:.3f} | {r['squeeze tracked']:.3f} |")
 
 
+OBLIQUE_IMAGES = ("unf01 T1w", "unf01 T2w", "amu_test001 T2w")  # about 1 mm along S too: rotating keeps them sharp
+TILTS_DEG = (15, 30)
+
+
+def tilted(volume, centre, degrees, order):
+    """A canonical volume rotated by degrees about the R-L axis through centre (voxels; the voxels must be
+    about isotropic): the cord then crosses the axial slices at that extra angle, as in an angled acquisition."""
+    from scipy import ndimage
+
+    angle = np.deg2rad(degrees)
+    rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    return ndimage.affine_transform(volume, rotation, centre - rotation @ centre, order=order,
+                                    mode="nearest" if order > 1 else "constant")
+
+
+def tilt_check(item: ValidationImage, data: Path, tilts=TILTS_DEG) -> dict:
+    """Known truth for obliquity: image and manual mask rotated alike about the R-L axis. Returns, per tilt, the
+    model/manual ratio of the angle-corrected CSA over the rotated mask's slices (its two ends left out), divided
+    by that ratio without the tilt (1 is right)."""
+    from scipy import ndimage
+
+    volume = load_volume(data / item.image)
+    image, spacing, _ = inference.canonical_view(volume.array.astype(np.float32), volume.affine)
+    mask = inference.canonical_view(load_mask(data / item.mask, volume).array.astype(np.float32), volume.affine)[0]
+    affine = np.diag([*spacing, 1.0])
+    block = _block(mask)
+    middle = block[len(block) // 2]
+    centre = np.array([*ndimage.center_of_mass(mask[..., middle]), middle])
+    ratios = {}
+    for degrees in (0, *tilts):
+        turned_mask = tilted(mask, centre, degrees, order=1)
+        covered = np.flatnonzero(turned_mask.sum(axis=(0, 1)) >= 20)[2:-2]
+        model = mean_csa_by_slice(compute_csa(segment(tilted(image, centre, degrees, order=3), affine), affine))
+        manual = mean_csa_by_slice(compute_csa(turned_mask, affine))
+        ratios[degrees] = np.mean([model.get(k, 0.0) for k in covered]) / np.mean([manual[k] for k in covered])
+    return {degrees: float(ratios[degrees] / ratios[0]) for degrees in tilts}
+
+
+def tilt_report(data: Path):
+    by_name = {item.name: item for item in IMAGES}
+    print("\nKnown-truth obliquity: image and manual mask rotated about the R-L axis; model/manual ratio of the "
+          "angle-corrected CSA, over that ratio untilted (target 0.95-1.05)\n")
+    print("| image | " + " | ".join(f"tilted {t} degrees" for t in TILTS_DEG) + " |\n|" + " --- |" * (1 + len(TILTS_DEG)))
+    for name in OBLIQUE_IMAGES:
+        if (data / by_name[name].image).is_file():
+            result = tilt_check(by_name[name], data)
+            print(f"| {name} | " + " | ".join(f"{result[t]:.3f}" for t in TILTS_DEG) + " |")
+
+
 MT_PAIRS = [(f"sub-{n}", f"real/tutorial/sub-{n}_acq-MTon_MTS.nii.gz", f"real/tutorial/sub-{n}_acq-MToff_MTS.nii.gz")
             for n in ("01", "03", "05")]
 
@@ -290,7 +339,7 @@ def main(argv=None):
     p.add_argument("--weights-dir", help="evaluate the weights in this folder instead of the shipped ones")
     p.add_argument("--no-rescans", action="store_true", help="skip the scan-rescan rows")
     p.add_argument("--csv", help="also write the per-image rows here")
-    p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion and squeeze rows")
+    p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion, squeeze and tilt rows")
     p.add_argument("--working-spacing", type=float, metavar="MM",
                    help="run the network on this in-plane grid instead of the 1 mm it was trained on (a measurement)")
     p.add_argument("--both-polarities", action="store_true",
@@ -307,6 +356,7 @@ def main(argv=None):
     consistency_report(Path(args.data), rows)
     if not args.no_pathology:
         pathology_report(Path(args.data))
+        tilt_report(Path(args.data))
     if args.csv:
         write_csv(rows, args.csv)
     return 0
