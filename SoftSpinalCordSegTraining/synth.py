@@ -33,7 +33,7 @@ THICK_AXIS_FRACTION = 0.15
 # magnification of real slices (log-uniform): the labelled subjects' cords are all 67-81 mm2, and with 0.9-1.1
 # the network learnt that size, measuring 0.5-0.8 of the true change in CSA of unf01 magnified x0.85-x1.15
 REAL_ZOOM_RANGE = (0.7, 1.4)
-OBLIQUE_TILT_DEG = (5.0, 35.0)  # the cord's angle to the slice normal in oblique_section
+OBLIQUE_TILT_DEG = (5.0, 60.0)  # the cord's angle to the slice normal in oblique_section
 OBLIQUE_THICKNESS_MM = (1.0, 5.0)  # thickness of the simulated oblique slices
 # channels of a canal patch, as occupancies in [0, 1]
 BONE, CSF, WM, GM = range(4)

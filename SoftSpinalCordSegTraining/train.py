@@ -75,7 +75,7 @@ def parse_args(argv=None):
                    help="with --consistency: this share of the pairs are a slice and its grey levels inverted")
     p.add_argument("--oblique", type=float, default=0.0, metavar="SHARE",
                    help="share of the real slices cut as oblique sections (synth.oblique_section: the cord tilted "
-                        "5-35 degrees to the slice normal, slices 1-5 mm thick)")
+                        "5-60 degrees to the slice normal, slices 1-5 mm thick)")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)

@@ -90,8 +90,8 @@ def test_inverted_pair_is_the_same_slice_with_its_grey_levels_reversed():
 
 
 def test_oblique_sections_lengthen_the_cord_as_a_tilted_cut_does():
-    """synth.oblique_section: a cut at 5-35 degrees is the cross-section stretched by 1 / cos(tilt) (1.004-1.22),
-    mostly along A-P; without the option the geometry is the straight one, draw for draw."""
+    """synth.oblique_section: a cut at 5-60 degrees is the cross-section stretched by 1 / cos(tilt) (1.004-2, 1.28
+    on average), mostly along A-P; without the option the geometry is the straight one, draw for draw."""
     from SoftSpinalCordSegTraining.synth import _real_geometry
 
     image, target = _slice(size=96)
@@ -103,6 +103,6 @@ def test_oblique_sections_lengthen_the_cord_as_a_tilted_cut_does():
         assert np.array_equal(straight, default)
         ratios.append(cut.sum() / straight.sum())
         ap_growth.append(_ap_extent(cut) >= _ap_extent(straight))
-    assert 0.98 <= min(ratios) and max(ratios) <= 1.3
-    assert 1.04 <= np.mean(ratios) <= 1.15
+    assert 0.98 <= min(ratios) and max(ratios) <= 2.1
+    assert 1.15 <= np.mean(ratios) <= 1.4
     assert np.mean(ap_growth) >= 0.6
