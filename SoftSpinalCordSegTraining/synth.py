@@ -444,6 +444,11 @@ def cord_window(image, target, rng, size=WINDOW_PX):
     return normalize_slice(image[window]), target[window]
 
 
+def pair_count(share, size):
+    """Pairs of versions of one real slice in a batch of size whose given share is paired (True: all)."""
+    return int(round(float(share) * size / 2))
+
+
 class SliceGenerator:
     """Mixes synthetic slices from PAM50 and spine-generic label maps with real labelled slices."""
 
@@ -456,7 +461,7 @@ class SliceGenerator:
         self.rater_margin_mm = rater_margin_mm
         self.window_fraction = window_fraction
         self.window_sizes = list(window_sizes)
-        self.paired = paired  # batches of real slices in two versions each (real_sample_pair)
+        self.paired = paired  # share of each batch made of real slices in two versions each (True: all of it)
         self.cross_contrast = cross_contrast  # share of those pairs made of two real contrasts (real_sample_across)
         self.rng = np.random.default_rng(seed)
         labels = os.path.join(data_dir, "labels")
@@ -495,9 +500,11 @@ class SliceGenerator:
 
     def batch(self, size):
         """size slices of OUT_PX, or (window_fraction of the batches) cord windows of one of window_sizes.
-        Paired: size // 2 real slices, each followed by its other version (items 2n and 2n + 1)."""
+        Paired: pair_count(paired, size) real slices first, each followed by its other version (items 2n and
+        2n + 1), then single samples."""
         if self.paired:
-            groups = [self._real_pair() for _ in range(size // 2)]
+            pairs = pair_count(self.paired, size)
+            groups = [self._real_pair() for _ in range(pairs)] + [[self.sample()] for _ in range(size - 2 * pairs)]
         else:
             groups = [[self.sample()] for _ in range(size)]
         if self.rng.random() < self.window_fraction:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from SoftSpinalCordSegLib.model import DIVISOR, build_network
-from .synth import OUT_PX, VALIDATION_SUBJECT, WINDOW_PX, SliceGenerator
+from .synth import OUT_PX, VALIDATION_SUBJECT, WINDOW_PX, SliceGenerator, pair_count
 
 REAL_TRAINING_PAIRS = [("real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz")]
 VALIDATION = [
@@ -59,7 +59,9 @@ def parse_args(argv=None):
     p.add_argument("--consistency", type=float, default=0.0, metavar="WEIGHT",
                    help="real slices in pairs of two intensity versions (two 'contrasts' of one anatomy), their "
                         "cord fractions pulled together by this weight times their mean squared difference "
-                        "(needs --no-synthetic)")
+                        "(needs --no-synthetic, or --paired-share below 1)")
+    p.add_argument("--paired-share", type=float, default=1.0, metavar="SHARE",
+                   help="with --consistency: share of each batch made of those pairs, the rest drawn as without it")
     p.add_argument("--cross-contrast", type=float, default=0.0, metavar="SHARE",
                    help="with --consistency: this share of the pairs are two co-registered real contrasts of one "
                         "slice that share one label (MT-on and MT-off, the DWI's views) instead of two intensity versions")
@@ -92,8 +94,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if any(side % DIVISOR or not DIVISOR <= side <= OUT_PX for side in args.window_sizes):
         p.error(f"--window-sizes: each must be a multiple of {DIVISOR} from {DIVISOR} to {OUT_PX} (the training canvas)")
-    if args.consistency and not args.no_synthetic:
-        p.error("--consistency pairs real slices only: add --no-synthetic")
+    if args.consistency and not args.no_synthetic and args.paired_share >= 1:
+        p.error("--consistency pairs real slices only: add --no-synthetic, or --paired-share below 1")
+    if not 0 < args.paired_share <= 1 or (args.paired_share < 1 and not args.consistency):
+        p.error("--paired-share is a share in (0, 1] of the batches of --consistency: add --consistency WEIGHT")
     if args.inverted_pairs and not args.consistency:
         p.error("--inverted-pairs chooses the pairs of --consistency: add --consistency WEIGHT")
     if (args.compression is not None or args.atrophy is not None) and not args.pathology:
@@ -166,7 +170,7 @@ def make_generator(args, seed):
     weights = (0.0, 0.0, 1.0) if args.no_synthetic else (synthetic * 5 / 9, synthetic * 4 / 9, args.real_fraction)
     return SliceGenerator(args.data, seed=seed, n_pam50=0 if args.no_synthetic else args.pam50_slabs,
                           real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
-                          window_fraction=args.window_fraction, window_sizes=args.window_sizes, paired=bool(args.consistency),
+                          window_fraction=args.window_fraction, window_sizes=args.window_sizes, paired=args.paired_share if args.consistency else False,
                           cross_contrast=args.cross_contrast, pathology=pathology_mix(args),
                           inverted_pairs=args.inverted_pairs, oblique=args.oblique)
 
@@ -340,8 +344,8 @@ def main(argv=None):
             logits = net(x)
         logits = logits.float()
         loss = criterion(logits, y)
-        if args.consistency:  # items 2n and 2n + 1 are two versions of one slice
-            prob = logits.sigmoid()
+        if args.consistency:  # items 2n and 2n + 1 of the first pairs are two versions of one slice
+            prob = logits[: 2 * pair_count(args.paired_share, len(logits))].sigmoid()
             loss = loss + args.consistency * torch.nn.functional.mse_loss(prob[0::2], prob[1::2])
         opt.zero_grad(set_to_none=True)
         loss.backward()

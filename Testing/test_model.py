@@ -101,6 +101,18 @@ def test_paired_batches_hold_two_contrasts_of_each_real_slice(data_dir):
         assert all(np.abs(images[n] - images[n + 1]).mean() > 0.01 for n in (0, 2, 4))  # two intensity versions
 
 
+def test_a_paired_share_puts_the_pairs_first_and_draws_the_rest_as_usual(data_dir):
+    """--paired-share 0.5: a batch of 8 holds 2 pairs (items 0-3: one target per pair), then 4 single draws."""
+    generator = synth.SliceGenerator(data_dir, seed=2, n_pam50=0, real_pairs=[
+        (str(data_dir / image), str(data_dir / mask)) for image, mask in train.REAL_TRAINING_PAIRS], weights=(0, 0, 1),
+        paired=0.5)
+    assert synth.pair_count(0.5, 8) == 2 and synth.pair_count(True, 8) == 4
+    images, targets = generator.batch(8)
+    assert len(images) == 8
+    np.testing.assert_array_equal(targets[0::2][:2], targets[1::2][:2])
+    assert not np.array_equal(targets[4], targets[5]) or not np.array_equal(targets[6], targets[7])
+
+
 def test_contrast_partners_are_the_other_images_sharing_a_slices_label():
     mask = np.zeros((20, 20), np.float32)
     mask[8:12, 8:12] = 1
@@ -381,6 +393,9 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     assert json.loads(torch.load(paired / "last.pt", weights_only=True)["config"])["consistency"] == 1.0
     with pytest.raises(SystemExit):  # pairs are made of real slices only
         train.parse_args(["--run", str(paired), "--consistency", "1"])
+    assert train.parse_args(["--run", str(paired), "--consistency", "1", "--paired-share", "0.25"]).paired_share == 0.25
+    with pytest.raises(SystemExit):  # a share of the pairs of --consistency
+        train.parse_args(["--run", str(paired), "--paired-share", "0.25"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: training on it is allowed")
