@@ -247,8 +247,8 @@ def axis_weights(n_in, n_out):
 def resize_slices(slices, size):
     """A stack of slices (n, X, Y) resampled to size (see axis_weights); as is where already that size.
 
-    Antialiased bilinear shrinking (a triangle twice the output pixel) blurred 0.5 mm images more than the
-    network had seen: unf01 T2w read 5 % smaller from a 0.5 mm grid, 3 % with these weights."""
+    Antialiased bilinear shrinking (a triangle twice the output pixel) blurs 0.5 mm images more than the
+    network saw in training, and they read smaller (`tools/evaluate_model.py`, column "0.5 mm grid")."""
     import torch
 
     if tuple(slices.shape[1:]) == tuple(size):
