@@ -74,6 +74,13 @@ def test_summary_names_the_slices_to_check(tmp_path, capsys):
     assert "check slices 3, 8 on the QC mosaic" in out
 
 
+def test_summary_names_the_slices_crossed_at_over_45_degrees(write_phantom, tmp_path, capsys):
+    mask_path, _, _ = write_phantom(CordPhantom(area_mm2=80.0, tilt_ap_deg=55.0, length_mm=30.0), (0.8, 0.8, 0.8), "LPS")
+    code, out, err = run(["csa", mask_path, "--output", tmp_path / "csa.csv"], capsys)
+    assert code == 0, err
+    assert "the cord crosses them at over 45° from their normal" in out
+
+
 def test_quiet_prints_nothing(write_phantom, tmp_path, capsys):
     mask_path, _, _ = write_phantom(CordPhantom(length_mm=20.0), (1.0, 1.0, 1.0))
     code, out, err = run(["csa", mask_path, "-o", tmp_path / "csa.csv", "--quiet"], capsys)

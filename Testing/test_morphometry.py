@@ -234,6 +234,16 @@ def cord_with_misread_slices():
     return mask, np.diag([1.0, 1.0, 5.0, 1.0])
 
 
+@pytest.mark.parametrize("tilt, steep", [(30.0, False), (55.0, True)])
+def test_steep_slices_are_those_the_cord_crosses_at_over_45_degrees(tilt, steep):
+    """A straight cord tilted 30 degrees (A-P) and 20 (R-L) crosses the slices at 35 degrees; at 55 and 20, 56."""
+    mask, affine = make_phantom_mask(CordPhantom(tilt_ap_deg=tilt, tilt_rl_deg=20.0, length_mm=30.0), (0.8, 0.8, 0.8))
+    table = compute_csa(mask, affine)
+    assert bool(table.steep_slices()) == steep
+    assert table.steep_slices(limit_deg=25.0)  # every slice is over 25 degrees
+    assert len(table.steep_slices()) in (0, len(table))
+
+
 def test_suspect_slices_are_the_ones_that_break_from_their_neighbours():
     table = compute_csa(*cord_with_misread_slices())
     assert table.suspect_slices() == [3, 8]  # not the tapering conus, whose CSA falls by 20-55 % a slice

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CancelledError, InputError, Interrupted
-from .morphometry import SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
+from .morphometry import STEEP_ANGLE_DEG, SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
 from .sctcsv import CSA_FORMATS
 
 PROG = "softseg"
@@ -121,6 +121,11 @@ def print_summary(table) -> None:
               f"{SUSPECT_TOLERANCE:.0%} from that of the slices within {SUSPECT_WINDOW_MM:.0f} mm")
     ap, rl = np.abs(table.column("angle_ap_deg")), np.abs(table.column("angle_rl_deg"))
     print(f"centreline angles from the slice normal: about A-P up to {ap.max():.1f}°, about R-L up to {rl.max():.1f}°")
+    steep = table.steep_slices()
+    if steep:
+        print(f"check slices {', '.join(map(str, steep))}: the cord crosses them at over {STEEP_ANGLE_DEG:.0f}° from their "
+              "normal: segmented slice by slice (as the model does), the cord there is unreliable or missed; slices "
+              "across the cord are better")
     if any(row["level"] is not None for row in table.rows):
         for row in table.summarize(per_level=True).rows:
             print(f"  {level_name(row['level']):>4}: CSA {row['csa_mm2_mean']:.2f} ± "

@@ -43,6 +43,7 @@ MIN_SLICE_AREA = 1e-3  # soft sum below this (in voxels) counts as no cord in th
 SUSPECT_TOLERANCE = 0.25  # a slice whose CSA departs this much (relative) from its neighbours' is worth a look,
 SUSPECT_MIN_MM2 = 10.0  # if that is also this much in mm² (the tapering tip of the cord changes fast, but by little)
 SUSPECT_WINDOW_MM = 10.0  # its neighbours: the slices within this distance along S, on both sides
+STEEP_ANGLE_DEG = 45.0  # the model reads slices this oblique to the cord less well, and misses it beyond ~50 degrees
 
 
 class Table:
@@ -110,6 +111,14 @@ class CsaTable(Table):
                 continue
             chosen.append(row)
         return chosen
+
+    def steep_slices(self, limit_deg: float = STEEP_ANGLE_DEG) -> List[int]:
+        """Slice indices that the centreline crosses at more than limit_deg from their normal (angle_ap and
+        angle_rl combined): the cut is over 1.4x the cross-section there, and a segmentation made slice by slice
+        is unreliable (the model card's limits)."""
+        tan_ap, tan_rl = (np.tan(np.radians(self.column(name))) for name in ("angle_ap_deg", "angle_rl_deg"))
+        steep = np.degrees(np.arctan(np.hypot(tan_ap, tan_rl))) > limit_deg
+        return sorted(int(row["slice"]) for row, flag in zip(self.rows, steep) if flag)
 
     def suspect_slices(self, tolerance: float = SUSPECT_TOLERANCE, window_mm: float = SUSPECT_WINDOW_MM) -> List[int]:
         """Slice indices whose CSA departs by more than `tolerance` and SUSPECT_MIN_MM2 from the median of
