@@ -220,13 +220,17 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     @staticmethod
     def doneMessage(outputs):
-        """Slices measured, those whose CSA stands out from their neighbours' (misread more often than real), and
-        why levels given made no per-level table."""
+        """Slices measured, those whose CSA stands out from their neighbours' (misread more often than real) or
+        that the cord crosses steeply, and why levels given made no per-level table."""
         message = _("Done: {rows} slices measured.").format(rows=len(outputs.csa.rows))
         suspects = outputs.csa.suspect_slices()
         if suspects:
             message += " " + _("Check slices {slices} in the slice views: their CSA departs from their neighbours'.").format(
                 slices=", ".join(str(index) for index in suspects))
+        steep = outputs.csa.steep_slices()
+        if steep:
+            message += " " + _("Check slices {slices}: the cord crosses them at over 45 degrees, where a slice-by-slice "
+                               "segmentation is unreliable.").format(slices=", ".join(str(index) for index in steep))
         if outputs.disc_points is not None:
             message += " " + _("Discs found: check the points of '{name}' in the slice views, move any that is off, "
                                "then Re-measure levels.").format(name=outputs.disc_points.GetName())

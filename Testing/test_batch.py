@@ -259,6 +259,9 @@ def test_summary_rows_per_level_when_levels_are_known(tmp_path):
     assert all(row["slices_to_check"] == "" for row in rows)
     misread = csa_table(range(0, 30, 5), [70.0, 71.0, 98.0, 73.0, 74.0, 75.0], [2, 2, 2, 3, 3, 3])
     assert [r["slices_to_check"] for r in report.summarise(image, misread, "csa.csv")] == ["2", "2", ""]
+    steep = CsaTable([{**row, "angle_ap_deg": 50.0 if row["slice"] == 4 else 10.0, "angle_rl_deg": 5.0}
+                      for row in misread.rows])  # slice 4 crossed at over 45 degrees
+    assert [r["slices_to_check"] for r in report.summarise(image, steep, "csa.csv")] == ["2 4", "2", "4"]
 
 
 def test_outputs_of_other_weights_or_options_are_redone(tmp_path):

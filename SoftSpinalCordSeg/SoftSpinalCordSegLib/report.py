@@ -42,7 +42,7 @@ def summarise(image, table, csa_path) -> List[dict]:
     aggregates = table.summarize().rows
     if _levels(table):
         aggregates += table.summarize(per_level=True).rows
-    suspects = set(table.suspect_slices())
+    suspects = set(table.suspect_slices()) | set(table.steep_slices())  # as segment's summary names them
     summary = []
     for aggregate in aggregates:
         level = aggregate["level"]
