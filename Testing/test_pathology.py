@@ -106,3 +106,16 @@ def test_oblique_sections_lengthen_the_cord_as_a_tilted_cut_does():
     assert 0.98 <= min(ratios) and max(ratios) <= 2.1
     assert 1.15 <= np.mean(ratios) <= 1.4
     assert np.mean(ap_growth) >= 0.6
+
+
+def test_thick_voxels_blur_the_image_along_one_axis_and_keep_the_target():
+    from SoftSpinalCordSegTraining.synth import _real_geometry
+
+    image, target = _slice(size=96)
+    for seed in range(5):
+        sharp, sharp_target, _ = _real_geometry(image, target, (1.0, 1.0), np.random.default_rng(seed))
+        thick, thick_target, _ = _real_geometry(image, target, (1.0, 1.0), np.random.default_rng(seed), thick=1.0)
+        np.testing.assert_array_equal(sharp_target, thick_target)
+        edges = [np.abs(np.diff(version, axis=a)).sum() for version in (sharp, thick) for a in (0, 1)]
+        assert min(edges[2] / edges[0], edges[3] / edges[1]) < 0.9  # one axis lost some of its sharp steps
+        assert thick.sum() == pytest.approx(sharp.sum(), rel=0.02)  # a box average moves no intensity

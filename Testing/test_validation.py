@@ -50,3 +50,13 @@ def test_a_tilted_tube_keeps_its_angle_corrected_area(validation):
     middle = (csa.column("slice") >= 20) & (csa.column("slice") <= 40)
     assert np.median(csa.column("angle_rl_deg")[middle]) == pytest.approx(25, abs=1.5)
     assert np.mean(csa.column("csa_mm2")[middle]) == pytest.approx(tube[..., 30].sum(), rel=0.03)
+
+
+def test_thickened_averages_whole_groups_of_voxels_along_an_axis(validation):
+    volume = np.arange(7 * 4 * 11, dtype=np.float32).reshape(7, 4, 11)
+    slices = validation.thickened(volume, 3)  # axial slices 3 times as thick; the last 2 of 11 dropped
+    assert slices.shape == (7, 4, 3)
+    np.testing.assert_allclose(slices[..., 1], volume[..., 3:6].mean(axis=-1))
+    columns = validation.thickened(volume, 2, axis=0)
+    assert columns.shape == (3, 4, 11)
+    np.testing.assert_allclose(columns[2], volume[4:6].mean(axis=0))

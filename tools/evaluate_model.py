@@ -118,10 +118,7 @@ def widened_voxels(affine, axis, factor):
 
 def coarsen(volume, axis, factor):
     """The volume as acquired with `factor`-times thicker voxels along `axis` (box slice profile)."""
-    array = np.moveaxis(volume.array, axis, 0)
-    n = array.shape[0] // factor * factor
-    coarse = array[:n].reshape(n // factor, factor, *array.shape[1:]).mean(axis=1)
-    return np.moveaxis(coarse, 0, axis), widened_voxels(volume.affine, axis, factor)
+    return validation_set.thickened(volume.array, factor, axis), widened_voxels(volume.affine, axis, factor)
 
 
 def refine(volume, spacing_mm):

@@ -240,10 +240,12 @@ def tilted(volume, centre, degrees, order):
                                     mode="nearest" if order > 1 else "constant")
 
 
-def thickened(volume, factor):
-    """A canonical volume as if acquired with `factor`-times thicker axial slices (box profile)."""
-    n = volume.shape[2] // factor * factor
-    return volume[..., :n].reshape(*volume.shape[:2], n // factor, factor).mean(axis=-1)
+def thickened(volume, factor, axis=2):
+    """The volume as acquired with `factor`-times thicker voxels along `axis` (box profile; axis 2 of a
+    canonical volume: thicker axial slices). A remainder of fewer than `factor` voxels is dropped."""
+    array = np.moveaxis(volume, axis, 0)
+    n = array.shape[0] // factor * factor
+    return np.moveaxis(array[:n].reshape(n // factor, factor, *array.shape[1:]).mean(axis=1), 0, axis)
 
 
 def _model_over_manual(image, mask, affine, trim=0):
