@@ -35,7 +35,6 @@ THICK_AXIS_FRACTION = 0.15
 REAL_ZOOM_RANGE = (0.7, 1.4)
 OBLIQUE_TILT_DEG = (5.0, 60.0)  # the cord's angle to the slice normal in oblique_section
 OBLIQUE_THICKNESS_MM = (1.0, 5.0)  # thickness of the simulated oblique slices
-THICK_VOXEL_MM = (2, 4)  # in-plane voxel side of thick_voxels (sagittal or coronal slabs seen axially)
 # channels of a canal patch, as occupancies in [0, 1]
 BONE, CSF, WM, GM = range(4)
 VALIDATION_SUBJECT = "unf01"  # never used for training
@@ -333,10 +332,10 @@ def _field_of_view(image, target, centre_px, rng):
     return np.pad(image[window], pad, mode=mode), np.pad(target[window], pad, mode="constant")
 
 
-def real_sample(image, mask, spacing, rng, pathology=False, oblique=0.0, thick=0.0):
+def real_sample(image, mask, spacing, rng, pathology=False, oblique=0.0):
     """A real labelled slice resampled to 1 mm with spatial and intensity augmentation (and, with pathology,
     sometimes a lesion, compression or atrophy of known truth: pathology.random_pathology)."""
-    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng, pathology, oblique, thick)
+    img, tgt, centre_out = _real_geometry(image, mask, spacing, rng, pathology, oblique)
     return _cropped(_real_intensity(img, rng), tgt, centre_out, rng)
 
 
@@ -392,15 +391,7 @@ def oblique_section(rng):
     return stretch, smear
 
 
-def thick_voxels(image, rng):
-    """The slice as acquired with voxels 2-4 mm long along one in-plane axis (mostly R-L: sagittal slabs),
-    box profile; the target stays the cord as it is, as the synthetic slices' does."""
-    axis = 0 if rng.random() < 0.7 else 1
-    return ndimage.uniform_filter1d(image, int(rng.integers(THICK_VOXEL_MM[0], THICK_VOXEL_MM[1] + 1)), axis=axis,
-                                    mode="nearest")
-
-
-def _real_geometry(image, mask, spacing, rng, pathology=False, oblique=0.0, thick=0.0):
+def _real_geometry(image, mask, spacing, rng, pathology=False, oblique=0.0):
     """The slice and its mask rotated, flipped and magnified onto the 1 mm training canvas (an oblique share
     of them cut as an oblique_section; then, with pathology, changed by pathology.random_pathology: the
     canvas's second axis is within 20 degrees of A-P)."""
@@ -424,8 +415,6 @@ def _real_geometry(image, mask, spacing, rng, pathology=False, oblique=0.0, thic
         img = img + ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=float(np.percentile(image, 1)))
         tgt = tgt + ndimage.map_coordinates(mask, coords, order=1, mode="constant")
     img, tgt = img / len(smear), tgt / len(smear)
-    if thick and rng.random() < thick:  # no draw when off, as for oblique
-        img = thick_voxels(img, rng)
     if pathology:  # True, or the keyword arguments of random_pathology (its probabilities)
         img, tgt = random_pathology(img, tgt, (1.0, 1.0), rng, ap_axis=1, **(pathology if isinstance(pathology, dict) else {}))
     return img, tgt, centre_out
@@ -465,10 +454,9 @@ class SliceGenerator:
 
     def __init__(self, data_dir, seed=0, n_pam50=1500, real_pairs=None, weights=(0.5, 0.4, 0.1),
                  rater_margin_mm=0.0, window_fraction=0.0, window_sizes=(WINDOW_PX,), paired=False,
-                 cross_contrast=0.0, pathology=False, inverted_pairs=0.0, oblique=0.0, thick=0.0):
+                 cross_contrast=0.0, pathology=False, inverted_pairs=0.0, oblique=0.0):
         self.pathology = pathology  # real slices sometimes get a lesion, compression or atrophy
         self.oblique = oblique  # share of the real slices cut as oblique sections
-        self.thick = thick  # share of the real slices given thick in-plane voxels
         self.inverted_pairs = inverted_pairs  # share of the consistency pairs made of a slice and its inverse
         self.rater_margin_mm = rater_margin_mm
         self.window_fraction = window_fraction
@@ -492,7 +480,7 @@ class SliceGenerator:
             bank = self.banks[source]
             margin = self.rater_margin_mm * self.rng.uniform(0.5, 1.5)
             return synthetic_sample(bank[self.rng.integers(len(bank))], self.rng, margin)
-        return real_sample(*self.real[self._real_index()], self.rng, self.pathology, self.oblique, self.thick)
+        return real_sample(*self.real[self._real_index()], self.rng, self.pathology, self.oblique)
 
     def _real_index(self):
         """Index of a real labelled slice drawn at random."""

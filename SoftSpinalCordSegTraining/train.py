@@ -78,8 +78,6 @@ def parse_args(argv=None):
     p.add_argument("--oblique", type=float, default=0.0, metavar="SHARE",
                    help="share of the real slices cut as oblique sections (synth.oblique_section: the cord tilted "
                         "5-60 degrees to the slice normal, slices 1-5 mm thick)")
-    p.add_argument("--thick-voxels", type=float, default=0.0, metavar="SHARE",
-                   help="share of the real slices given voxels 2-4 mm long along one in-plane axis (synth.thick_voxels)")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
@@ -174,8 +172,7 @@ def make_generator(args, seed):
                           real_pairs=pairs, weights=weights, rater_margin_mm=args.rater_margin,
                           window_fraction=args.window_fraction, window_sizes=args.window_sizes, paired=args.paired_share if args.consistency else False,
                           cross_contrast=args.cross_contrast, pathology=pathology_mix(args),
-                          inverted_pairs=args.inverted_pairs, oblique=args.oblique,
-                          thick=args.thick_voxels)
+                          inverted_pairs=args.inverted_pairs, oblique=args.oblique)
 
 
 def pathology_mix(args):
