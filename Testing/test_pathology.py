@@ -106,4 +106,3 @@ def test_oblique_sections_lengthen_the_cord_as_a_tilted_cut_does():
     assert 0.98 <= min(ratios) and max(ratios) <= 2.1
     assert 1.15 <= np.mean(ratios) <= 1.4
     assert np.mean(ap_growth) >= 0.6
-
