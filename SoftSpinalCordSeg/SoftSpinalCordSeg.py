@@ -21,6 +21,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from SoftSpinalCordSegLib.morphometry import STEEP_ANGLE_DEG
 from SoftSpinalCordSegLib.selftest import SelfTestMixin
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -229,8 +230,9 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 slices=", ".join(str(index) for index in suspects))
         steep = outputs.csa.steep_slices()
         if steep:
-            message += " " + _("Check slices {slices}: the cord crosses them at over 45 degrees, where a slice-by-slice "
-                               "segmentation is unreliable.").format(slices=", ".join(str(index) for index in steep))
+            message += " " + _("Check slices {slices}: the cord crosses them at over {limit:g} degrees, where a "
+                               "slice-by-slice segmentation is unreliable.").format(
+                slices=", ".join(str(index) for index in steep), limit=STEEP_ANGLE_DEG)
         if outputs.disc_points is not None:
             message += " " + _("Discs found: check the points of '{name}' in the slice views, move any that is off, "
                                "then Re-measure levels.").format(name=outputs.disc_points.GetName())

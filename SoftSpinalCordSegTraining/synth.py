@@ -409,10 +409,12 @@ def _real_geometry(image, mask, spacing, rng, pathology=False, oblique=0.0):
     yy, xx = np.mgrid[0:out, 0:out].astype(np.float64)
     rel = np.stack([yy - centre_out[0], xx - centre_out[1]]).reshape(2, -1)
     section_mm = rot @ flip @ rel / zoom  # output pixel -> mm in the (oblique) section, source axes
+    to_source_px = np.diag(1 / scale) @ stretch
+    background = float(np.percentile(image, 1))
     img, tgt = 0.0, 0.0
     for offset in smear:  # the slice's thickness: the section averaged over offsets along the tilt
-        coords = (np.diag(1 / scale) @ stretch @ (section_mm + offset[:, None]) + centre_src[:, None]).reshape(2, out, out)
-        img = img + ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=float(np.percentile(image, 1)))
+        coords = (to_source_px @ (section_mm + offset[:, None]) + centre_src[:, None]).reshape(2, out, out)
+        img = img + ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=background)
         tgt = tgt + ndimage.map_coordinates(mask, coords, order=1, mode="constant")
     img, tgt = img / len(smear), tgt / len(smear)
     if pathology:  # True, or the keyword arguments of random_pathology (its probabilities)

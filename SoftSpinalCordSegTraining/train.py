@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from SoftSpinalCordSegLib.model import DIVISOR, build_network
-from .synth import OUT_PX, VALIDATION_SUBJECT, WINDOW_PX, SliceGenerator, pair_count
+from .synth import (OBLIQUE_THICKNESS_MM, OBLIQUE_TILT_DEG, OUT_PX, VALIDATION_SUBJECT, WINDOW_PX, SliceGenerator,
+                    pair_count)
 
 REAL_TRAINING_PAIRS = [("real/tutorial/sub-05_acq-MTon_MTS.nii.gz", "real/tutorial/sub-05_acq-MTon_MTS_seg.nii.gz")]
 VALIDATION = [
@@ -77,7 +78,8 @@ def parse_args(argv=None):
                    help="with --consistency: this share of the pairs are a slice and its grey levels inverted")
     p.add_argument("--oblique", type=float, default=0.0, metavar="SHARE",
                    help="share of the real slices cut as oblique sections (synth.oblique_section: the cord tilted "
-                        "5-60 degrees to the slice normal, slices 1-5 mm thick)")
+                        "{:g}-{:g} degrees to the slice normal, slices {:g}-{:g} mm thick)".format(
+                            *OBLIQUE_TILT_DEG, *OBLIQUE_THICKNESS_MM))
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)

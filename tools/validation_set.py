@@ -170,6 +170,15 @@ def _block(mask_canonical):
     return covered[max(0, middle - BLOCK_SLICES // 2) : middle + (BLOCK_SLICES + 1) // 2]
 
 
+def canonical_image_and_mask(item: ValidationImage, data: Path):
+    """(volume as loaded, its image and manual mask in canonical RAS axes as float32, their spacing, the way back
+    to the file's voxel order)."""
+    volume = load_volume(data / item.image)
+    image, spacing, back = inference.canonical_view(volume.array.astype(np.float32), volume.affine)
+    mask = inference.canonical_view(load_mask(data / item.mask, volume).array.astype(np.float32), volume.affine)[0]
+    return volume, image, mask, spacing, back
+
+
 def _cord_area(volume_array, affine, block):
     """Soft cord area (pixels) of each slice of block, in the canonical view of the model's output."""
     prob = segment(volume_array, affine)
@@ -184,9 +193,7 @@ def pathology_check(item: ValidationImage, data: Path, seed: int = 0) -> dict:
     1 is right) and the squeeze's measured change over the true change (1 is right)."""
     from SoftSpinalCordSegTraining.pathology import compress, draw_lesions, paint_lesions, tissue_levels
 
-    volume = load_volume(data / item.image)
-    image, spacing, back = inference.canonical_view(volume.array.astype(np.float32), volume.affine)
-    mask = inference.canonical_view(load_mask(data / item.mask, volume).array.astype(np.float32), volume.affine)[0]
+    volume, image, mask, spacing, back = canonical_image_and_mask(item, data)
     block = _block(mask)
     before = _cord_area(volume.array, volume.affine, block)
     rng = np.random.default_rng(seed)
@@ -263,16 +270,15 @@ def geometry_check(item: ValidationImage, data: Path) -> dict:
     angle-corrected CSA of each case over that of the image as it is (1 is right): {"3 mm slices": ..., "tilted 15°": ...}."""
     from scipy import ndimage
 
-    volume = load_volume(data / item.image)
-    image, spacing, _ = inference.canonical_view(volume.array.astype(np.float32), volume.affine)
-    mask = inference.canonical_view(load_mask(data / item.mask, volume).array.astype(np.float32), volume.affine)[0]
+    _, image, mask, spacing, _ = canonical_image_and_mask(item, data)
     affine = np.diag([*spacing, 1.0])
-    straight = _model_over_manual(image, mask, affine, trim=2)
+    as_acquired = _model_over_manual(image, mask, affine)
     result = {}
     for factor in THICKNESSES:
         thick_affine = np.diag([spacing[0], spacing[1], spacing[2] * factor, 1.0])
         thick = _model_over_manual(thickened(image, factor), thickened(mask, factor), thick_affine)
-        result[f"{factor * spacing[2]:.0f} mm slices"] = float(thick / _model_over_manual(image, mask, affine))
+        result[f"{factor * spacing[2]:.0f} mm slices"] = float(thick / as_acquired)
+    straight = _model_over_manual(image, mask, affine, trim=2)  # the tilts are measured without the ends
     block = _block(mask)
     centre = np.array([*ndimage.center_of_mass(mask[..., block[len(block) // 2]]), block[len(block) // 2]])
     for degrees in TILTS_DEG:
