@@ -93,13 +93,41 @@ def radial_squeeze(image, target, factors, reach=2.2, order=1):
     return warp(image), np.clip(warp(target), 0, 1)
 
 
-def compress(image, target, spacing, rng, ap_axis=1, ap_factor=None):
+def ap_band_squeeze(image, target, ap_factor, half_width, ap_axis=1):
+    """Image and target compressed along A-P by ap_factor in a band of about half_width pixels either side of
+    the cord's centre, fading smoothly to no change beyond: the canal's contents and walls squeezed alike, edge
+    blur included, where radial_squeeze moves the cord's edge and stretches the tissue just outside it."""
+    frame = cord_frame(target)
+    if frame is None:
+        return image, target
+    centre = frame[0][ap_axis]
+    extent = image.shape[ap_axis]
+    grid = np.arange(-2.0 * extent, 2.0 * extent, 0.25)  # output offset from the centre (pixels)
+    stretch = 1 + (1 / ap_factor - 1) * np.exp(-0.5 * (grid / half_width) ** 4)  # source pixels per output pixel
+    source = np.cumsum(stretch) * 0.25
+    source -= np.interp(0.0, grid, source)
+    coords = np.indices(image.shape).astype(np.float64)
+    coords[ap_axis] = centre + np.interp(coords[ap_axis] - centre, grid, source)
+    warp = lambda a: ndimage.map_coordinates(a.astype(np.float32), coords, order=1, mode="nearest")  # noqa: E731
+    return warp(image), np.clip(warp(target), 0, 1)
+
+
+def compress(image, target, spacing, rng, ap_axis=1, ap_factor=None, band_share=0.0):
     """The cord flattened to 40-70 % of its AP diameter (10-30 % wider left-right), CSF in front of and behind
-    it partly effaced (filled with the tissue around the canal: the cord's edge there is seen by its shape only)."""
+    it partly effaced (filled with the tissue around the canal: the cord's edge there is seen by its shape only).
+    band_share of the draws squeeze a band of the canal (ap_band_squeeze, 1.3-2.5 cord radii either side of its
+    centre) instead of the cord alone; no draw is made when it is 0, so older runs replay exactly."""
     ap_factor = rng.uniform(0.4, 0.7) if ap_factor is None else ap_factor
     factors = [1 + (1 - ap_factor) * rng.uniform(0.2, 0.6)] * 2
-    factors[ap_axis] = ap_factor
-    image, target = radial_squeeze(image, target, factors)
+    if band_share and rng.random() < band_share:
+        factors[ap_axis] = 1.0
+        image, target = radial_squeeze(image, target, factors)
+        frame = cord_frame(target)
+        if frame is not None:
+            image, target = ap_band_squeeze(image, target, ap_factor, frame[1][ap_axis] * rng.uniform(1.3, 2.5), ap_axis)
+    else:
+        factors[ap_axis] = ap_factor
+        image, target = radial_squeeze(image, target, factors)
     frame = cord_frame(target)
     if frame is None or rng.random() < 0.3:
         return image, target
@@ -121,11 +149,12 @@ def atrophy(image, target, rng):
 
 
 def random_pathology(image, target, spacing, rng, ap_axis=1, compression=COMPRESSION_PROBABILITY,
-                     atrophy_share=ATROPHY_PROBABILITY):
-    """Training draw: a lesion (LESION_PROBABILITY), compression or atrophy, or nothing."""
+                     atrophy_share=ATROPHY_PROBABILITY, band_share=0.0):
+    """Training draw: a lesion (LESION_PROBABILITY), compression (band_share of it a band squeeze) or atrophy,
+    or nothing."""
     draw = rng.random()
     if draw < compression:
-        image, target = compress(image, target, spacing, rng, ap_axis)
+        image, target = compress(image, target, spacing, rng, ap_axis, band_share=band_share)
     elif draw < compression + atrophy_share:
         image, target = atrophy(image, target, rng)
     if rng.random() < LESION_PROBABILITY:

@@ -72,6 +72,9 @@ def parse_args(argv=None):
                    help="real slices sometimes get a lesion, compression or atrophy of known truth (pathology.py)")
     p.add_argument("--compression", type=float, default=None, metavar="SHARE",
                    help="with --pathology: share of real slices compressed (default pathology.COMPRESSION_PROBABILITY)")
+    p.add_argument("--band-squeeze", type=float, default=None, metavar="SHARE",
+                   help="with --pathology: share of the compressions that squeeze a band of the canal, walls and "
+                        "edge blur included (pathology.ap_band_squeeze), not the cord alone")
     p.add_argument("--atrophy", type=float, default=None, metavar="SHARE",
                    help="with --pathology: share of real slices made atrophic (default pathology.ATROPHY_PROBABILITY)")
     p.add_argument("--inverted-pairs", type=float, default=0.0, metavar="SHARE",
@@ -102,8 +105,8 @@ def parse_args(argv=None):
         p.error("--paired-share is a share in (0, 1] of the batches of --consistency: add --consistency WEIGHT")
     if args.inverted_pairs and not args.consistency:
         p.error("--inverted-pairs chooses the pairs of --consistency: add --consistency WEIGHT")
-    if (args.compression is not None or args.atrophy is not None) and not args.pathology:
-        p.error("--compression and --atrophy set the shares of --pathology: add --pathology")
+    if (args.compression is not None or args.atrophy is not None or args.band_squeeze is not None) and not args.pathology:
+        p.error("--compression, --band-squeeze and --atrophy set the shares of --pathology: add --pathology")
     if args.cross_contrast and not args.consistency:
         p.error("--cross-contrast chooses the pairs of --consistency: add --consistency WEIGHT")
     for name in ("init", "pseudo_labels"):  # kept in the checkpoint; --export may run from another folder
@@ -178,8 +181,9 @@ def make_generator(args, seed):
 
 
 def pathology_mix(args):
-    """False, True (the default probabilities) or random_pathology's keyword arguments from --compression/--atrophy."""
-    shares = {"compression": getattr(args, "compression", None), "atrophy_share": getattr(args, "atrophy", None)}
+    """False, True (the default probabilities) or random_pathology's keyword arguments from --compression/--atrophy/--band-squeeze."""
+    shares = {"compression": getattr(args, "compression", None), "atrophy_share": getattr(args, "atrophy", None),
+              "band_share": getattr(args, "band_squeeze", None)}
     shares = {k: v for k, v in shares.items() if v is not None}
     return (shares or True) if args.pathology else False
 

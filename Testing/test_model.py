@@ -135,11 +135,12 @@ def test_cross_contrast_pairs_are_two_registered_images_with_one_target(data_dir
     for n in range(0, 8, 2):
         assert np.abs(images[n] - images[n + 1]).mean() > 0.01
         assert np.corrcoef(edges[n].ravel(), edges[n + 1].ravel())[0, 1] > 0.3
-    for orphan in (["--cross-contrast", "0.5"], ["--inverted-pairs", "0.5"], ["--compression", "0.3"]):
+    for orphan in (["--cross-contrast", "0.5"], ["--inverted-pairs", "0.5"], ["--compression", "0.3"],
+                   ["--band-squeeze", "0.5"]):
         with pytest.raises(SystemExit):  # options of --consistency or --pathology given without them
             train.parse_args(["--run", "x", *orphan])
-    args = train.parse_args(["--run", "x", "--pathology", "--compression", "0.3"])
-    assert train.pathology_mix(args) == {"compression": 0.3}
+    args = train.parse_args(["--run", "x", "--pathology", "--compression", "0.3", "--band-squeeze", "0.6"])
+    assert train.pathology_mix(args) == {"compression": 0.3, "band_share": 0.6}
     assert train.pathology_mix(train.parse_args(["--run", "x", "--pathology"])) is True
 
 

@@ -37,15 +37,31 @@ def test_lesions_stay_inside_the_cord_and_keep_the_target():
     assert np.array_equal(kept, target)
 
 
+@pytest.mark.parametrize("band_share", [0.0, 1.0])
 @pytest.mark.parametrize("ap_factor", [0.4, 0.55, 0.7])
-def test_compression_flattens_the_cord_and_its_target_alike(ap_factor):
+def test_compression_flattens_the_cord_and_its_target_alike(ap_factor, band_share):
     image, target = _slice()
-    squeezed, squeezed_target = pathology.compress(image, target, (1.0, 1.0), np.random.default_rng(1), ap_factor=ap_factor)
+    squeezed, squeezed_target = pathology.compress(image, target, (1.0, 1.0), np.random.default_rng(1), ap_factor=ap_factor,
+                                                   band_share=band_share)
     assert _ap_extent(squeezed_target) / _ap_extent(target) == pytest.approx(ap_factor, abs=0.15)
     assert _ap_extent(squeezed_target, ap_axis=0) >= _ap_extent(target, ap_axis=0)  # wider left-right
     assert squeezed_target.sum() < target.sum()
     inside = squeezed_target >= 0.9  # the image moved with the target: the cord's intensity is still there
     assert np.median(squeezed[inside]) == pytest.approx(np.median(image[target >= 0.9]), abs=0.05)
+
+
+def test_band_squeeze_scales_the_canal_and_only_shifts_the_tissue_beyond_it():
+    """ap_band_squeeze compresses the cord and its edge blur by the factor; beyond the band the tissue moves
+    towards the cord without being compressed (an A-P ramp keeps its slope there)."""
+    image, target = _slice(size=96)
+    ramp = 0.01 * np.arange(96, dtype=np.float32)[None, :]  # grey level rising along A-P
+    squeezed, squeezed_target = pathology.ap_band_squeeze(image + ramp, target, 0.5, half_width=8)
+    assert squeezed_target.sum() / target.sum() == pytest.approx(0.5, abs=0.05)
+    assert _ap_extent(squeezed_target) / _ap_extent(target) == pytest.approx(0.5, abs=0.15)
+    assert _ap_extent(squeezed_target, ap_axis=0) == _ap_extent(target, ap_axis=0)  # left-right unchanged
+    beyond = np.diff(squeezed[:, 66:86], axis=1)  # 18-38 px from the centre, short of the image's edge
+    assert beyond == pytest.approx(0.01, abs=1e-3)
+    assert squeezed[48, 40] != pytest.approx(image[48, 40] + ramp[0, 40], abs=0.05)  # inside the band: moved
 
 
 def test_atrophy_shrinks_the_cord_to_half_or_four_fifths_of_its_area():
