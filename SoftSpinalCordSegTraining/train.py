@@ -203,7 +203,7 @@ def validate(net, data_dir, device="cpu"):
         canonical, spacing, back = canonical_view(img.get_fdata(dtype=np.float32), img.affine)
         prob = predict_slices(net, canonical, spacing, device)
         prob[prob < NOISE_FLOOR] = 0
-        prob = back(keep_largest_component(prob))  # the same clean-up as segment_image
+        prob = back(keep_largest_component(prob, spacing[2]))  # the same clean-up as segment_image
         pred = prob >= 0.5
         overlap = dice(pred, manual)
         contrast = image_path.split("_")[-1].split(".")[0]

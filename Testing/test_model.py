@@ -322,29 +322,46 @@ def test_largest_component_keeps_the_cord_and_drops_specks():
     prob[10:16, 10:16, :] = 0.9
     prob[10:16, 9, :] = 0.3  # partial-volume rim next to the cord is kept
     prob[25:27, 25:27, 4] = 0.8  # a speck far away is removed
-    cleaned = inference.keep_largest_component(prob)
+    cleaned = inference.keep_largest_component(prob, 1.0)
     assert cleaned[12, 12, 5] == pytest.approx(0.9)
     assert cleaned[12, 9, 5] == pytest.approx(0.3)
     assert cleaned[25:27, 25:27, 4].max() == 0
 
 
-def test_largest_component_bridges_one_weak_slice_but_not_two():
-    prob = np.zeros((20, 20, 12), np.float32)
+@pytest.mark.parametrize("slice_mm", [1.0, 2.5])
+def test_largest_component_bridges_a_gap_of_up_to_5_mm_where_the_cord_lines_up(slice_mm):
+    """A gap of weak slices up to inference.BRIDGED_GAP_MM long keeps the cord beyond it (with its faint
+    readings); a longer gap, or pieces that do not overlap in-plane, split it and the smaller piece goes."""
+    gap = int(inference.BRIDGED_GAP_MM / slice_mm)
+    prob = np.zeros((30, 20, 6 + gap + 3 + (gap + 1) + 4), np.float32)
     prob[8:13, 8:13, :] = 0.9
-    prob[8:13, 8:13, 3] = 0.4  # one artefact-hit slice: the slices below it stay
-    prob[8:13, 8:13, 8:10] = 0.1  # two weak slices: the smaller piece above them goes
-    cleaned = inference.keep_largest_component(prob)
-    assert cleaned[10, 10, :3].tolist() == pytest.approx([0.9] * 3)
-    assert cleaned[10, 10, 3] == pytest.approx(0.4)
-    assert cleaned[10, 10, 10:].max() == 0
+    short = slice(6, 6 + gap)  # bridged
+    long = slice(short.stop + 3, short.stop + 3 + gap + 1)  # one slice too long
+    prob[8:13, 8:13, short] = 0.3
+    prob[8:13, 8:13, long] = 0.1
+    prob[20:25, 8:13, -2:] = 0.9  # in-plane elsewhere: not the cord's continuation
+    cleaned = inference.keep_largest_component(prob, slice_mm)
+    assert cleaned[10, 10, : long.start].tolist() == pytest.approx(prob[10, 10, : long.start].tolist())
+    assert cleaned[10, 10, long.start :].max() == 0
+    assert cleaned[20:25, 8:13].max() == 0
+
+
+def test_gaps_are_bridged_only_where_both_sides_overlap():
+    cord = np.zeros((10, 10, 6), bool)
+    cord[2:5, 2:5, :2] = True
+    cord[3:6, 3:6, 4:] = True  # overlaps the piece below on [3:5, 3:5]
+    bridged = inference.bridge_gaps(cord, 2)
+    assert bridged[3:5, 3:5, 2:4].all()
+    assert bridged[:, :, 2:4].sum() == 2 * 4
+    assert not inference.bridge_gaps(cord, 1)[:, :, 2:4].any()  # a gap of two slices, one allowed
 
 
 def test_clean_up_in_a_file_grid_is_the_one_segment_image_applies():
     prob = np.zeros((12, 20, 20), np.float32)  # a sagittal grid: the cord runs along the file's j axis
     prob[4:8, :, 8:12] = 0.9
     prob[4:8, 6, 8:12] = 0.3  # one weak slice along the cord
-    prob[4:8, 14:16, 8:12] = 0.2  # two weak slices: what lies beyond them is removed
-    affine = np.array([[0, 0, -1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], float)  # i: A, j: S, k: L
+    prob[4:8, 14:16, 8:12] = 0.2  # weak slices over 5 mm (j is 3 mm apart): what lies beyond them is removed
+    affine = np.array([[0, 0, -1, 0], [1, 0, 0, 0], [0, 3, 0, 0], [0, 0, 0, 1]], float)  # i: A, j: S (3 mm), k: L
     cleaned = inference.keep_largest_component_in_grid(prob, affine)
     assert cleaned.shape == prob.shape
     assert cleaned[5, :14, 9].min() == pytest.approx(0.3)

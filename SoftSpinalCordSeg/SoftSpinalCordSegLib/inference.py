@@ -29,6 +29,7 @@ LOCATE_STEP_MM = 10.0  # the locating pass segments one full axial slice per thi
 LOCATE_MAX_SLICES = BATCH_SLICES  # or fewer, farther apart, where that would take more than one batch
 LOCATE_TOLERANCE_MM = 15.0  # a located centre this far from its neighbours' median is discarded
 CROP_MM = 64  # side of the window segmented around the located cord (1 mm pixels, a multiple of 16)
+BRIDGED_GAP_MM = 5.0  # the clean-up joins cord pieces across a gap this long where they overlap in-plane
 CONFIDENT_PROBABILITY = 0.9
 # Share of the p >= 0.5 mask at CONFIDENT_PROBABILITY under which the cord found is unlike a real one: real
 # images read 0.19 (one noisy DWI volume) to 0.58; uniform noise or one bright voxel 0 (session 13).
@@ -355,11 +356,12 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
     return np.clip(out, 0, 1)
 
 
-def keep_largest_component(prob, margin_voxels=2):
+def keep_largest_component(prob, slice_mm, margin_voxels=2):
     """Zero the soft mask outside (a small margin around) the largest 3D component of prob >= 0.5.
 
-    prob is in canonical (RAS) axes: a gap of one axial slice (axis 2) does not split the cord, so a slice
-    wrecked by an artefact does not cost the slices beyond it."""
+    prob is in canonical (RAS) axes, slice_mm its spacing along axis 2. Pieces of cord on either side of a gap
+    of up to BRIDGED_GAP_MM (at least one slice) count as one where they overlap in-plane: slices where the
+    cord was missed (an artefact, a flattened cord) neither cost the slices beyond them nor their faint part."""
     from scipy import ndimage
 
     cord = prob >= 0.5
@@ -369,8 +371,7 @@ def keep_largest_component(prob, margin_voxels=2):
     box = tuple(slice(max(int(i.min()) - margin_voxels, 0), int(i.max()) + margin_voxels + 1)
                 for i in np.nonzero(cord))
     cord = cord[box]
-    bridged = cord.copy()
-    bridged[:, :, 1:-1] |= cord[:, :, :-2] & cord[:, :, 2:]  # cord on both sides of a one-slice gap
+    bridged = bridge_gaps(cord, max(1, int(BRIDGED_GAP_MM / slice_mm + 1e-6)))
     labels, n = ndimage.label(bridged, structure=np.ones((3, 3, 3)))
     mass = ndimage.sum(prob[box], labels, index=np.arange(1, n + 1))
     keep = labels == (1 + int(np.argmax(mass)))
@@ -380,11 +381,23 @@ def keep_largest_component(prob, margin_voxels=2):
     return cleaned
 
 
+def bridge_gaps(cord, gap_slices):
+    """cord (boolean, axial slices along axis 2) with each gap of up to gap_slices slices filled where the
+    cord on both sides of it overlaps in-plane."""
+    bridged = cord.copy()
+    nz = cord.shape[2]
+    for step in range(2, min(gap_slices + 2, nz)):  # cord at k and k + step: slices between them filled
+        both = cord[:, :, :-step] & cord[:, :, step:]
+        for offset in range(1, step):
+            bridged[:, :, offset : nz - step + offset] |= both
+    return bridged
+
+
 def keep_largest_component_in_grid(prob, affine):
     """keep_largest_component of a soft mask in a file's voxel order, done in canonical axes as segment_image
     does it."""
-    canonical, _, back = canonical_view(np.asarray(prob, np.float32), np.asarray(affine, np.float64))
-    return np.ascontiguousarray(back(keep_largest_component(canonical)), dtype=np.float32)
+    canonical, spacing, back = canonical_view(np.asarray(prob, np.float32), np.asarray(affine, np.float64))
+    return np.ascontiguousarray(back(keep_largest_component(canonical, spacing[2])), dtype=np.float32)
 
 
 def low_confidence_note(prob) -> str:
@@ -449,5 +462,5 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
     prob = predict_slices(net, canonical, spacing, device, progress, cancel, both_polarities)
     prob[prob < NOISE_FLOOR] = 0
     if largest_component:
-        prob = keep_largest_component(prob)
+        prob = keep_largest_component(prob, spacing[2])
     return np.ascontiguousarray(back(prob), dtype=np.float32)
