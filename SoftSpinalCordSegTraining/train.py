@@ -181,7 +181,8 @@ def make_generator(args, seed):
 
 
 def pathology_mix(args):
-    """False, True (the default probabilities) or random_pathology's keyword arguments from --compression/--atrophy/--band-squeeze."""
+    """False, True (the default probabilities) or random_pathology's keyword arguments from --compression,
+    --atrophy and --band-squeeze."""
     shares = {"compression": getattr(args, "compression", None), "atrophy_share": getattr(args, "atrophy", None),
               "band_share": getattr(args, "band_squeeze", None)}
     shares = {k: v for k, v in shares.items() if v is not None}

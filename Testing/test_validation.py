@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-SQUEEZE_BAR = 1.35  # measured / true change of CSA after an AP squeeze to 55 %; the target is 1.05
+SQUEEZE_BAR = 1.35  # measured / true change of CSA after an AP squeeze of the cord to 55 %; the target is 1.05
+BAND_SQUEEZE_RANGE = (0.90, 1.10)  # the same for a band of the canal squeezed; the target is 0.95-1.05
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +24,14 @@ def _item(validation, name, shared_file):
 @pytest.mark.parametrize("name", ["unf01 T2w", "unf01 T1w"])
 def test_lesions_and_compression_of_known_truth(validation, data_dir, shared_file, name):
     """Lesions: the target (within 10 %) is met. Compression: the target (the change measured within 5 % of the
-    true change) is not; this bars a regression from what the shipped model measures (model card)."""
+    true change) is not met everywhere; the bars stop a regression from what the shipped model measures (model
+    card)."""
     result = validation.pathology_check(_item(validation, name, shared_file), data_dir)
     assert 0.90 <= result["lesions like CSF"] <= 1.10
     assert 0.90 <= result["lesions unlike CSF"] <= 1.10
     assert result["squeeze true change"] == pytest.approx(0.67, abs=0.05)
     assert 0.95 <= result["squeeze tracked"] <= SQUEEZE_BAR
+    assert BAND_SQUEEZE_RANGE[0] <= result["band squeeze tracked"] <= BAND_SQUEEZE_RANGE[1]
 
 
 def test_held_out_gmchallenge_person_reads_within_7_percent(validation, data_dir, shared_file):

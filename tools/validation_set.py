@@ -212,8 +212,9 @@ def pathology_check(item: ValidationImage, data: Path, seed: int = 0) -> dict:
     for name, band_share in (("squeeze", 0.0), ("band squeeze", 1.0)):
         squeezed, squeezed_mask = image.copy(), mask.copy()
         for k in block:
-            squeezed[..., k], squeezed_mask[..., k] = compress(image[..., k], mask[..., k], spacing[:2], np.random.default_rng(seed + k),
-                                                              ap_axis=1, ap_factor=0.55, band_share=band_share)
+            squeezed[..., k], squeezed_mask[..., k] = compress(
+                image[..., k], mask[..., k], spacing[:2], np.random.default_rng(seed + k), ap_axis=1, ap_factor=0.55,
+                band_share=band_share)
         after = _cord_area(back(squeezed), volume.affine, block)
         true_change = squeezed_mask[..., block].sum() / mask[..., block].sum()
         result[f"{name} true change"] = float(true_change)
