@@ -1,5 +1,5 @@
 """The shipped model on the validation people with known-truth changes (tools/validation_set.py): lesions
-inserted into a real image leave its CSA, and an AP squeeze of image and mask is followed."""
+inserted into a real image leave its CSA, and how far an AP squeeze of image and mask is followed."""
 
 from __future__ import annotations
 
