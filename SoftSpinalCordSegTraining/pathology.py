@@ -119,16 +119,13 @@ def compress(image, target, spacing, rng, ap_axis=1, ap_factor=None, band_share=
     centre) instead of the cord alone; no draw is made when it is 0, so older runs replay exactly."""
     ap_factor = rng.uniform(0.4, 0.7) if ap_factor is None else ap_factor
     factors = [1 + (1 - ap_factor) * rng.uniform(0.2, 0.6)] * 2
-    if band_share and rng.random() < band_share:
-        factors[ap_axis] = 1.0
-        image, target = radial_squeeze(image, target, factors)
-        frame = cord_frame(target)
-        if frame is not None:
-            image, target = ap_band_squeeze(image, target, ap_factor, frame[1][ap_axis] * rng.uniform(1.3, 2.5), ap_axis)
-    else:
-        factors[ap_axis] = ap_factor
-        image, target = radial_squeeze(image, target, factors)
+    band = bool(band_share) and rng.random() < band_share
+    factors[ap_axis] = 1.0 if band else ap_factor  # a band squeeze flattens the cord with its band
+    image, target = radial_squeeze(image, target, factors)
     frame = cord_frame(target)
+    if band and frame is not None:
+        image, target = ap_band_squeeze(image, target, ap_factor, frame[1][ap_axis] * rng.uniform(1.3, 2.5), ap_axis)
+        frame = cord_frame(target)
     if frame is None or rng.random() < 0.3:
         return image, target
     distance_mm = ndimage.distance_transform_edt(target < 0.5, sampling=spacing)
