@@ -219,9 +219,10 @@ def test_the_torchscript_architecture_computes_what_monai_builds(tmp_path):
         fill_parameters(scripted, {"conv.weight": torch.zeros(1)})
 
 
-def test_the_loaded_network_is_frozen_and_computes_what_monai_builds(random_model):
+def test_the_loaded_network_is_frozen_and_computes_what_monai_builds(random_model, monkeypatch):
     from SoftSpinalCordSegLib.model import build_network, save_architecture
 
+    monkeypatch.setenv("SOFTSEG_FP32", "1")  # exact arithmetic: bf16 is compared in the next test
     architecture = random_model / inference.ARCHITECTURE_NAME
     save_architecture(architecture)
     (random_model / (inference.ARCHITECTURE_NAME + ".sha256")).write_text(inference.sha256_of(architecture) + "\n")
@@ -236,6 +237,17 @@ def test_the_loaded_network_is_frozen_and_computes_what_monai_builds(random_mode
         assert torch.allclose(net(x), monai_net(x), atol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cpu._is_avx512_bf16_supported(), reason="this CPU has no native bf16: the network runs in fp32")
+def test_the_network_runs_in_bf16_where_the_cpu_has_it_and_reads_as_fp32_does(random_model, monkeypatch):
+    image = np.random.default_rng(5).random((60, 50, 6)).astype(np.float32)
+    assert inference.network_dtype("cpu") == torch.bfloat16
+    bf16 = inference.segment_image(image, np.eye(4), device="cpu", largest_component=False)
+    monkeypatch.setenv("SOFTSEG_FP32", "1")
+    assert inference.network_dtype("cpu") == torch.float32  # also a new cache entry: the fp32 network
+    fp32 = inference.segment_image(image, np.eye(4), device="cpu", largest_component=False)
+    assert 0 < np.abs(bf16 - fp32).max() < 0.03
+
+
 def test_the_architecture_is_checksummed_and_falls_back_to_monai(random_model):
     architecture = random_model / inference.ARCHITECTURE_NAME
     architecture.write_bytes(b"not a TorchScript archive")
@@ -248,7 +260,7 @@ def test_the_architecture_is_checksummed_and_falls_back_to_monai(random_model):
     inference.cached_network.cache_clear()
     net = inference.load_network("cpu")
     assert not isinstance(net, torch.jit.ScriptModule)
-    assert net(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    assert net(torch.zeros(1, 1, 32, 32, dtype=inference.network_dtype("cpu"))).shape == (1, 1, 32, 32)
 
 
 def test_missing_weights_give_a_clear_error(tmp_path, monkeypatch):

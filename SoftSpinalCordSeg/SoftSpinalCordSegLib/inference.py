@@ -127,11 +127,11 @@ def load_network(device="cpu"):
     Its code comes from the shipped TorchScript architecture where this torch loads it, else from MONAI."""
     folder = model_dir()
     status = (folder / WEIGHTS_NAME).stat()
-    return cached_network(str(folder), device, status.st_mtime_ns, status.st_size)
+    return cached_network(str(folder), device, network_dtype(device), status.st_mtime_ns, status.st_size)
 
 
 @functools.lru_cache(maxsize=2)
-def cached_network(folder, device, *weights_identity):
+def cached_network(folder, device, dtype, *weights_identity):
     import torch
 
     folder = Path(folder)
@@ -145,8 +145,8 @@ def cached_network(folder, device, *weights_identity):
         try:
             net = load_architecture(verified(architecture)) if architecture.is_file() else None
             net = fill_parameters(net if net is not None else build_network(), state)
-            net = frozen(net.to(device, memory_format=torch.channels_last).eval())  # channels-last: 20 % faster on CPU
-            _check_network(net, device, weights)
+            net = frozen(net.to(device, dtype, memory_format=torch.channels_last).eval())  # channels-last: 20 % faster on CPU
+            _check_network(net, device, dtype, weights)
         except ModelNotInstalledError:
             raise
         except Exception:  # noqa: BLE001 - names or shapes of another network (torch's words: a TorchScript trace)
@@ -155,12 +155,12 @@ def cached_network(folder, device, *weights_identity):
     return net
 
 
-def _check_network(net, device, weights) -> None:
+def _check_network(net, device, dtype, weights) -> None:
     """Refuse weights that load but cannot work: a wrong shape fails on a small input, NaN weights give NaN."""
     import torch
 
     with torch.inference_mode():
-        out = net(torch.zeros((1, 1, 32, 32), device=device).contiguous(memory_format=torch.channels_last))
+        out = net(torch.zeros((1, 1, 32, 32), device=device, dtype=dtype).contiguous(memory_format=torch.channels_last))
     if tuple(out.shape) != (1, 1, 32, 32) or not bool(torch.isfinite(out).all()):
         raise DamagedModelError(f"{weights}: these weights give no valid output (NaN or a wrong shape): "
                                      "reinstall the extension")
@@ -207,15 +207,21 @@ def canonical_view(array, affine):
     return canonical, spacing, lambda out: reorient(out, canonical_affine, file_axes)[0]
 
 
-def fast_bf16(device):
-    """bf16 autocast where the hardware computes bf16 natively (CUDA, or CPUs with AVX512-BF16/AMX): 1.7x
-    faster on this CPU, cord fractions within 0.02 of fp32 and CSA within 0.1 %. Elsewhere fp32."""
+def network_dtype(device):
+    """bfloat16 where the hardware computes it natively (CUDA, or CPUs with AVX512-BF16/AMX), float32 elsewhere
+    or with SOFTSEG_FP32 set. The whole network is cast, not autocast: autocast converts every layer's weights
+    and activations again on each call, a quarter of the CPU time."""
     import torch
 
-    if device == "cuda":
-        return True
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    return bool(native()) and not os.environ.get("SOFTSEG_FP32")
+    native = device == "cuda" or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return torch.bfloat16 if native and not os.environ.get("SOFTSEG_FP32") else torch.float32
+
+
+def input_dtype(net, device):
+    """The dtype of net's parameters (a network in training is float32); a frozen network has none, its
+    weights being constants: the dtype load_network gave it."""
+    parameter = next(iter(net.parameters()), None)
+    return network_dtype(device) if parameter is None else parameter.dtype
 
 
 def _to_1mm(volume, ks, size_1mm):
@@ -269,8 +275,8 @@ def _run_network(net, slices, device, min_px, both_polarities=False):
     (bx, ax), (by, ay) = pad_amounts(slices.shape[1], min_px), pad_amounts(slices.shape[2], min_px)
     padded = F.pad(slices[:, None], (by, ay, bx, ax), mode="replicate")[:, 0].numpy()
     batch = torch.from_numpy(np.stack([normalize_slice(s) for s in padded])[:, None])
-    batch = batch.to(device, memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=fast_bf16(device)):
+    batch = batch.to(device, input_dtype(net, device), memory_format=torch.channels_last)
+    with torch.inference_mode():
         prob = torch.sigmoid(net(batch).float()).cpu()
     return prob[:, 0, bx : bx + slices.shape[1], by : by + slices.shape[2]]
 
