@@ -159,6 +159,22 @@ def test_cord_locations_drop_isolated_false_hits_and_fill_the_gaps():
     assert np.allclose(centres[[0, 1, 2, 4, 6], 0], [40, 41, 42, 44, 46], atol=0.1)
 
 
+def test_cord_locations_follow_the_cord_past_larger_blobs_and_across_a_lean():
+    from SoftSpinalCordSegLib.inference import _cord_centres
+
+    yy, xx = np.mgrid[0:128, 0:128]
+    prob = np.zeros((12, 128, 128), np.float32)
+    for n in range(12):
+        prob[n][np.hypot(yy - 20 - 6 * n, xx - 60) < 5] = 0.9  # a cord leaning 31° (6 mm per 10 mm slice)
+    for n in range(3, 8):
+        prob[n][np.hypot(yy - 110, xx - 15) < 8] = 0.9  # an artefact larger than the cord on 5 slices in a row
+    centres = _cord_centres(prob)
+    assert np.allclose(centres[:, 0], 20 + 6 * np.arange(12), atol=0.1)
+    # slices sampled 40 mm apart: the cord moves 24 mm from one to the next, and is still followed
+    assert np.allclose(_cord_centres(prob[::4], sample_mm=40.0)[:, 0], [20, 44, 68], atol=0.1)
+    assert np.isnan(_cord_centres(prob[::4], sample_mm=10.0)[:, 0]).sum() == 2  # at 10 mm: too far, no chain
+
+
 def test_area_downsample_conserves_partial_volume():
     hires = (np.random.default_rng(0).random((64, 64)) > 0.7).astype(np.float32)
     low = synth.area_downsample(hires)

@@ -27,7 +27,8 @@ NOISE_FLOOR = 0.02  # cord fractions below this are set to 0: at that level the 
 BATCH_SLICES = 16
 LOCATE_STEP_MM = 10.0  # the locating pass segments one full axial slice per this distance,
 LOCATE_MAX_SLICES = BATCH_SLICES  # or fewer, farther apart, where that would take more than one batch
-LOCATE_TOLERANCE_MM = 15.0  # a located centre this far from its neighbours' median is discarded
+LOCATE_TOLERANCE_MM = 15.0  # the cord moves less than this in-plane per LOCATE_STEP_MM along it
+LOCATE_SKIPPED_SLICES = 2  # sampled slices in a row where the locating pass may miss the cord
 CROP_MM = 64  # side of the window segmented around the located cord (1 mm pixels, a multiple of 16)
 BRIDGED_GAP_MM = 5.0  # the clean-up joins cord pieces across a gap this long where they overlap in-plane
 CONFIDENT_PROBABILITY = 0.9
@@ -281,21 +282,43 @@ def _run_network(net, slices, device, min_px, both_polarities=False):
     return prob[:, 0, bx : bx + slices.shape[1], by : by + slices.shape[2]]
 
 
-def _cord_centres(prob_1mm):
-    """In-plane centre (1 mm pixels) of the most probable cord blob of each slice; NaN where none."""
+def _blobs(prob):
+    """(centre, cord fraction) of each blob of prob >= 0.5 on one slice."""
     from scipy import ndimage
 
+    labels, count = ndimage.label(prob >= 0.5)
+    index = np.arange(1, count + 1)
+    return list(zip(ndimage.center_of_mass(prob, labels, index), ndimage.sum(prob, labels, index)))
+
+
+def _cord_centres(prob_1mm, sample_mm=LOCATE_STEP_MM):
+    """In-plane centre (1 mm pixels) of the cord on each sampled slice (sample_mm apart); NaN where none.
+
+    The cord is the chain of blobs, one a slice, that follow one another along the cord (each within
+    LOCATE_TOLERANCE_MM of the last per LOCATE_STEP_MM between them, skipping up to LOCATE_SKIPPED_SLICES
+    slices without it) that is longest, then of the largest total cord fraction: the largest blob of a slice
+    can be something else (an artefact, the edge of a tilted field), but nothing else runs the length of the
+    cord."""
+    blobs = [_blobs(p) for p in prob_1mm]
+    chains = []  # per slice, per blob: ((length, cord fraction) of the best chain ending there, previous (slice, blob))
+    for n, here in enumerate(blobs):
+        chains.append([])
+        for centre, mass in here:
+            best = ((1, mass), None)
+            for m in range(max(0, n - 1 - LOCATE_SKIPPED_SLICES), n):
+                reach = LOCATE_TOLERANCE_MM * max(1.0, (n - m) * sample_mm / LOCATE_STEP_MM)
+                for b, (other, _) in enumerate(blobs[m]):
+                    (length, total), _ = chains[m][b]
+                    if np.hypot(*np.subtract(centre, other)) <= reach and (length + 1, total + mass) > best[0]:
+                        best = ((length + 1, total + mass), (m, b))
+            chains[n].append(best)
     centres = np.full((len(prob_1mm), 2), np.nan)
-    for n, p in enumerate(prob_1mm):
-        labels, count = ndimage.label(p >= 0.5)
-        if count:
-            mass = ndimage.sum(p, labels, index=np.arange(1, count + 1))
-            centres[n] = ndimage.center_of_mass(p * (labels == 1 + int(np.argmax(mass))))
-    found = ~np.isnan(centres[:, 0])
-    if found.sum() >= 3:  # a blob far from its neighbours' median is a false hit, not the cord
-        median = np.stack([ndimage.median_filter(centres[found, i], size=3, mode="nearest") for i in range(2)], 1)
-        outlier = np.linalg.norm(centres[found] - median, axis=1) > LOCATE_TOLERANCE_MM
-        centres[np.flatnonzero(found)[outlier]] = np.nan
+    ends = [(total, (n, b)) for n, row in enumerate(chains) for b, (total, _) in enumerate(row)]
+    link = max(ends)[1] if ends else None
+    while link is not None:
+        n, b = link
+        centres[n] = blobs[n][b][0]
+        link = chains[n][b][1]
     return centres
 
 
@@ -307,7 +330,7 @@ def locate_cord(net, volume, size_1mm, spacing, device="cpu"):
     sampled = np.arange(min(step // 2, nz - 1), nz, step)
     prob = np.concatenate([_run_network(net, _to_1mm(volume, sampled[i : i + BATCH_SLICES], size_1mm), device, CROP_MM)
                            for i in range(0, len(sampled), BATCH_SLICES)])
-    centres = _cord_centres(prob)
+    centres = _cord_centres(prob, step * spacing[2])
     found = ~np.isnan(centres[:, 0])
     if not found.any():
         return None
