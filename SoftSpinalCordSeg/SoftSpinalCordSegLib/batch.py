@@ -334,7 +334,7 @@ def run_batch(
     sagittal <stem>_levels.png showing the discs or why there are none.
     segment_file: the per-image pipeline (default `pipeline.segment_file`, what `softseg segment` runs); it must
     be importable or picklable by the workers.
-    both_polarities: each image segmented as `softseg segment --both-polarities` does (twice as slow).
+    both_polarities: each image segmented as `softseg segment --both-polarities` does (twice the network time).
     """
     start = time.perf_counter()
     if workers < 1:

@@ -154,7 +154,7 @@ def add_segment_parser(subparsers, common) -> None:
     parser.add_argument("--volume", type=int, metavar="N", help="for a 4D image: segment its volume N (0-based)")
     parser.add_argument("--keep-all-components", action="store_true", help="keep every connected component (default: the largest)")
     parser.add_argument("--both-polarities", action="store_true",
-                        help="read each slice as it is and with its grey levels inverted, and average: twice as slow, "
+                        help="read each slice as it is and with its grey levels inverted, and average: twice the network time, "
                              "CSA that depends less on the contrast")
     parser.set_defaults(func=run_segment)
 
