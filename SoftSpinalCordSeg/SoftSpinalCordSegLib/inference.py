@@ -209,12 +209,15 @@ def canonical_view(array, affine):
 
 
 def network_dtype(device):
-    """bfloat16 where the hardware computes it natively (CUDA, or CPUs with AVX512-BF16/AMX), float32 elsewhere
-    or with SOFTSEG_FP32 set. The whole network is cast, not autocast: autocast converts every layer's weights
-    and activations again on each call, a quarter of the CPU time."""
+    """bfloat16 where the hardware computes it natively (CUDA GPUs from Ampere on, CPUs with AVX512-BF16/AMX),
+    float32 elsewhere or with SOFTSEG_FP32 set. The whole network is cast, not autocast: autocast converts every
+    layer's weights and activations again on each call, a quarter of the CPU time."""
     import torch
 
-    native = device == "cuda" or getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    if device == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    else:
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     return torch.bfloat16 if native and not os.environ.get("SOFTSEG_FP32") else torch.float32
 
 
