@@ -55,6 +55,14 @@ def test_a_tilted_tube_keeps_its_angle_corrected_area(validation):
     assert np.mean(csa.column("csa_mm2")[middle]) == pytest.approx(tube[..., 30].sum(), rel=0.03)
 
 
+def test_a_tilted_image_takes_its_nearest_voxels_or_zeros_from_outside_it(validation):
+    image = np.full((8, 40, 12), 100.0, np.float32)  # a thin slab: a 30° turn brings in A-P corners from outside it
+    nearest = validation.tilted(image, np.array([4.0, 20.0, 6.0]), 30, order=3)
+    zeros = validation.tilted(image, np.array([4.0, 20.0, 6.0]), 30, order=3, zero_fill=True)
+    assert np.allclose(nearest, 100.0, atol=1e-3)
+    assert zeros[:, 0, 0].max() == 0 and zeros[:, 20, 6].min() == pytest.approx(100.0, abs=1e-3)
+
+
 def test_thickened_averages_whole_groups_of_voxels_along_an_axis(validation):
     volume = np.arange(7 * 4 * 11, dtype=np.float32).reshape(7, 4, 11)
     slices = validation.thickened(volume, 3)  # axial slices 3 times as thick; the last 2 of 11 dropped

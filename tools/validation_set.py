@@ -242,15 +242,17 @@ THICKNESSES = (3, 5)  # slices averaged into one
 TILTS_DEG = (15, 30)
 
 
-def tilted(volume, centre, degrees, order):
+def tilted(volume, centre, degrees, order, zero_fill=False):
     """A canonical volume rotated by degrees about the R-L axis through centre (voxels; the voxels must be
-    about isotropic): the cord then crosses the axial slices at that extra angle, as in an angled acquisition."""
+    about isotropic): the cord then crosses the axial slices at that extra angle, as in an angled acquisition.
+    Where the rotation reaches outside the volume an image takes its nearest voxel, or 0 with zero_fill (as
+    resampling tools fill it by default), and a mask 0."""
     from scipy import ndimage
 
     angle = np.deg2rad(degrees)
     rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
     return ndimage.affine_transform(volume, rotation, centre - rotation @ centre, order=order,
-                                    mode="nearest" if order > 1 else "constant")
+                                    mode="nearest" if order > 1 and not zero_fill else "constant")
 
 
 def thickened(volume, factor, axis=2):
@@ -272,8 +274,10 @@ def _model_over_manual(image, mask, affine, trim=0):
 
 def geometry_check(item: ValidationImage, data: Path) -> dict:
     """Known truth for acquisition geometry: image and manual mask alike averaged into thicker axial slices, or
-    rotated about the R-L axis (the cord crossing the slices obliquely). Returns the model/manual ratio of the
-    angle-corrected CSA of each case over that of the image as it is (1 is right): {"3 mm slices": ..., "tilted 15°": ...}."""
+    rotated about the R-L axis (the cord crossing the slices obliquely), the image's corners that the rotation
+    brings in from outside it filled with its nearest voxels or with zeros. Returns the model/manual ratio of
+    the angle-corrected CSA of each case over that of the image as it is (1 is right): {"3 mm slices": ...,
+    "tilted 15°": ..., "tilted 15°, zero-filled": ...}."""
     from scipy import ndimage
 
     _, image, mask, spacing, _ = canonical_image_and_mask(item, data)
@@ -287,9 +291,11 @@ def geometry_check(item: ValidationImage, data: Path) -> dict:
     straight = _model_over_manual(image, mask, affine, trim=2)  # the tilts are measured without the ends
     block = _block(mask)
     centre = np.array([*ndimage.center_of_mass(mask[..., block[len(block) // 2]]), block[len(block) // 2]])
-    for degrees in TILTS_DEG:
-        turned = _model_over_manual(tilted(image, centre, degrees, 3), tilted(mask, centre, degrees, 1), affine, trim=2)
-        result[f"tilted {degrees}°"] = float(turned / straight)
+    for zero_fill in (False, True):
+        for degrees in TILTS_DEG:
+            turned = _model_over_manual(tilted(image, centre, degrees, 3, zero_fill), tilted(mask, centre, degrees, 1),
+                                        affine, trim=2)
+            result[f"tilted {degrees}°" + (", zero-filled" if zero_fill else "")] = float(turned / straight)
     return result
 
 
