@@ -202,7 +202,7 @@ def validate(net, data_dir, device="cpu"):
         img = nib.load(os.path.join(data_dir, image_path))
         manual = np.asanyarray(nib.load(os.path.join(data_dir, mask_path)).dataobj) > 0.5
         canonical, spacing, back = canonical_view(img.get_fdata(dtype=np.float32), img.affine)
-        prob = predict_slices(net, canonical, spacing, device)
+        prob = predict_slices(net, canonical, spacing, device)  # in float32, where the export may run in bf16
         prob[prob < NOISE_FLOOR] = 0
         prob = back(keep_largest_component(prob, spacing[2]))  # the same clean-up as segment_image
         pred = prob >= 0.5

@@ -172,7 +172,16 @@ def test_cord_locations_follow_the_cord_past_larger_blobs_and_across_a_lean():
     assert np.allclose(centres[:, 0], 20 + 6 * np.arange(12), atol=0.1)
     # slices sampled 40 mm apart: the cord moves 24 mm from one to the next, and is still followed
     assert np.allclose(_cord_centres(prob[::4], sample_mm=40.0)[:, 0], [20, 44, 68], atol=0.1)
-    assert np.isnan(_cord_centres(prob[::4], sample_mm=10.0)[:, 0]).sum() == 2  # at 10 mm: too far, no chain
+    # at 10 mm apart they are too far to follow: no chain, each slice keeps its largest blob
+    assert np.allclose(_cord_centres(prob[::4], sample_mm=10.0)[:, 0], [20, 110, 68], atol=0.1)
+    # the cord missed on 4 sampled slices in a row (40 mm) is still one cord
+    missed = prob.copy()
+    missed[[3, 4, 5, 6]] = 0
+    missed[3:7][:, np.hypot(yy - 110, xx - 15) < 8] = 0.9
+    missed[4, 44:46, 59:61] = 0.9  # a speck of 4 mm² where the cord would be: noise, not a cord
+    centres = _cord_centres(missed)
+    assert np.allclose(centres[[0, 1, 2, 7, 8, 9, 10, 11], 0], 20 + 6 * np.array([0, 1, 2, 7, 8, 9, 10, 11]), atol=0.1)
+    assert np.isnan(centres[3:7]).all()
 
 
 def test_area_downsample_conserves_partial_volume():
@@ -255,6 +264,7 @@ def test_the_loaded_network_is_frozen_and_computes_what_monai_builds(random_mode
 
 @pytest.mark.skipif(not torch.cpu._is_avx512_bf16_supported(), reason="this CPU has no native bf16: the network runs in fp32")
 def test_the_network_runs_in_bf16_where_the_cpu_has_it_and_reads_as_fp32_does(random_model, monkeypatch):
+    monkeypatch.delenv("SOFTSEG_FP32", raising=False)
     image = np.random.default_rng(5).random((60, 50, 6)).astype(np.float32)
     assert inference.network_dtype("cpu") == torch.bfloat16
     bf16 = inference.segment_image(image, np.eye(4), device="cpu", largest_component=False)
@@ -262,6 +272,22 @@ def test_the_network_runs_in_bf16_where_the_cpu_has_it_and_reads_as_fp32_does(ra
     assert inference.network_dtype("cpu") == torch.float32  # also a new cache entry: the fp32 network
     fp32 = inference.segment_image(image, np.eye(4), device="cpu", largest_component=False)
     assert 0 < np.abs(bf16 - fp32).max() < 0.03
+
+
+def test_a_network_reads_in_the_dtype_it_was_loaded_or_trained_in(random_model, monkeypatch):
+    """A network in training reads float32 even where the shipped one runs in bf16; the frozen shipped network
+    keeps the dtype it was loaded in whatever SOFTSEG_FP32 says afterwards."""
+    from SoftSpinalCordSegLib.model import build_network
+
+    monkeypatch.setattr(inference, "network_dtype", lambda device: torch.bfloat16)
+    training = build_network()
+    assert inference.input_dtype(training) == torch.float32
+    prob = inference.predict_slices(training.eval(), np.random.default_rng(1).random((40, 40, 3)), np.ones(3))
+    assert prob.shape == (40, 40, 3)
+    loaded = inference.load_network("cpu")
+    assert inference.input_dtype(loaded) == torch.bfloat16
+    monkeypatch.setattr(inference, "network_dtype", lambda device: torch.float32)
+    assert inference.input_dtype(loaded) == torch.bfloat16
 
 
 def test_the_architecture_is_checksummed_and_falls_back_to_monai(random_model):

@@ -27,8 +27,9 @@ NOISE_FLOOR = 0.02  # cord fractions below this are set to 0: at that level the 
 BATCH_SLICES = 16
 LOCATE_STEP_MM = 10.0  # the locating pass segments one full axial slice per this distance,
 LOCATE_MAX_SLICES = BATCH_SLICES  # or fewer, farther apart, where that would take more than one batch
-LOCATE_TOLERANCE_MM = 15.0  # the cord moves less than this in-plane per LOCATE_STEP_MM along it
-LOCATE_SKIPPED_SLICES = 2  # sampled slices in a row where the locating pass may miss the cord
+LOCATE_TOLERANCE_MM = 17.5  # the cord moves less than this in-plane per LOCATE_STEP_MM along it (60° lean)
+LOCATE_MIN_BLOB_MM2 = 10.0  # smaller blobs of the locating pass are noise, not a cord (about 40-90 mm²)
+LOCATE_SKIPPED_SLICES = 4  # sampled slices in a row where the locating pass may miss the cord
 CROP_MM = 64  # side of the window segmented around the located cord (1 mm pixels, a multiple of 16)
 BRIDGED_GAP_MM = 5.0  # the clean-up joins cord pieces across a gap this long where they overlap in-plane
 CONFIDENT_PROBABILITY = 0.9
@@ -147,6 +148,7 @@ def cached_network(folder, device, dtype, *weights_identity):
             net = load_architecture(verified(architecture)) if architecture.is_file() else None
             net = fill_parameters(net if net is not None else build_network(), state)
             net = frozen(net.to(device, dtype, memory_format=torch.channels_last).eval())  # channels-last: 20 % faster on CPU
+            net.loaded_dtype = dtype  # a frozen network has no parameters to tell it
             _check_network(net, device, dtype, weights)
         except ModelNotInstalledError:
             raise
@@ -210,22 +212,29 @@ def canonical_view(array, affine):
 
 def network_dtype(device):
     """bfloat16 where the hardware computes it natively (CUDA GPUs from Ampere on, CPUs with AVX512-BF16/AMX),
-    float32 elsewhere or with SOFTSEG_FP32 set. The whole network is cast, not autocast: autocast converts every
-    layer's weights and activations again on each call, a quarter of the CPU time."""
+    float32 elsewhere or with SOFTSEG_FP32 set. The whole network is cast, not autocast, which converts every
+    layer's weights and activations again on each call (a quarter of the network's CPU time in a profile)."""
     import torch
 
     if device == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch before 2.4: the question had no emulation in it
+            native = torch.cuda.is_bf16_supported()
     else:
         native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
     return torch.bfloat16 if native and not os.environ.get("SOFTSEG_FP32") else torch.float32
 
 
-def input_dtype(net, device):
-    """The dtype of net's parameters (a network in training is float32); a frozen network has none, its
-    weights being constants: the dtype load_network gave it."""
+def input_dtype(net):
+    """The dtype net reads: the one load_network gave it, else (a network in training) its parameters'."""
+    import torch
+
+    recorded = getattr(net, "loaded_dtype", None)
+    if recorded is not None:
+        return recorded
     parameter = next(iter(net.parameters()), None)
-    return network_dtype(device) if parameter is None else parameter.dtype
+    return torch.float32 if parameter is None else parameter.dtype
 
 
 def _to_1mm(volume, ks, size_1mm):
@@ -279,19 +288,20 @@ def _run_network(net, slices, device, min_px, both_polarities=False):
     (bx, ax), (by, ay) = pad_amounts(slices.shape[1], min_px), pad_amounts(slices.shape[2], min_px)
     padded = F.pad(slices[:, None], (by, ay, bx, ax), mode="replicate")[:, 0].numpy()
     batch = torch.from_numpy(np.stack([normalize_slice(s) for s in padded])[:, None])
-    batch = batch.to(device, input_dtype(net, device), memory_format=torch.channels_last)
+    batch = batch.to(device, input_dtype(net), memory_format=torch.channels_last)
     with torch.inference_mode():
         prob = torch.sigmoid(net(batch).float()).cpu()
     return prob[:, 0, bx : bx + slices.shape[1], by : by + slices.shape[2]]
 
 
 def _blobs(prob):
-    """(centre, cord fraction) of each blob of prob >= 0.5 on one slice."""
+    """(centre, cord fraction) of each blob of prob >= 0.5 on one 1 mm slice, those under LOCATE_MIN_BLOB_MM2 left out."""
     from scipy import ndimage
 
     labels, count = ndimage.label(prob >= 0.5)
     index = np.arange(1, count + 1)
-    return list(zip(ndimage.center_of_mass(prob, labels, index), ndimage.sum(prob, labels, index)))
+    blobs = zip(ndimage.center_of_mass(prob, labels, index), ndimage.sum(prob, labels, index))
+    return [(centre, mass) for centre, mass in blobs if mass >= LOCATE_MIN_BLOB_MM2]
 
 
 def _cord_centres(prob_1mm, sample_mm=LOCATE_STEP_MM):
@@ -301,7 +311,7 @@ def _cord_centres(prob_1mm, sample_mm=LOCATE_STEP_MM):
     LOCATE_TOLERANCE_MM of the last per LOCATE_STEP_MM between them, skipping up to LOCATE_SKIPPED_SLICES
     slices without it) that is longest, then of the largest total cord fraction: the largest blob of a slice
     can be something else (an artefact, the edge of a tilted field), but nothing else runs the length of the
-    cord."""
+    cord. Where no two blobs follow one another, each slice keeps its largest blob."""
     blobs = [_blobs(p) for p in prob_1mm]
     chains = []  # per slice, per blob: ((length, cord fraction) of the best chain ending there, previous (slice, blob))
     for n, here in enumerate(blobs):
@@ -317,7 +327,14 @@ def _cord_centres(prob_1mm, sample_mm=LOCATE_STEP_MM):
             chains[n].append(best)
     centres = np.full((len(prob_1mm), 2), np.nan)
     ends = [(total, (n, b)) for n, row in enumerate(chains) for b, (total, _) in enumerate(row)]
-    link = max(ends)[1] if ends else None
+    if not ends:
+        return centres
+    (length, _), link = max(ends)
+    if length == 1:
+        for n, here in enumerate(blobs):
+            if here:
+                centres[n] = max(here, key=lambda blob: blob[1])[0]
+        return centres
     while link is not None:
         n, b = link
         centres[n] = blobs[n][b][0]
