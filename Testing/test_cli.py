@@ -186,6 +186,14 @@ def test_an_image_without_a_cord_gets_a_warning_and_a_cord_does_not(shared_file,
 
     assert low_confidence_note(np.full((4, 4, 4), 0.7)) and not low_confidence_note(np.full((4, 4, 4), 0.95))
     assert not low_confidence_note(np.zeros((4, 4, 4)))  # nothing marked: the "no cord" error's case
+    one_slice = np.zeros((20, 20, 20), np.float32)
+    one_slice[8:12, 8:12, 5] = 0.95  # certain, but on 1 of 20 axial slices: a cord runs through them
+    assert "1 of 20 axial slices" in low_confidence_note(one_slice, np.eye(4))
+    assert not low_confidence_note(one_slice)  # without the geometry only the certainty is judged
+    assert "1 of 20" in low_confidence_note(one_slice.transpose(2, 0, 1), np.eye(4)[[1, 2, 0, 3]])  # S-I is the file's i
+    most = one_slice.copy()
+    most[8:12, 8:12, 2:18] = 0.95
+    assert not low_confidence_note(most, np.eye(4))
     noise = write_nifti(tmp_path / "noise.nii.gz", random_image((128, 128, 20)), np.diag([0.8, 0.8, 3.0, 1.0]))
     code, _, err = run(["segment", noise, "-o", tmp_path / "noise_prob.nii.gz", "--device", "cpu"], capsys)
     if code == 2 and "model" in err and "install" in err:

@@ -36,6 +36,11 @@ CONFIDENT_PROBABILITY = 0.9
 # Share of the p >= 0.5 mask at CONFIDENT_PROBABILITY under which the cord found is unlike a real one: real
 # images read 0.19 (one noisy DWI volume) to 0.58; uniform noise or one bright voxel 0 (session 13).
 MIN_CONFIDENT_SHARE = 0.05
+# Share of the axial slices where a cord is marked, under which it is unlike a real one (in images of at least
+# MIN_SLICES_FOR_SHARE slices): the shared real images read 0.67 (a lumbar field below the conus) to 1; uniform
+# noise 1 slice in 20.
+MIN_CORD_SLICE_SHARE = 0.25
+MIN_SLICES_FOR_SHARE = 8
 
 
 def model_dir() -> Path:
@@ -449,13 +454,22 @@ def keep_largest_component_in_grid(prob, affine):
     return np.ascontiguousarray(back(keep_largest_component(canonical, spacing[2])), dtype=np.float32)
 
 
-def low_confidence_note(prob) -> str:
-    """A warning where what the model marked is unlike a real cord (almost none of it is certain), else ""."""
+def low_confidence_note(prob, affine=None) -> str:
+    """A warning where what the model marked is unlike a real cord, else "": almost none of it is certain, or
+    (with the image's affine) it lies on under MIN_CORD_SLICE_SHARE of the axial slices of an image of
+    MIN_SLICES_FOR_SHARE or more, where a cord runs through the slices."""
     prob = np.asarray(prob)
     cord = prob[prob >= 0.5]
-    if cord.size and np.mean(cord >= CONFIDENT_PROBABILITY) < MIN_CONFIDENT_SHARE:
+    if not cord.size:
+        return ""
+    if np.mean(cord >= CONFIDENT_PROBABILITY) < MIN_CONFIDENT_SHARE:
         return (f"the model is unsure this is a spinal cord (under {MIN_CONFIDENT_SHARE:.0%} of the mask reaches "
                 f"p {CONFIDENT_PROBABILITY}): check the result on the image")
+    if affine is not None:
+        marked = (canonical_view(prob, np.asarray(affine, np.float64))[0] >= 0.5).any(axis=(0, 1))
+        if len(marked) >= MIN_SLICES_FOR_SHARE and marked.mean() < MIN_CORD_SLICE_SHARE:
+            return (f"the model is unsure this is a spinal cord (it marked {marked.sum()} of {len(marked)} axial "
+                    "slices, where a cord runs through them): check the result on the image")
     return ""
 
 

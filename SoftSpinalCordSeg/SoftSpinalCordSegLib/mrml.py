@@ -117,7 +117,8 @@ def segment_volume_node(
             level_note = f"no per-level table: {error}"
     scene = volume_node.GetScene()
     with _removed_on_failure(scene):
-        outputs = _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per_level, level_note)
+        outputs = _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per_level, level_note,
+                                 affine)
         if labelling is not None and labelling.ok:
             outputs.disc_points = _update_disc_points(volume_node, discs)
     if progress:
@@ -125,7 +126,7 @@ def segment_volume_node(
     return outputs
 
 
-def _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per_level, level_note):
+def _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per_level, level_note, affine):
     from .inference import low_confidence_note
 
     scene = volume_node.GetScene()
@@ -137,7 +138,7 @@ def _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per
         csa_chart=None,
         csa=csa,
         level_note=level_note,
-        confidence_note=low_confidence_note(probability),
+        confidence_note=low_confidence_note(probability, affine),
     )
     outputs.csa_chart = _update_chart(volume_node, outputs.csa_table)
     if per_level is not None:

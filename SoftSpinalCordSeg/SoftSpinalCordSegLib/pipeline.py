@@ -152,7 +152,7 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
     _report(progress, 1.0, "done")
     return SegmentResult(
         probability_path=Path(output_path), mask_path=_path(mask_path), csa_path=_path(csa_path),
-        plot_path=_path(plot_path), qc_path=_path(qc_path), table=table, note=inference.low_confidence_note(probability),
+        plot_path=_path(plot_path), qc_path=_path(qc_path), table=table, note=inference.low_confidence_note(probability, volume.affine),
         labelling=labelling,
     )
 
