@@ -43,7 +43,8 @@ def test_held_out_gmchallenge_person_reads_within_7_percent(validation, data_dir
 
 def test_a_tilted_tube_keeps_its_angle_corrected_area(validation):
     """The obliquity check's rotation (validation_set.tilted) turns a straight tube of known area so that it
-    crosses the axial slices at 25 degrees; the angle-corrected CSA of the turned tube is its true area."""
+    crosses the axial slices at 25 degrees, about R-L or (leaning to the side) about A-P; the angle-corrected
+    CSA of the turned tube is its true area."""
     from SoftSpinalCordSegLib.morphometry import compute_csa
 
     x, y = np.meshgrid(np.arange(48) - 24.0, np.arange(48) - 24.0, indexing="ij")
@@ -53,6 +54,11 @@ def test_a_tilted_tube_keeps_its_angle_corrected_area(validation):
     middle = (csa.column("slice") >= 20) & (csa.column("slice") <= 40)
     assert np.median(csa.column("angle_rl_deg")[middle]) == pytest.approx(25, abs=1.5)
     assert np.mean(csa.column("csa_mm2")[middle]) == pytest.approx(tube[..., 30].sum(), rel=0.03)
+    leaning = compute_csa(validation.tilted(tube, np.array([24.0, 24.0, 30.0]), 25, order=1, axis=1), np.eye(4))
+    middle = (leaning.column("slice") >= 20) & (leaning.column("slice") <= 40)
+    assert np.median(leaning.column("angle_ap_deg")[middle]) == pytest.approx(-25, abs=1.5)  # to the side this time
+    assert np.median(np.abs(leaning.column("angle_rl_deg")[middle])) < 0.5
+    assert np.mean(leaning.column("csa_mm2")[middle]) == pytest.approx(tube[..., 30].sum(), rel=0.03)
 
 
 def test_a_tilted_image_takes_its_nearest_voxels_or_zeros_from_outside_it(validation):

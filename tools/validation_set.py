@@ -242,15 +242,17 @@ THICKNESSES = (3, 5)  # slices averaged into one
 TILTS_DEG = (15, 30)
 
 
-def tilted(volume, centre, degrees, order, zero_fill=False):
-    """A canonical volume rotated by degrees about the R-L axis through centre (voxels; the voxels must be
-    about isotropic): the cord then crosses the axial slices at that extra angle, as in an angled acquisition.
-    Where the rotation reaches outside the volume an image takes its nearest voxel, or 0 with zero_fill (as
-    resampling tools fill it by default), and a mask 0."""
+def tilted(volume, centre, degrees, order, zero_fill=False, axis=0):
+    """A canonical volume rotated by degrees about its R-L axis (axis 0; axis 1: its A-P axis, a lean to the
+    side) through centre (voxels; the voxels must be about isotropic): the cord then crosses the axial slices
+    at that extra angle, as in an angled acquisition. Where the rotation reaches outside the volume an image
+    takes its nearest voxel, or 0 with zero_fill (as resampling tools fill it by default), and a mask 0."""
     from scipy import ndimage
 
     angle = np.deg2rad(degrees)
-    rotation = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    turned = [a for a in range(3) if a != axis]  # the plane that turns: (A-P or R-L, S-I)
+    rotation = np.eye(3)
+    rotation[np.ix_(turned, turned)] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     return ndimage.affine_transform(volume, rotation, centre - rotation @ centre, order=order,
                                     mode="nearest" if order > 1 and not zero_fill else "constant")
 
@@ -275,7 +277,8 @@ def _model_over_manual(image, mask, affine, trim=0):
 def geometry_check(item: ValidationImage, data: Path) -> dict:
     """Known truth for acquisition geometry: image and manual mask alike averaged into thicker axial slices, or
     rotated about the R-L axis (the cord crossing the slices obliquely), the image's corners that the rotation
-    brings in from outside it filled with its nearest voxels or with zeros. Returns the model/manual ratio of
+    brings in from outside it filled with its nearest voxels or with zeros, or about the A-P axis (the cord
+    leaning to the side). Returns the model/manual ratio of
     the angle-corrected CSA of each case over that of the image as it is (1 is right): {"3 mm slices": ...,
     "tilted 15°": ..., "tilted 15°, zero-filled": ...}."""
     from scipy import ndimage
@@ -296,12 +299,16 @@ def geometry_check(item: ValidationImage, data: Path) -> dict:
             turned = _model_over_manual(tilted(image, centre, degrees, 3, zero_fill), tilted(mask, centre, degrees, 1),
                                         affine, trim=2)
             result[f"tilted {degrees}°" + (", zero-filled" if zero_fill else "")] = float(turned / straight)
+    for degrees in TILTS_DEG:
+        turned = _model_over_manual(tilted(image, centre, degrees, 3, axis=1), tilted(mask, centre, degrees, 1, axis=1),
+                                    affine, trim=2)
+        result[f"leaning {degrees}° to the side"] = float(turned / straight)
     return result
 
 
 def geometry_report(data: Path):
     by_name = {item.name: item for item in IMAGES}
-    print("\nKnown-truth geometry: image and manual mask averaged into thicker axial slices, or rotated about the R-L "
+    print("\nKnown-truth geometry: image and manual mask averaged into thicker axial slices, or rotated about the R-L or A-P "
           "axis; model/manual ratio of the angle-corrected CSA over that ratio as acquired (target 0.95-1.05)\n")
     rows = {name: geometry_check(by_name[name], data) for name in GEOMETRY_IMAGES if (data / by_name[name].image).is_file()}
     if rows:
