@@ -240,6 +240,7 @@ def pathology_report(data: Path):
 GEOMETRY_IMAGES = ("unf01 T1w", "unf01 T2w", "amu_test001 T2w")  # about 1 mm along S too: rotating keeps them sharp
 THICKNESSES = (3, 5)  # slices averaged into one
 TILTS_DEG = (15, 30)
+TILT_CASES = (("tilted {}°", 0, False), ("tilted {}°, zero-filled", 0, True), ("leaning {}° to the side", 1, False))
 
 
 def tilted(volume, centre, degrees, order, zero_fill=False, axis=0):
@@ -276,11 +277,10 @@ def _model_over_manual(image, mask, affine, trim=0):
 
 def geometry_check(item: ValidationImage, data: Path) -> dict:
     """Known truth for acquisition geometry: image and manual mask alike averaged into thicker axial slices, or
-    rotated about the R-L axis (the cord crossing the slices obliquely), the image's corners that the rotation
-    brings in from outside it filled with its nearest voxels or with zeros, or about the A-P axis (the cord
-    leaning to the side). Returns the model/manual ratio of
-    the angle-corrected CSA of each case over that of the image as it is (1 is right): {"3 mm slices": ...,
-    "tilted 15°": ..., "tilted 15°, zero-filled": ...}."""
+    rotated (TILT_CASES) about the R-L axis (the cord crossing the slices obliquely), the image's corners that
+    the rotation brings in from outside it filled with its nearest voxels or with zeros, or about the A-P axis
+    (the cord leaning to the side). Returns the model/manual ratio of the angle-corrected CSA of each case over
+    that of the image as it is (1 is right): {"3 mm slices": ..., "tilted 15°": ..., "tilted 15°, zero-filled": ...}."""
     from scipy import ndimage
 
     _, image, mask, spacing, _ = canonical_image_and_mask(item, data)
@@ -294,15 +294,11 @@ def geometry_check(item: ValidationImage, data: Path) -> dict:
     straight = _model_over_manual(image, mask, affine, trim=2)  # the tilts are measured without the ends
     block = _block(mask)
     centre = np.array([*ndimage.center_of_mass(mask[..., block[len(block) // 2]]), block[len(block) // 2]])
-    for zero_fill in (False, True):
+    for name, axis, zero_fill in TILT_CASES:
         for degrees in TILTS_DEG:
-            turned = _model_over_manual(tilted(image, centre, degrees, 3, zero_fill), tilted(mask, centre, degrees, 1),
-                                        affine, trim=2)
-            result[f"tilted {degrees}°" + (", zero-filled" if zero_fill else "")] = float(turned / straight)
-    for degrees in TILTS_DEG:
-        turned = _model_over_manual(tilted(image, centre, degrees, 3, axis=1), tilted(mask, centre, degrees, 1, axis=1),
-                                    affine, trim=2)
-        result[f"leaning {degrees}° to the side"] = float(turned / straight)
+            turned = _model_over_manual(tilted(image, centre, degrees, 3, zero_fill, axis),
+                                        tilted(mask, centre, degrees, 1, axis=axis), affine, trim=2)
+            result[name.format(degrees)] = float(turned / straight)
     return result
 
 
