@@ -79,7 +79,7 @@ class SoftSpinalCordSegParameterNode:
     device: Annotated[str, Choice(DEVICES)] = "auto"
     threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.6
-    bothPolarities: bool = False
+    bothPolarities: bool = True
 
 
 class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -300,7 +300,7 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
             self.showResults(outputs)
         return outputs
 
-    def startProcessing(self, inputVolume, device="auto", levels=None, bothPolarities=False):
+    def startProcessing(self, inputVolume, device="auto", levels=None, bothPolarities=True):
         """Start the model in a separate process (PythonSlicer); poll the returned worker, cancel to kill it.
         The levels are checked first: a wrong levels input fails before the model runs, not after."""
         from SoftSpinalCordSegLib.mrml import level_inputs, volume_array_and_affine

@@ -37,7 +37,7 @@ UNF01_CROP = (slice(44, 92), slice(30, 78), slice(None))  # 48x48x16 voxels of 1
 
 # ------------------------------------------------------------------------------------------ the stand-in model
 def stand_in_model(array, affine, *, device="auto", largest_component=True, progress=None, cancel=None,
-                   both_polarities=False):
+                   both_polarities=True):
     """A straight soft cord of known cross-section along S through the image centre (exact partial volume)."""
     centre = affine[:3, :3] @ ((np.array(array.shape) - 1) / 2) + affine[:3, 3]
     shifted = np.array(affine, dtype=float)

@@ -400,18 +400,21 @@ def test_bad_threshold_and_output_over_input(tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["image.nii.gz"]
 
 
-def test_segment_reading_both_polarities_gives_one_map_for_an_image_and_its_inverse(random_model, tmp_path, capsys):
-    """`softseg segment --both-polarities` on an image and on its grey levels reversed: the same probability map."""
+def test_segment_reads_both_polarities_by_default_and_once_when_asked(random_model, tmp_path, capsys):
+    """`softseg segment` on an image and on its grey levels reversed gives the same probability map;
+    `--no-both-polarities` reads each slice once, and the map then depends on the polarity."""
     from SoftSpinalCordSegLib.io import load_volume
 
     rng = np.random.default_rng(5)
     image = rng.random((48, 40, 5)).astype(np.float32)
-    maps = []
-    for name, array in (("image", image), ("inverse", image.max() - image)):
-        nib.save(nib.Nifti1Image(array, np.diag([0.9, 0.9, 3.0, 1.0])), tmp_path / f"{name}.nii.gz")
-        code, _, err = run(["segment", tmp_path / f"{name}.nii.gz", "--output", tmp_path / f"{name}_prob.nii.gz",
-                            "--both-polarities", "--keep-all-components", "--device", "cpu", "--quiet"], capsys)
-        assert code == 0, err
-        maps.append(load_volume(tmp_path / f"{name}_prob.nii.gz").array)
-    assert maps[0].max() > 0.05
-    np.testing.assert_allclose(maps[0], maps[1], atol=5e-3)
+    maps = {}
+    for reading in ([], ["--no-both-polarities"]):
+        for name, array in (("image", image), ("inverse", image.max() - image)):
+            nib.save(nib.Nifti1Image(array, np.diag([0.9, 0.9, 3.0, 1.0])), tmp_path / f"{name}.nii.gz")
+            code, _, err = run(["segment", tmp_path / f"{name}.nii.gz", "--output", tmp_path / f"{name}_prob.nii.gz",
+                                "--keep-all-components", "--device", "cpu", "--quiet", *reading], capsys)
+            assert code == 0, err
+            maps[name, bool(reading)] = load_volume(tmp_path / f"{name}_prob.nii.gz").array
+    assert maps["image", False].max() > 0.05
+    np.testing.assert_allclose(maps["image", False], maps["inverse", False], atol=5e-3)
+    assert np.abs(maps["image", True] - maps["inverse", True]).max() > 1e-3

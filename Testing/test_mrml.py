@@ -548,12 +548,12 @@ def test_a_workers_result_can_be_read_twice(random_model):
     assert first.shape == (16, 16, 4) and not worker._directory.exists()
 
 
-def test_a_worker_reading_both_polarities_gives_one_map_for_an_image_and_its_inverse(random_model):
+def test_a_worker_reads_both_polarities_by_default_and_once_when_asked(random_model):
     from SoftSpinalCordSegLib.worker import WorkerProcess
 
     image = np.random.default_rng(2).random((40, 32, 4)).astype(np.float32)
-    maps = [WorkerProcess(array, np.eye(4), device="cpu", largest_component=False, both_polarities=True).result()
+    maps = [WorkerProcess(array, np.eye(4), device="cpu", largest_component=False).result()
             for array in (image, image.max() - image)]
     np.testing.assert_allclose(maps[0], maps[1], atol=5e-3)  # bf16 arithmetic
-    single = WorkerProcess(image, np.eye(4), device="cpu", largest_component=False).result()
+    single = WorkerProcess(image, np.eye(4), device="cpu", largest_component=False, both_polarities=False).result()
     assert np.abs(single - maps[0]).max() > 1e-3  # the option reached the worker

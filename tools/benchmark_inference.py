@@ -84,14 +84,15 @@ def main(argv=None):
     p.add_argument("--shape", type=int, nargs=3, default=[64, 256, 320])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--both-polarities", action="store_true", help="time `softseg segment --both-polarities`")
+    p.add_argument("--both-polarities", action=argparse.BooleanOptionalAction, default=True,
+                   help="--no-both-polarities times `softseg segment --no-both-polarities` (one reading per slice)")
     args = p.parse_args(argv)
     env = dict(os.environ, PYTHONPATH=str(REPO / "SoftSpinalCordSeg"), OMP_NUM_THREADS=str(args.threads))
     with tempfile.TemporaryDirectory() as tmp:
         volume = Path(tmp) / "volume.nii.gz"
         make_volume(volume, tuple(args.shape))
         ours = [sys.executable, "-m", "SoftSpinalCordSegLib", "segment", str(volume), "--output", str(Path(tmp) / "ours.nii.gz"),
-                "--quiet"] + (["--both-polarities"] if args.both_polarities else [])
+                "--quiet"] + ([] if args.both_polarities else ["--no-both-polarities"])
         official = [sys.executable, "-c", OFFICIAL, str(volume), str(Path(tmp) / "official.nii.gz"), str(args.threads)]
         print(f"volume {'x'.join(map(str, args.shape))} at 1 mm, {args.threads} threads, {args.repeats} runs each (wall s, peak RSS GB)")
         pipelines = {"softseg segment": ours, "official pipeline": official}

@@ -73,7 +73,7 @@ IMAGES = [
 RESCANS = [_gmc(subject, 2, with_mask=False) for subject in GMC_SUBJECTS]
 
 
-READ_BOTH_POLARITIES = False  # --both-polarities: every image segmented as `softseg segment --both-polarities` does
+READ_BOTH_POLARITIES = True  # as softseg segment by default; --no-both-polarities reads each slice once
 
 
 def segment(array, affine):
@@ -386,8 +386,9 @@ def main(argv=None):
     p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion, squeeze, slice-thickness and tilt rows")
     p.add_argument("--working-spacing", type=float, metavar="MM",
                    help="run the network on this in-plane grid instead of the 1 mm it was trained on (a measurement)")
-    p.add_argument("--both-polarities", action="store_true",
-                   help="segment each slice as it is and with its grey levels inverted, averaged (softseg segment's option)")
+    p.add_argument("--both-polarities", action=argparse.BooleanOptionalAction, default=True,
+                   help="segment each slice as it is and with its grey levels inverted, averaged (softseg segment's "
+                        "default); --no-both-polarities reads each slice once")
     args = p.parse_args(argv)
     global READ_BOTH_POLARITIES
     READ_BOTH_POLARITIES = args.both_polarities

@@ -8,6 +8,7 @@ table into cohort CSVs and a self-contained HTML report. Each worker process kee
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -322,7 +323,7 @@ def run_batch(
     levels: Optional[str] = None,
     segment_file: Optional[Callable] = None,
     quiet: bool = False,
-    both_polarities: bool = False,
+    both_polarities: bool = True,
 ) -> BatchResult:
     """Segment every image of a cohort and write the derivatives, the cohort CSVs and the HTML report.
 
@@ -334,7 +335,8 @@ def run_batch(
     sagittal <stem>_levels.png showing the discs or why there are none.
     segment_file: the per-image pipeline (default `pipeline.segment_file`, what `softseg segment` runs); it must
     be importable or picklable by the workers.
-    both_polarities: each image segmented as `softseg segment --both-polarities` does (twice the network time).
+    both_polarities: each slice read as it is and with its grey levels inverted, as `softseg segment` does by
+    default; False reads it once (`--no-both-polarities`: half the network time).
     """
     start = time.perf_counter()
     if workers < 1:
@@ -495,8 +497,9 @@ def add_parser(subparsers):
                              "'derivatives/labels/{folder}/{stem}_label-discs_dlabel.nii.gz'; images without one get no levels")
     parser.add_argument("--levels", choices=("auto",), help="auto: find each image's vertebral discs: per-level rows in the "
                         "summary and a sagittal <stem>_levels.png (an image whose discs cannot be numbered gets no level; its picture says why)")
-    parser.add_argument("--both-polarities", action="store_true",
-                        help="read each slice as it is and with its grey levels inverted, and average (as softseg segment)")
+    parser.add_argument("--both-polarities", action=argparse.BooleanOptionalAction, default=True,
+                        help="read each slice as it is and with its grey levels inverted, and average (the default, as "
+                             "softseg segment); --no-both-polarities reads it once, in half the network time")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     parser.set_defaults(func=main)
     return parser

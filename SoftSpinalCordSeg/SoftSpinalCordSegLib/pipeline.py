@@ -89,7 +89,7 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
                  qc_path=None, device="auto", volume_index=None, volume_index_4d_only=False, largest_component=True,
                  discs_path=None, csa_format="default", sct_csa_path=None, progress: Progress = None,
                  reference=None, levels: Optional[str] = None, discs_out_path=None, levels_qc_path=None,
-                 both_polarities=False) -> SegmentResult:
+                 both_polarities=True) -> SegmentResult:
     """Segment one image: soft cord probability (float32, the image's grid), optional binary mask, CSA CSV,
     CSA plot (with the known CSA drawn on it when `reference`, a plot.CsaReference, is given) and QC mosaic;
     `discs_path`, a disc label file, gives each row of the CSA table its vertebral level. With `levels="auto"`

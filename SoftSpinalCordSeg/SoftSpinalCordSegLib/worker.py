@@ -78,7 +78,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("output", help=".npz to write with 'probability'")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--all-components", action="store_true", help="keep every connected component")
-    parser.add_argument("--both-polarities", action="store_true", help="average the reading of each slice and of its inverse")
+    parser.add_argument("--both-polarities", action=argparse.BooleanOptionalAction, default=True,
+                        help="average the reading of each slice and of its inverse (default)")
     args = parser.parse_args(argv)
 
     def report(fraction, message=""):
@@ -149,7 +150,7 @@ def python_slicer(slicer_home: Optional[str] = None) -> str:
 class WorkerProcess:
     """The parent side: start the worker, collect its events without blocking, cancel it, fetch the result."""
 
-    def __init__(self, image, affine, *, device="auto", largest_component=True, both_polarities=False,
+    def __init__(self, image, affine, *, device="auto", largest_component=True, both_polarities=True,
                  python: Optional[str] = None, env=None):
         python = worker_python(python)
         self._directory = Path(tempfile.mkdtemp(prefix="softseg-"))
@@ -159,8 +160,7 @@ class WorkerProcess:
                    str(self._directory / "input.npz"), str(self._output), "--device", device]
         if not largest_component:
             command.append("--all-components")
-        if both_polarities:
-            command.append("--both-polarities")
+        command.append("--both-polarities" if both_polarities else "--no-both-polarities")
         package_root = str(Path(__file__).resolve().parent.parent)
         environment = dict(os.environ if env is None else env)
         environment["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, environment.get("PYTHONPATH", "")) if p)
