@@ -47,3 +47,18 @@ def test_print_drift_gives_the_change_per_image_and_contrast(drift, tmp_path, ca
     assert "| amu_test001 T2w | 70.0 | 63.0 | -10.0% |" in out
     assert "T1w: +0.0%" in out and "T2w: +0.0%" in out  # unf01 T2w +10 % and amu -10 % average out
     assert np.isclose(float(rows[1]["unf01 T2w"]), 77.0)
+
+
+def test_a_new_row_needs_new_weights_or_a_new_reading(drift, tmp_path):
+    """--add refuses a row that repeats the latest one of the same weights; a new reading of them is a new row."""
+    path = tmp_path / "drift.csv"
+    first = {item.name: 70.0 for item in drift.IMAGES}
+    drift.append_row("r1", first, "2026-01-01", path)
+    sha = drift.read_rows(path)[0]["weights_sha256"]
+    assert drift.matching_release({name: 70.2 for name in first}, drift.read_rows(path), sha) == "r1"
+    read_otherwise = {**first, "unf01 T2w": 66.0}
+    assert drift.matching_release(read_otherwise, drift.read_rows(path), sha) == ""
+    assert drift.matching_release(first, drift.read_rows(path), "0" * 64) == ""  # other weights
+    drift.append_row("r2", read_otherwise, "2026-02-01", path)
+    assert drift.matching_release(read_otherwise, drift.read_rows(path), sha) == "r2"
+    assert drift.matching_release(first, drift.read_rows(path), sha) == ""  # the latest row counts

@@ -1,7 +1,7 @@
 """Throughput of `softseg batch`: images per minute with 1 and 2 local Dask workers, memory per worker, and
 how much faster a re-run is when every output is already there.
 
-    python tools/benchmark_batch.py [--subjects 4] [--stand-in] [--keep DIR]
+    python tools/benchmark_batch.py [--subjects 4] [--stand-in] [--keep DIR] [--no-both-polarities]
 
 The cohort is unf01's T1w, T2w and T2star (from $SOFTSEG_DATA or ../shared/data) copied under several subject
 names. With the shipped model not installed yet, or with --stand-in, each worker runs the real pipeline
@@ -71,11 +71,12 @@ def model_installed() -> bool:
     return True
 
 
-def run(root: Path, output: Path, workers: int, segment_file):
+def run(root: Path, output: Path, workers: int, segment_file, both_polarities=True):
     from SoftSpinalCordSegLib.batch import run_batch
 
     start = time.perf_counter()
-    result = run_batch(root, output, workers=workers, segment_file=segment_file, device="cpu", quiet=True)
+    result = run_batch(root, output, workers=workers, segment_file=segment_file, device="cpu", quiet=True,
+                       both_polarities=both_polarities)
     return result, time.perf_counter() - start
 
 
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=4, help="subjects of 3 contrasts each (default 4)")
     parser.add_argument("--stand-in", action="store_true", help="use the stand-in model even if the shipped one is installed")
     parser.add_argument("--keep", metavar="DIR", help="build the cohort and outputs here and keep them")
+    parser.add_argument("--both-polarities", action=argparse.BooleanOptionalAction, default=True,
+                        help="--no-both-polarities times `softseg batch --no-both-polarities` (one reading per slice)")
     args = parser.parse_args()
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="softseg_batch_bench_"))
@@ -96,7 +99,7 @@ def main() -> None:
     try:
         for workers in (1, 2):
             output = work / f"out_{workers}"
-            result, seconds = run(cohort, output, workers, segment_file)
+            result, seconds = run(cohort, output, workers, segment_file, args.both_polarities)
             failed = [f"{r.image.path}: {r.reason}" for r in result.results if r.status == "failed"]
             if failed:
                 sys.exit("failures:\n" + "\n".join(failed))
@@ -108,7 +111,7 @@ def main() -> None:
             print(f"{workers} worker(s): {count} images in {seconds:.1f} s (cluster start included) = "
                   f"{60 * count / seconds:.1f} images/min; {busy / count:.2f} s of work per image; "
                   f"peak memory per worker {memory} MB")
-            rerun, rerun_seconds = run(cohort, output, workers, segment_file)
+            rerun, rerun_seconds = run(cohort, output, workers, segment_file, args.both_polarities)
             assert rerun.count("skipped") == count, "the re-run should skip every image"
             print(f"   re-run with every output present: {rerun_seconds:.2f} s ({seconds / rerun_seconds:.0f}x faster)")
     finally:

@@ -58,6 +58,14 @@ def append_row(release: str, values: dict, date=None, path=DRIFT_CSV):
         out.writerows(rows + [row])
 
 
+def matching_release(values: dict, rows, sha256: str) -> str:
+    """The name of the latest row of these weights when it holds these values (within SAME_CSA_MM2), else ""."""
+    same_weights = [r for r in rows if r["weights_sha256"] == sha256]
+    if same_weights and all(abs(float(same_weights[-1][name]) - csa) <= SAME_CSA_MM2 for name, csa in values.items()):
+        return same_weights[-1]["release"]
+    return ""
+
+
 def contrast_of(name: str) -> str:
     """The contrast of a validation image's name ('unf01 T2w' -> 'T2w', 'sub-9584 T2*w run-1' -> 'T2*w')."""
     return name.split()[1] if name.startswith(("unf01", "sub-")) and len(name.split()) > 1 else name.split()[-1]
@@ -91,9 +99,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.add:
         values = measure_release(Path(args.data))
-        same_weights = [r for r in read_rows() if r["weights_sha256"] == shipped_sha256()]
-        if same_weights and all(abs(float(same_weights[-1][name]) - csa) <= SAME_CSA_MM2 for name, csa in values.items()):
-            p.error(f"the installed model measures what its row '{same_weights[-1]['release']}' holds: nothing to add")
+        unchanged = matching_release(values, read_rows(), shipped_sha256())
+        if unchanged:
+            p.error(f"the installed model measures what its row '{unchanged}' holds: nothing to add")
         append_row(args.add, values, args.date)
     print_drift(read_rows())
     return 0
