@@ -6,7 +6,7 @@ and the drift test).
 prints one row per image (Dice at 0.5, soft Dice, CSA ratio to the manual mask on the manual's slices), one
 row per person (the mean over that person's images), the mean over people, and scan-rescan differences; then
 MT-on against MT-off, and known-truth changes to held-out images: lesions and an AP squeeze (pathology_check),
-thicker slices and a tilted cord (geometry_check).
+thicker slices and a tilted cord (geometry_check), Rician noise (noise_check).
 
 People, not files: sub-10062Ses1 and sub-10062Ses2 are one person; unf01's three contrasts are one person.
 An image listed in model.json's `real_training_images` is marked "trained on" and left out of every mean.
@@ -315,6 +315,38 @@ def geometry_report(data: Path):
             print(f"| {name} | " + " | ".join(f"{result[c]:.3f}" for c in columns) + " |")
 
 
+NOISE_SNRS = (20, 10, 5)  # the cord's signal over the noise's SD: a good 3 T scan, a fast or 1.5 T one, a DWI-like one
+
+
+def with_rician_noise(image, mask, snr, rng):
+    """The image with the noise of a magnitude image: |image + complex Gaussian noise|, its SD the cord's median
+    intensity over snr."""
+    sigma = float(np.median(image[mask > 0.5])) / snr
+    return np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape)).astype(np.float32)
+
+
+def noise_check(item: ValidationImage, data: Path, seed: int = 0) -> dict:
+    """Known truth for noise: the model/manual ratio of the angle-corrected CSA with Rician noise at each of
+    NOISE_SNRS over that ratio as acquired (1 is right): {"SNR 20": ..., ...}."""
+    _, image, mask, spacing, _ = canonical_image_and_mask(item, data)
+    affine = np.diag([*spacing, 1.0])
+    as_acquired = _model_over_manual(image, mask, affine)
+    rng = np.random.default_rng(seed)
+    return {f"SNR {snr}": float(_model_over_manual(with_rician_noise(image, mask, snr, rng), mask, affine) / as_acquired)
+            for snr in NOISE_SNRS}
+
+
+def noise_report(data: Path):
+    by_name = {item.name: item for item in IMAGES}
+    print("\nKnown-truth noise: Rician noise of SD the cord's median intensity / SNR; model/manual ratio of the "
+          "angle-corrected CSA over that ratio as acquired\n")
+    print("| image | " + " | ".join(f"SNR {snr}" for snr in NOISE_SNRS) + " |\n|" + " --- |" * (1 + len(NOISE_SNRS)))
+    for name in PATHOLOGY_IMAGES:
+        if (data / by_name[name].image).is_file():
+            result = noise_check(by_name[name], data)
+            print(f"| {name} | " + " | ".join(f"{value:.3f}" for value in result.values()) + " |")
+
+
 MT_PAIRS = [(f"sub-{n}", f"real/tutorial/sub-{n}_acq-MTon_MTS.nii.gz", f"real/tutorial/sub-{n}_acq-MToff_MTS.nii.gz")
             for n in ("01", "03", "05")]
 
@@ -383,7 +415,7 @@ def main(argv=None):
     p.add_argument("--weights-dir", help="evaluate the weights in this folder instead of the shipped ones")
     p.add_argument("--no-rescans", action="store_true", help="skip the scan-rescan rows")
     p.add_argument("--csv", help="also write the per-image rows here")
-    p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion, squeeze, slice-thickness and tilt rows")
+    p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion, squeeze, slice-thickness, tilt and noise rows")
     p.add_argument("--working-spacing", type=float, metavar="MM",
                    help="run the network on this in-plane grid instead of the 1 mm it was trained on (a measurement)")
     p.add_argument("--both-polarities", action=argparse.BooleanOptionalAction, default=True,
@@ -402,6 +434,7 @@ def main(argv=None):
     if not args.no_pathology:
         pathology_report(Path(args.data))
         geometry_report(Path(args.data))
+        noise_report(Path(args.data))
     if args.csv:
         write_csv(rows, args.csv)
     return 0
