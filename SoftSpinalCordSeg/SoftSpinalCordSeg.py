@@ -291,11 +291,13 @@ class SoftSpinalCordSegLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return SoftSpinalCordSegParameterNode(super().getParameterNode())
 
-    def process(self, inputVolume, threshold=0.5, opacity=0.6, device="auto", levels=None, showResults=True):
+    def process(self, inputVolume, threshold=0.5, opacity=0.6, device="auto", levels=None, showResults=True,
+                bothPolarities=True):
         """Blocking run in Slicer's own process (Python console, scripts, tests); returns the output nodes."""
         from SoftSpinalCordSegLib.mrml import segment_volume_node
 
-        outputs = segment_volume_node(inputVolume, threshold=threshold, opacity=opacity, device=device, levels=levels)
+        outputs = segment_volume_node(inputVolume, threshold=threshold, opacity=opacity, device=device, levels=levels,
+                                      both_polarities=bothPolarities)
         if showResults:
             self.showResults(outputs)
         return outputs

@@ -275,7 +275,30 @@ def test_outputs_of_other_weights_or_options_are_redone(tmp_path):
     assert batch.settings_changed(tmp_path, "a" * 64, {**options, "threshold": 0.1, "largest_component": False}) == (
         "largest_component and threshold changed since the last run")
     assert batch.settings_changed(tmp_path, "a" * 64, {**options, "both_polarities": True}) == (
-        "--both-polarities changed since the last run")
+        "--both-polarities changed since the last run")  # a run recorded before the option read once
+    assert batch.settings_changed(tmp_path, "a" * 64, {**options, "both_polarities": False}) == ""
+
+
+def segment_file_noting_the_reading(image_path, output_path, **options):
+    """The stand-in pipeline, noting beside its output whether it was asked to read both polarities."""
+    note = Path(f"{output_path}.reading")
+    note.parent.mkdir(parents=True, exist_ok=True)
+    note.write_text(repr(options["both_polarities"]))
+    return segment_file_with_stand_in(image_path, output_path, **options)
+
+
+def test_batch_passes_the_reading_to_every_image(tmp_path):
+    """Both polarities by default, once with both_polarities=False (softseg batch --no-both-polarities)."""
+    axial = np.eye(4)
+    for subject in ("01", "02"):
+        write_image(phantom_mri((24, 24, 6), axial, 1), axial, tmp_path / "ds" / f"sub-{subject}" / "anat" / f"sub-{subject}_T2w.nii.gz")
+    for both in (True, False):
+        output = tmp_path / f"out_{both}"
+        batch.run_batch(tmp_path / "ds", output, workers=1, segment_file=segment_file_noting_the_reading, quiet=True,
+                        both_polarities=both)
+        notes = sorted(output.rglob("*.reading"))
+        assert len(notes) == 2 and {note.read_text() for note in notes} == {repr(both)}
+        assert json.loads((output / "dataset_description.json").read_text())["GeneratedBy"][0]["Options"]["both_polarities"] is both
 
 
 # ------------------------------------------------------------------------------------------ the whole batch

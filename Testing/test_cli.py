@@ -407,7 +407,7 @@ def test_segment_reads_both_polarities_by_default_and_once_when_asked(random_mod
 
     rng = np.random.default_rng(5)
     image = rng.random((48, 40, 5)).astype(np.float32)
-    maps = {}
+    maps = {}  # (image name, read once)
     for reading in ([], ["--no-both-polarities"]):
         for name, array in (("image", image), ("inverse", image.max() - image)):
             nib.save(nib.Nifti1Image(array, np.diag([0.9, 0.9, 3.0, 1.0])), tmp_path / f"{name}.nii.gz")

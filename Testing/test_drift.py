@@ -59,6 +59,7 @@ def test_a_new_row_needs_new_weights_or_a_new_reading(drift, tmp_path):
     read_otherwise = {**first, "unf01 T2w": 66.0}
     assert drift.matching_release(read_otherwise, drift.read_rows(path), sha) == ""
     assert drift.matching_release(first, drift.read_rows(path), "0" * 64) == ""  # other weights
+    assert drift.matching_release({}, drift.read_rows(path), sha) == ""  # nothing measured matches nothing
     drift.append_row("r2", read_otherwise, "2026-02-01", path)
     assert drift.matching_release(read_otherwise, drift.read_rows(path), sha) == "r2"
     assert drift.matching_release(first, drift.read_rows(path), sha) == ""  # the latest row counts

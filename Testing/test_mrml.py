@@ -184,13 +184,15 @@ def test_default_segmenter_gets_the_input_grid_and_reports_progress(app, write_p
     _, volume, probability = phantom_input(app, write_phantom)
     calls, messages = [], []
 
-    def segmenter(image, affine, *, device, largest_component, progress):
-        calls.append((image.shape, affine.copy(), device, largest_component))
+    def segmenter(image, affine, *, device, largest_component, both_polarities, progress):
+        calls.append((image.shape, affine.copy(), device, largest_component, both_polarities))
         progress(0.5, "halfway")
         return probability
 
     mrml.segment_volume_node(volume, segmenter=segmenter, device="cpu", progress=lambda f, m: messages.append((f, m)))
-    assert calls[0][0] == probability.shape and calls[0][2:] == ("cpu", True)
+    assert calls[0][0] == probability.shape and calls[0][2:] == ("cpu", True, True)
+    mrml.segment_volume_node(volume, segmenter=segmenter, device="cpu", both_polarities=False, progress=lambda f, m: None)
+    assert calls[1][4] is False
     np.testing.assert_array_equal(calls[0][1], ijk_to_ras(volume))
     assert messages[0] == (0.5, "halfway") and messages[-1][0] == 1.0
 

@@ -61,9 +61,11 @@ def append_row(release: str, values: dict, date=None, path=DRIFT_CSV):
 def matching_release(values: dict, rows, sha256: str) -> str:
     """The name of the latest row of these weights when it holds these values (within SAME_CSA_MM2), else ""."""
     same_weights = [r for r in rows if r["weights_sha256"] == sha256]
-    if same_weights and all(abs(float(same_weights[-1][name]) - csa) <= SAME_CSA_MM2 for name, csa in values.items()):
-        return same_weights[-1]["release"]
-    return ""
+    if not same_weights:
+        return ""
+    latest = same_weights[-1]
+    same = [bool(latest.get(name)) and abs(float(latest[name]) - csa) <= SAME_CSA_MM2 for name, csa in values.items()]
+    return latest["release"] if same and all(same) else ""
 
 
 def contrast_of(name: str) -> str:
@@ -99,6 +101,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.add:
         values = measure_release(Path(args.data))
+        if not values:
+            p.error(f"no validation image found under {args.data}: nothing to measure")
         unchanged = matching_release(values, read_rows(), shipped_sha256())
         if unchanged:
             p.error(f"the installed model measures what its row '{unchanged}' holds: nothing to add")

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # SoftSpinalCordSe
 
 from SoftSpinalCordSegLib import inference  # noqa: E402
 from SoftSpinalCordSegLib.io import load_mask, load_volume  # noqa: E402
+from SoftSpinalCordSegLib.phantom import rician_noise  # noqa: E402
 from SoftSpinalCordSegLib.morphometry import compute_csa, dice  # noqa: E402
 
 GMC = "real/gmchallenge"
@@ -303,10 +304,15 @@ def geometry_check(item: ValidationImage, data: Path) -> dict:
 
 
 def geometry_report(data: Path):
-    by_name = {item.name: item for item in IMAGES}
     print("\nKnown-truth geometry: image and manual mask averaged into thicker axial slices, or rotated about the R-L or A-P "
           "axis; model/manual ratio of the angle-corrected CSA over that ratio as acquired (target 0.95-1.05)\n")
-    rows = {name: geometry_check(by_name[name], data) for name in GEOMETRY_IMAGES if (data / by_name[name].image).is_file()}
+    print_ratio_table(data, GEOMETRY_IMAGES, geometry_check)
+
+
+def print_ratio_table(data: Path, names, check):
+    """One row per image present of names, one column per case that check(item, data) returns."""
+    by_name = {item.name: item for item in IMAGES}
+    rows = {name: check(by_name[name], data) for name in names if (data / by_name[name].image).is_file()}
     if rows:
         columns = list(next(iter(rows.values())))
         print("| image | " + " | ".join(columns) + " |")
@@ -321,8 +327,7 @@ NOISE_SNRS = (20, 10, 5)  # the cord's signal over the noise's SD: a good 3 T sc
 def with_rician_noise(image, mask, snr, rng):
     """The image with the noise of a magnitude image: |image + complex Gaussian noise|, its SD the cord's median
     intensity over snr."""
-    sigma = float(np.median(image[mask > 0.5])) / snr
-    return np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape)).astype(np.float32)
+    return rician_noise(image, float(np.median(image[mask > 0.5])) / snr, rng).astype(np.float32)
 
 
 def noise_check(item: ValidationImage, data: Path, seed: int = 0) -> dict:
@@ -337,14 +342,9 @@ def noise_check(item: ValidationImage, data: Path, seed: int = 0) -> dict:
 
 
 def noise_report(data: Path):
-    by_name = {item.name: item for item in IMAGES}
     print("\nKnown-truth noise: Rician noise of SD the cord's median intensity / SNR; model/manual ratio of the "
           "angle-corrected CSA over that ratio as acquired\n")
-    print("| image | " + " | ".join(f"SNR {snr}" for snr in NOISE_SNRS) + " |\n|" + " --- |" * (1 + len(NOISE_SNRS)))
-    for name in PATHOLOGY_IMAGES:
-        if (data / by_name[name].image).is_file():
-            result = noise_check(by_name[name], data)
-            print(f"| {name} | " + " | ".join(f"{value:.3f}" for value in result.values()) + " |")
+    print_ratio_table(data, PATHOLOGY_IMAGES, noise_check)
 
 
 MT_PAIRS = [(f"sub-{n}", f"real/tutorial/sub-{n}_acq-MTon_MTS.nii.gz", f"real/tutorial/sub-{n}_acq-MToff_MTS.nii.gz")

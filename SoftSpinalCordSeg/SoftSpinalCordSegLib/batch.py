@@ -25,6 +25,7 @@ from .errors import InputError, ModelNotInstalledError
 from .report import write_cohort_outputs
 
 DEFAULT_WORKERS = 2
+OPTIONS_BEFORE_RECORDED = {"both_polarities": False}  # how runs recorded without the option (or before it) read
 RESULT_OPTIONS = ("threshold", "largest_component", "volume_index", "levels", "discs", "both_polarities")  # options that change the outputs: a change redoes every image
 
 
@@ -196,6 +197,12 @@ def installed_model_sha256() -> str:
         return ""
 
 
+def _option(options: dict, key: str):
+    """An option's value, where absent or null (recorded before it was) the value those runs used."""
+    value = options.get(key)
+    return OPTIONS_BEFORE_RECORDED.get(key) if value is None else value
+
+
 def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
     """Why the derivatives in output_dir cannot be kept: made by other weights than those installed now, or
     with other options (threshold, clean-up); "" when they can (or when there was no earlier run)."""
@@ -207,7 +214,7 @@ def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
     if previous and model_sha256 and previous != model_sha256:
         return "the model changed since the last run"
     recorded = generated.get("Options")
-    changed = sorted(k for k in RESULT_OPTIONS if recorded is not None and recorded.get(k) != options.get(k))
+    changed = sorted(k for k in RESULT_OPTIONS if recorded is not None and _option(recorded, k) != _option(options, k))
     changed = [{"volume_index": "--volume", "levels": "--levels", "discs": "--discs", "both_polarities": "--both-polarities"}.get(k, k) for k in changed]
     return f"{' and '.join(changed)} changed since the last run" if changed else ""
 
@@ -356,9 +363,8 @@ def run_batch(
         raise InputError(f"{output_dir}: cannot create the derivatives folder ({error.strerror})") from None
     remove_stale_outputs(output_dir)
     model_sha256 = installed_model_sha256() if segment_file is None else ""
-    options = {"threshold": threshold, "device": device, "largest_component": largest_component}
-    if both_polarities:  # absent when off: derivatives of runs made before the option stay valid
-        options["both_polarities"] = True
+    options = {"threshold": threshold, "device": device, "largest_component": largest_component,
+               "both_polarities": both_polarities}
     if volume is not None:
         if volume < 0:
             raise InputError(f"--volume must be 0 or more, not {volume}")

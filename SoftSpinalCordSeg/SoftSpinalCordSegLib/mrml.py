@@ -67,6 +67,7 @@ def segment_volume_node(
     device: str = "auto",
     levels=None,
     largest_component: bool = True,
+    both_polarities: bool = True,
     probability: Optional[np.ndarray] = None,
     segmenter: Optional[Callable] = None,
     progress: Optional[Callable[[float, str], None]] = None,
@@ -78,6 +79,7 @@ def segment_volume_node(
     volume node (PAM50 codes, any grid), a markups point list of disc points named like "C2/C3", or "auto" to
     find the discs in the image (vertebrae.py): they become the markups node `disc_points`, which the user can
     move and then re-measure with `remeasure_levels` (the network does not run again).
+    both_polarities: read each slice as it is and inverted, and average (False: once; see segment_image).
     probability: a precomputed soft mask in the input's voxel order (i, j, k), instead of running the model;
     segmenter: the function that computes it (default `inference.segment_image`).
     """
@@ -88,7 +90,8 @@ def segment_volume_node(
     if probability is None:
         if segmenter is None:
             from .inference import segment_image as segmenter
-        probability = segmenter(image, affine, device=device, largest_component=largest_component, progress=progress)
+        probability = segmenter(image, affine, device=device, largest_component=largest_component,
+                                both_polarities=both_polarities, progress=progress)
     probability = _checked_probability(probability, image.shape)
     if progress:
         progress(0.95, "building the scene outputs")

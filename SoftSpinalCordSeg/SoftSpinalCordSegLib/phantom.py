@@ -106,6 +106,11 @@ class CordPhantom:
         return (centres[:, None, :] + ring[None, :, :] * 1.5).reshape(-1, 3)
 
 
+def rician_noise(image, sigma, rng):
+    """|image + complex Gaussian noise of SD sigma|: the noise of a magnitude MR image."""
+    return np.hypot(image + sigma * rng.standard_normal(image.shape), sigma * rng.standard_normal(image.shape))
+
+
 def grid_for(
     phantom: CordPhantom,
     spacing: Sequence[float] = (0.8, 0.8, 0.8),
@@ -222,5 +227,5 @@ def mri_like_image(cord: CordPhantom, shape, affine: np.ndarray, noise: float = 
     grid = np.indices(shape).reshape(3, -1).T @ affine[:3, :3].T + affine[:3, 3]
     bias = 1.0 + 0.1 * grid @ rng.normal(size=3) / np.linalg.norm(grid, axis=1).max()
     image *= bias.reshape(shape)
-    image = np.hypot(image + noise * rng.standard_normal(shape), noise * rng.standard_normal(shape))
+    image = rician_noise(image, noise, rng)
     return (1000.0 * image).astype(np.float32), inside[0]

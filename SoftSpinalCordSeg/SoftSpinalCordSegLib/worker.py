@@ -79,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--all-components", action="store_true", help="keep every connected component")
     parser.add_argument("--both-polarities", action=argparse.BooleanOptionalAction, default=True,
-                        help="average the reading of each slice and of its inverse (default)")
+                        help="average the reading of each slice and of its inverse")
     args = parser.parse_args(argv)
 
     def report(fraction, message=""):
@@ -246,11 +246,12 @@ class WorkerProcess:
             shutil.rmtree(self._directory, ignore_errors=True)
 
 
-def segment_in_subprocess(image, affine, *, device="auto", largest_component=True,
+def segment_in_subprocess(image, affine, *, device="auto", largest_component=True, both_polarities=True,
                           progress: Optional[Callable[[float, str], None]] = None, python: Optional[str] = None,
                           poll_seconds: float = 0.1):
     """Blocking drop-in for `inference.segment_image` that runs it in a worker process."""
-    worker = WorkerProcess(image, affine, device=device, largest_component=largest_component, python=python)
+    worker = WorkerProcess(image, affine, device=device, largest_component=largest_component,
+                           both_polarities=both_polarities, python=python)
     try:
         while worker.running:
             for event in worker.poll():
