@@ -339,12 +339,18 @@ def test_python_dash_m_segment_ends_with_its_outputs_written_and_its_exit_code(w
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("prob.nii.gz") and done.stderr.strip().endswith("done")
     assert nib.load(str(tmp_path / "prob.nii.gz")).get_fdata().shape == cord.shape
-    (tmp_path / "file").write_text("")  # the table, written after the network ran, cannot go inside a file
-    failed = subprocess.run(command + ["-o", tmp_path / "prob2.nii.gz", "--csa", tmp_path / "file" / "csa.csv"],
-                            capture_output=True, text=True, env=env)
-    assert failed.returncode == 2, failed.stderr
-    assert failed.stderr.strip().splitlines()[-1].startswith("softseg: error: ")
-    assert not (tmp_path / "prob2.nii.gz").exists()  # all the outputs asked for, or none
+    import resource
+
+    def tiny_file_limit():  # every write fails (EFBIG) once the network has run, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+
+    before = sorted(tmp_path.iterdir())
+    failed = subprocess.run(command + ["-o", tmp_path / "prob2.nii.gz", "--csa", tmp_path / "csa.csv"],
+                            capture_output=True, text=True, env=env, preexec_fn=tiny_file_limit)
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith(f"softseg: error: {tmp_path / 'prob2.nii.gz'}: ")
+    assert "segmented" in failed.stderr  # late: after the network ran
+    assert sorted(tmp_path.iterdir()) == before  # all the outputs asked for, or none (no temporaries)
 
 
 def test_segment_pipeline_writes_every_output_in_the_input_grid(write_phantom, tmp_path, capsys, monkeypatch):
@@ -398,6 +404,36 @@ def test_bad_threshold_and_output_over_input(tmp_path, capsys):
         assert_one_line_error(code, err, reason)
         assert "loading" not in err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["image.nii.gz"]
+
+
+def test_outputs_that_cannot_be_written_or_collide_are_refused_before_any_work(tmp_path, capsys):
+    image = write_nifti(tmp_path / "image.nii.gz", random_image(), np.eye(4))
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    code, _, err = run(["segment", image, "-o", tmp_path / "prob.nii.gz", "--csa", tmp_path / "notes.txt" / "csa.csv"], capsys)
+    assert code == 1  # where the user asked to write: as a full disk, not a bad input (exit 2)
+    assert err.strip().splitlines() == [f"softseg: error: {tmp_path / 'notes.txt' / 'csa.csv'}: cannot write here "
+                                        f"({tmp_path / 'notes.txt'} is a file, not a folder)"]  # named first, before any work
+    link = tmp_path / "link.csv"  # judged by where it points: that is what would be written
+    link.symlink_to(tmp_path / "notes.txt" / "csa.csv")
+    code, _, err = run(["segment", image, "-o", tmp_path / "prob.nii.gz", "--csa", link], capsys)
+    assert code == 1 and err.strip().splitlines() == [f"softseg: error: {link}: cannot write here "
+                                                      f"({tmp_path / 'notes.txt'} is a file, not a folder)"]
+    link.unlink()
+    code, _, err = run(["segment", image, "-o", tmp_path / "prob.nii.gz", "--mask", tmp_path / "prob.nii.gz"], capsys)
+    assert_one_line_error(code, err, f"{tmp_path / 'prob.nii.gz'}: given for two outputs")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["image.nii.gz", "notes.txt"]
+
+
+def test_a_mask_given_as_the_image_is_refused(tmp_path, capsys):
+    mask = np.zeros((40, 40, 12), np.uint8)
+    mask[15:25, 15:23] = 1
+    path = write_nifti(tmp_path / "cord_mask.nii.gz", mask, np.eye(4))
+    code, _, err = run(["segment", path, "-o", tmp_path / "prob.nii.gz"], capsys)
+    assert_one_line_error(code, err, f"{path}: the image holds only two values (0 and 1)", "mask")
+    assert not (tmp_path / "prob.nii.gz").exists()
+    image = write_nifti(tmp_path / "image.nii.gz", 1000 * random_image(), np.eye(4))
+    code, _, err = run(["csa", image, "-o", tmp_path / "csa.csv"], capsys)
+    assert_one_line_error(code, err, "a soft mask must lie in [0, 1]", "if this is an MRI image, segment it first")
 
 
 def test_segment_reads_both_polarities_by_default_and_once_when_asked(random_model, tmp_path, capsys):

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from . import __version__
 from .bids import FAILURES_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_FILE, SourceImage, default_output_dir, discover
-from .errors import InputError, ModelNotInstalledError
+from .errors import InputError, ModelNotInstalledError, OutputError
 from .report import write_cohort_outputs
 
 DEFAULT_WORKERS = 2
@@ -90,7 +90,7 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
         return {"status": "model", "reason": str(error)}
     except InputError as error:
         # The file is named beside the reason everywhere: drop it from the front of the message.
-        reason, bad_input = str(error).split(f"{image.path}: ", 1)[-1], True
+        reason, bad_input = str(error).split(f"{image.path}: ", 1)[-1], not isinstance(error, OutputError)
     except Exception as error:  # noqa: BLE001 - one broken image must not stop the cohort
         reason = f"{type(error).__name__}: {error}"
     if reason:
@@ -360,7 +360,7 @@ def run_batch(
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InputError(f"{output_dir}: cannot create the derivatives folder ({error.strerror})") from None
+        raise OutputError(f"{output_dir}: cannot create the derivatives folder ({error.strerror})") from None
     remove_stale_outputs(output_dir)
     model_sha256 = installed_model_sha256() if segment_file is None else ""
     options = {"threshold": threshold, "device": device, "largest_component": largest_component,

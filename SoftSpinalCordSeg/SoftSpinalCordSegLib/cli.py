@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from . import __version__
-from .errors import CancelledError, InputError, Interrupted
+from .errors import CancelledError, InputError, Interrupted, OutputError
 from .morphometry import STEEP_ANGLE_DEG, SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
 from .sctcsv import CSA_FORMATS
 
@@ -392,6 +392,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _run_command(args) -> int:
     try:
         return int(args.func(args) or 0)
+    except OutputError as error:  # where the user asked to write: exit 1, as a full disk
+        _error(str(error))
+        return 1
     except InputError as error:
         _error(str(error))
         return 2

@@ -5,6 +5,11 @@ class InputError(Exception):
     """A problem with what the user gave us: the message is shown as is, without a traceback."""
 
 
+class OutputError(InputError):
+    """An output cannot be written where the user asked (a read-only disk, no permission, a file where a folder
+    should be): the message names the output; the command line exits 1, as for a full disk."""
+
+
 class ModelNotInstalledError(InputError):
     """No trained weights are installed, or they fail their checksum."""
 

@@ -492,6 +492,15 @@ def check_field_of_view(shape, spacing) -> None:
                          "the voxel sizes in the header are wrong, or crop the image around the spine")
 
 
+def is_two_valued(array) -> bool:
+    """True where every voxel holds the image's minimum or its maximum (a binary mask, not grey levels); a strided
+    sample decides first, so a real image costs one small pass."""
+    sample = array.ravel()[:: max(1, array.size // 100_000)]
+    if np.unique(sample).size > 2:
+        return False
+    return bool(np.all((array == array.min()) | (array == array.max())))
+
+
 def segment_image(array, affine, *, device="auto", largest_component=True, progress=None, cancel=None,
                   both_polarities=True):
     """Return the soft cord mask (float32 in [0, 1]) of a 3D image, in the image's own grid.
@@ -518,6 +527,9 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
         raise InputError("the image contains NaN or infinite values (or values beyond float32's range, 3.4e38)")
     if np.ptp(array) == 0:
         raise InputError("the image is constant: there is nothing to segment")
+    if is_two_valued(array):
+        raise InputError(f"the image holds only two values ({array.min():g} and {array.max():g}): it looks like a "
+                         "mask or label map, not an MRI; give the MRI image itself")
     affine = check_affine(affine)
     canonical, spacing, back = canonical_view(array, affine)
     check_field_of_view(canonical.shape, spacing)

@@ -10,6 +10,7 @@ they overlay the input in any viewer. Sizes are checked from the header before a
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import os
@@ -26,7 +27,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OutputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -85,7 +86,7 @@ def load_mask(path, reference: Optional[Volume] = None) -> Volume:
     if top > MAX_MASK_OVERSHOOT:
         if np.unique(mask.array[mask.array > 0]).size > 1:
             raise InputError(f"{path}: mask values reach {top:g}: a soft mask must lie in [0, 1] (divide it by its "
-                             "scale) and a binary one hold one value")
+                             "scale) and a binary one hold one value; if this is an MRI image, segment it first")
         mask.array = (mask.array > 0).astype(np.float32)
     mask.array = np.clip(mask.array, 0.0, 1.0)
     if not np.any(mask.array > 0):
@@ -396,6 +397,22 @@ def refuse_folder(path) -> None:
                          "give a file name")
 
 
+def check_writable(path) -> None:
+    """Refuse, before any work, an output whose folder cannot be written (a read-only disk, no permission) or
+    cannot be made (a file stands where a folder of its path should be); a symbolic link is judged by its target,
+    which is what gets written (atomic_path)."""
+    path = Path(path)
+    folder = Path(os.path.realpath(path)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot write here ({folder} is a file, not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1))
+        reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
+        raise OutputError(f"{path}: cannot write here ({reason})")
+
+
 _staged = threading.local()  # the outputs of the innermost all_or_none block of this thread
 
 
@@ -497,7 +514,7 @@ def atomic_path(path):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise InputError(f"{path}: cannot create the output folder ({error.strerror})") from None
+            raise OutputError(f"{path}: cannot create the output folder ({error.strerror})") from None
         remove_stale_temporaries(path.parent, glob.escape(path.name))
         try:
             with signals_held():  # a temporary is made and known to the clean-up, or not made
@@ -511,7 +528,7 @@ def atomic_path(path):
             if attempt == 2:
                 raise InputError(f"{path}: the output folder keeps disappearing") from None
         except OSError as error:
-            raise InputError(f"{path}: cannot write here ({error.strerror})") from None
+            raise OutputError(f"{path}: cannot write here ({error.strerror})") from None
     os.close(handle)
     try:
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600: give outputs the usual permissions

@@ -10,9 +10,9 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from .errors import InputError, ModelNotInstalledError
-from .io import (all_or_none, check_same_grid, file_format, load_labels, load_mask, load_volume, quiet_warnings,
-                 refuse_folder, save_like)
+from .errors import InputError, ModelNotInstalledError, OutputError
+from .io import (all_or_none, check_same_grid, check_writable, file_format, load_labels, load_mask, load_volume,
+                 quiet_warnings, refuse_folder, save_like)
 from .discs import load_disc_points
 from .morphometry import CsaTable, Table, compute_csa
 from .sctcsv import CSA_FORMATS
@@ -52,7 +52,7 @@ def _about(path, *others):
     name it or one of the `others` files already."""
     try:
         yield
-    except ModelNotInstalledError:
+    except (ModelNotInstalledError, OutputError):  # about the model or an output, not the input
         raise
     except InputError as error:
         if any(str(error).startswith(f"{name}:") for name in (path, *others) if name is not None):
@@ -61,13 +61,16 @@ def _about(path, *others):
 
 
 def _check_outputs(inputs, outputs) -> None:
-    """Refuse to overwrite an input, to write two outputs to one file or to write onto a folder, before any work."""
+    """Refuse to overwrite an input, to write two outputs to one file, to write onto a folder or where nothing can
+    be written, before any work."""
     given = [Path(path) for path in outputs if path is not None]
     for path in given:
         refuse_folder(path)
+        check_writable(path)
     resolved = [path.resolve() for path in given]
-    if len(set(resolved)) != len(resolved):
-        raise InputError("two outputs have the same file name")
+    for n, path in enumerate(resolved):
+        if path in resolved[:n]:
+            raise InputError(f"{given[n]}: given for two outputs; give each output its own file name")
     for source in inputs:
         if source is not None and Path(source).resolve() in resolved:
             raise InputError(f"{source}: an output would overwrite this input; choose another output name")
