@@ -137,9 +137,9 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
-            self._parameterNode.inputVolume = next(
-                (volume for volume in volumes if not volume.IsA("vtkMRMLLabelMapVolumeNode")), None)
+            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")  # and its subclasses:
+            self._parameterNode.inputVolume = next(  # only grey-level volumes, as the selector offers
+                (volume for volume in volumes if volume.GetClassName() == "vtkMRMLScalarVolumeNode"), None)
 
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
@@ -197,12 +197,15 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         worker, self.worker = self.worker, None
         self.setRunning(False)
         parameters = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
-            outputs = self.logic.finishProcessing(
-                worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity, levels=self.chosenLevels()
-            )
-            self.ui.statusLabel.text = self.doneMessage(outputs)
-        self.onParameterNodeModified()
+        self.ui.statusLabel.text = _("Segmentation failed: nothing was added to the scene.")  # until it succeeds
+        try:  # tryWithErrorDisplay shows the error, then raises it again: the buttons are set right either way
+            with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
+                outputs = self.logic.finishProcessing(
+                    worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity,
+                    levels=self.chosenLevels())
+                self.ui.statusLabel.text = self.doneMessage(outputs)
+        finally:
+            self.onParameterNodeModified()
 
     def chosenLevels(self):
         """"auto" when automatic levels are ticked, else the levels input (None, a label volume or disc points)."""
@@ -213,11 +216,14 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onRemeasureLevels(self):
         """The levels measured again from the (moved) automatic disc points, without the model."""
         parameters = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Could not re-measure the levels."), waitCursor=True):
-            outputs = self.logic.remeasureLevels(parameters.inputVolume, threshold=parameters.threshold,
-                                                 opacity=parameters.opacity)
-            self.ui.statusLabel.text = self.doneMessage(outputs)
-        self.onParameterNodeModified()
+        self.ui.statusLabel.text = _("Could not re-measure the levels.")  # until it succeeds
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Could not re-measure the levels."), waitCursor=True):
+                outputs = self.logic.remeasureLevels(parameters.inputVolume, threshold=parameters.threshold,
+                                                     opacity=parameters.opacity)
+                self.ui.statusLabel.text = self.doneMessage(outputs)
+        finally:
+            self.onParameterNodeModified()
 
     @staticmethod
     def doneMessage(outputs):

@@ -559,3 +559,26 @@ def test_a_worker_reads_both_polarities_by_default_and_once_when_asked(random_mo
     np.testing.assert_allclose(maps[0], maps[1], atol=5e-3)  # bf16 arithmetic
     single = WorkerProcess(image, np.eye(4), device="cpu", largest_component=False, both_polarities=False).result()
     assert np.abs(single - maps[0]).max() > 1e-3  # the option reached the worker
+
+
+def test_a_frame_of_a_sequence_is_refused_until_cloned(app, write_phantom):
+    """A 4D image loaded as a sequence shows one frame in its proxy volume: which frame to segment is chosen (as
+    `softseg segment --volume N`), not whichever is on show, whose outputs browsing would leave behind."""
+    _, volume, _ = phantom_input(app, write_phantom)
+    sequence = app.scene.AddNewNodeByClass("vtkMRMLSequenceNode", "series")
+    for index in range(3):
+        sequence.SetDataNodeAtValue(volume, str(index))
+    app.scene.RegisterNodeClass(slicer.vtkMRMLSequenceBrowserNode())  # Slicer's Sequences module registers it
+    browser = app.scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "browser")
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    proxy = app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "series proxy")
+    proxy.Copy(volume)
+    proxy.SetName("series proxy")
+    browser.AddProxyNode(proxy, sequence, False)
+    browser.SetSelectedItemNumber(1)
+    count = app.scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match=r"input 'series proxy' shows frame 2 of 3 of a sequence .* Clone"):
+        mrml.volume_array_and_affine(proxy)
+    assert app.scene.GetNumberOfNodes() == count
+    image, _ = mrml.volume_array_and_affine(volume)  # a volume of its own (the clone's case) is read
+    assert image.shape == ijk_array(volume).shape

@@ -168,6 +168,16 @@ def _removed_on_failure(scene):
         raise
 
 
+def sequence_frame(node):
+    """(index of the frame shown, number of frames) where node is the proxy of a sequence browser, else None."""
+    scene = node.GetScene()
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSequenceBrowserNode")):
+        browser = scene.GetNthNodeByClass(index, "vtkMRMLSequenceBrowserNode")
+        if browser.IsProxyNodeID(node.GetID()):
+            return browser.GetSelectedItemNumber(), browser.GetNumberOfItems()
+    return None
+
+
 def volume_array_and_affine(volume_node):
     """Copy of the node's voxels in file order (i, j, k) and its 4x4 IJK-to-RAS matrix."""
     import slicer
@@ -179,6 +189,11 @@ def volume_array_and_affine(volume_node):
         raise InputError(f"input '{volume_node.GetName()}' is not a scalar (grey-level) volume")
     if volume_node.GetScene() is None:
         raise InputError(f"input '{volume_node.GetName()}' is not in a scene")
+    frame = sequence_frame(volume_node)
+    if frame is not None:  # as `softseg segment` asks for --volume N: the frame is chosen, not the one on show
+        raise InputError(f"input '{volume_node.GetName()}' shows frame {frame[0] + 1} of {frame[1]} of a sequence (a 4D "
+                         "image): make the frame to segment a volume of its own (Data module: right-click it, Clone) "
+                         "and segment that volume")
     image_data = volume_node.GetImageData()
     if image_data is None or image_data.GetNumberOfScalarComponents() != 1:
         raise InputError(f"input '{volume_node.GetName()}' has no single-component image data")
