@@ -106,6 +106,7 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.NodeRemovedEvent, self.onNodeRemoved)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
         self.ui.exportPngButton.connect("clicked(bool)", self.onExportPng)
@@ -129,6 +130,13 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onSceneStartClose(self, caller, event):
         self.cancel()
         self.setParameterNode(None)
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeRemoved(self, caller, event, node):
+        """The input removed while the model runs: stop now rather than fail when it ends."""
+        if self.worker and node is self.runningVolume:
+            self.cancel()
+            self.ui.statusLabel.text = _("Cancelled: the input volume was removed from the scene.")
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
