@@ -408,7 +408,8 @@ def check_writable(path) -> None:
     if not folder.is_dir():
         raise OutputError(f"{path}: cannot write here ({folder} is a file, not a folder)")
     if not os.access(folder, os.W_OK | os.X_OK):
-        read_only = bool(os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1))
+        statvfs = getattr(os, "statvfs", None)  # not on Windows
+        read_only = statvfs is not None and bool(statvfs(folder).f_flag & os.ST_RDONLY)
         reason = os.strerror(errno.EROFS if read_only else errno.EACCES)
         raise OutputError(f"{path}: cannot write here ({reason})")
 
