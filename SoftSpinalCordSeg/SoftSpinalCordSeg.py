@@ -137,6 +137,7 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.worker and node is self.runningVolume:
             self.cancel()
             self.ui.statusLabel.text = _("Cancelled: the input volume was removed from the scene.")
+            self.onParameterNodeModified()
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:

@@ -551,3 +551,20 @@ def test_batch_sct_format_and_disc_labels_found_by_template(tmp_path, capsys):
     with pytest.raises(InputError, match="use {stem} and {folder} only"):
         batch.run_batch(root, workers=1, discs="{subject}.nii.gz", overwrite=True,
                         segment_file=segment_file_with_stand_in, quiet=True)
+
+
+def test_an_output_folder_that_cannot_be_made_fails_that_image_with_the_reason(tmp_path):
+    """A file where an image's output folder should be: that image fails, named, with why; it is retried next
+    run (not a bad input file), and the batch goes on."""
+    root = tmp_path / "bids"
+    write_image(phantom_mri((16, 16, 6), np.eye(4), 6), np.eye(4), root / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    out = tmp_path / "out"
+    first = batch.run_batch(root, output_dir=out, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
+    folder = Path(first.results[0].outputs["probseg"]).parent
+    assert folder == out / "sub-01" / "anat"
+    shutil.rmtree(folder)
+    folder.write_text("a file, not a folder")
+    again = batch.run_batch(root, output_dir=out, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
+    (failed,) = again.failures
+    assert failed.reason.endswith(f"cannot write here ({folder} is a file, not a folder)")
+    assert not failed.bad_input and folder.read_text() == "a file, not a folder"

@@ -300,7 +300,7 @@ def build_cases(root: Path, f: Dict[str, Path], models: Dict[str, Path], disks: 
             [where / f"{name}.csv"], [m, f["levels"]], where)
     add("csa output = input", "csa bad output", ["csa", "-q", m, "-o", m], "error", [], [m], where)
     add("csa output is a folder", "csa bad output", ["csa", "-q", m, "-o", where], "error", [], [m], where)
-    add("csa output under a file", "csa bad output", ["csa", "-q", m, "-o", f["txt"] / "csa.csv"], "error", [],
+    add("csa output under a file", "csa bad output", ["csa", "-q", m, "-o", f["txt"] / "csa.csv"], "fail", [],
         [m, f["txt"]], where)
     add("csa two outputs one name", "csa bad output", ["csa", "-q", m, "-o", where / "same.png", "--plot",
                                                         where / "same.png"], "error", [where / "same.png"], [m], where)
@@ -403,7 +403,7 @@ def build_cases(root: Path, f: Dict[str, Path], models: Dict[str, Path], disks: 
             ["csa", "-q", f["mask"], "-o", outputs[0], "--plot", outputs[1]], "fail", outputs, [f["mask"]], where,
             fsize_limit=None if disks.tmpfs else size_kb * 1024)
     if disks.read_only is not None:
-        add("csa into a read-only folder", "disk full", ["csa", "-q", m, "-o", disks.read_only / "csa.csv"], "error",
+        add("csa into a read-only folder", "disk full", ["csa", "-q", m, "-o", disks.read_only / "csa.csv"], "fail",
             [disks.read_only / "csa.csv"], [m], disks.read_only)
 
     # --- batch
@@ -652,7 +652,7 @@ def judge(case: Case, code: int, stderr: str, peak_mb: float, before) -> Outcome
             return outcome("silent", "exit 0 where an error was due")
         if existing and case.outputs and not any(before.get(p) for p in existing):
             return outcome("silent", f"outputs written by a failed run: {[p.name for p in existing]}")
-        if code != wanted and not (case.expect == "fail" and code == 2):  # a full disk found on creating a file: 2
+        if code != wanted:
             return outcome("traceback", f"exit {code}")
         if len(lines) != 1 or not lines[0].startswith("softseg: error: "):
             return outcome("traceback", f"{len(lines)} lines on stderr")

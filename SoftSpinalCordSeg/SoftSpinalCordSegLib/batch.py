@@ -9,6 +9,7 @@ table into cohort CSVs and a self-contained HTML report. Each worker process kee
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -96,7 +97,8 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
     if reason:
         # Each output is written atomically, but an incomplete set would look half done: remove it.
         for path in outputs.values():
-            Path(path).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # also where a file stands in for the output's folder
+                Path(path).unlink(missing_ok=True)
         _remove_empty_folders(Path(outputs["probseg"]).parent, len(Path(image.output_dir).parts))
     return {
         "status": "failed" if reason else "done",

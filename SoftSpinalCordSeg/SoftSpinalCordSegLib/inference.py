@@ -495,7 +495,7 @@ def check_field_of_view(shape, spacing) -> None:
 def is_two_valued(array) -> bool:
     """True where every voxel holds the image's minimum or its maximum (a binary mask, not grey levels); a strided
     sample decides first, so a real image costs one small pass."""
-    sample = array.ravel()[:: max(1, array.size // 100_000)]
+    sample = array.ravel(order="K")[:: max(1, array.size // 100_000)]  # "K": no copy of Slicer's F-ordered arrays
     if np.unique(sample).size > 2:
         return False
     return bool(np.all((array == array.min()) | (array == array.max())))

@@ -403,8 +403,11 @@ def check_writable(path) -> None:
     which is what gets written (atomic_path)."""
     path = Path(path)
     folder = Path(os.path.realpath(path)).parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    try:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+    except OSError as error:  # a folder on the way that may not be searched
+        raise OutputError(f"{path}: cannot write here ({error.strerror})") from None
     if not folder.is_dir():
         raise OutputError(f"{path}: cannot write here ({folder} is a file, not a folder)")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -527,7 +530,7 @@ def atomic_path(path):
             break
         except FileNotFoundError:
             if attempt == 2:
-                raise InputError(f"{path}: the output folder keeps disappearing") from None
+                raise OutputError(f"{path}: the output folder keeps disappearing") from None
         except OSError as error:
             raise OutputError(f"{path}: cannot write here ({error.strerror})") from None
     os.close(handle)
