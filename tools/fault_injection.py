@@ -609,17 +609,18 @@ def run_case(case: Case) -> Outcome:
     with tempfile.TemporaryFile("w+") as err_file:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err_file, env=env, preexec_fn=limits,
                                    stdin=subprocess.DEVNULL)
+        # os.kill, not Popen.send_signal/kill: those poll first, and a poll that reaps the finished child leaves
+        # os.wait4 below without it (ChildProcessError); an unreaped child is a zombie that ignores the signal.
         if case.signal_after_s is not None:
             time.sleep(case.signal_after_s)
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(case.signum)
+            os.kill(process.pid, case.signum)
         deadline = time.time() + CASE_TIMEOUT_S
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
             if time.time() > deadline:
-                process.kill()
+                os.kill(process.pid, signal.SIGKILL)
             time.sleep(0.05)
         process.returncode = code = os.waitstatus_to_exitcode(status)
         err_file.seek(0)
