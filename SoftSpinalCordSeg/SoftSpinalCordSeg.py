@@ -4,6 +4,7 @@ Module (metadata, sample data), parameter node, Widget (GUI only), Logic (depend
 in a worker process, showing results) and Test. The work itself is `SoftSpinalCordSegLib.mrml.segment_volume_node`.
 """
 
+import contextlib
 import os
 from typing import Annotated, Optional, Union
 
@@ -206,15 +207,11 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         worker, self.worker = self.worker, None
         self.setRunning(False)
         parameters = self._parameterNode
-        self.ui.statusLabel.text = _("Segmentation failed: nothing was added to the scene.")  # until it succeeds
-        try:  # tryWithErrorDisplay shows the error, then raises it again: the buttons are set right either way
-            with slicer.util.tryWithErrorDisplay(_("Segmentation failed."), waitCursor=True):
-                outputs = self.logic.finishProcessing(
-                    worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity,
-                    levels=self.chosenLevels())
-                self.ui.statusLabel.text = self.doneMessage(outputs)
-        finally:
-            self.onParameterNodeModified()
+        with self.reportingFailure(_("Segmentation failed: nothing was added to the scene."), _("Segmentation failed.")):
+            outputs = self.logic.finishProcessing(
+                worker, self.runningVolume, threshold=parameters.threshold, opacity=parameters.opacity,
+                levels=self.chosenLevels())
+            self.ui.statusLabel.text = self.doneMessage(outputs)
 
     def chosenLevels(self):
         """"auto" when automatic levels are ticked, else the levels input (None, a label volume or disc points)."""
@@ -225,12 +222,20 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onRemeasureLevels(self):
         """The levels measured again from the (moved) automatic disc points, without the model."""
         parameters = self._parameterNode
-        self.ui.statusLabel.text = _("Could not re-measure the levels.")  # until it succeeds
+        failed = _("Could not re-measure the levels.")
+        with self.reportingFailure(failed, failed):
+            outputs = self.logic.remeasureLevels(parameters.inputVolume, threshold=parameters.threshold,
+                                                 opacity=parameters.opacity)
+            self.ui.statusLabel.text = self.doneMessage(outputs)
+
+    @contextlib.contextmanager
+    def reportingFailure(self, status, title):
+        """The block under tryWithErrorDisplay(title), the status reading `status` until the block sets its own;
+        the buttons are refreshed either way (tryWithErrorDisplay shows the error, then raises it again)."""
+        self.ui.statusLabel.text = status
         try:
-            with slicer.util.tryWithErrorDisplay(_("Could not re-measure the levels."), waitCursor=True):
-                outputs = self.logic.remeasureLevels(parameters.inputVolume, threshold=parameters.threshold,
-                                                     opacity=parameters.opacity)
-                self.ui.statusLabel.text = self.doneMessage(outputs)
+            with slicer.util.tryWithErrorDisplay(title, waitCursor=True):
+                yield
         finally:
             self.onParameterNodeModified()
 
