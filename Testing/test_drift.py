@@ -26,7 +26,8 @@ def test_drift_rows_hold_every_validation_image(drift):
 
 
 def test_shipped_row_is_what_the_shipped_model_measures(drift, data_dir):
-    row = [r for r in drift.read_rows() if r["weights_sha256"] == drift.shipped_sha256()][-1]  # the latest reading
+    row = drift.latest_row(drift.read_rows(), drift.shipped_sha256())  # the latest reading of these weights
+    assert row is not None, "the shipped weights have no row in the drift table"
     measured = drift.measure_release(data_dir)
     assert measured, "no validation image found in the shared data"
     for name, csa in measured.items():

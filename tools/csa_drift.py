@@ -58,12 +58,17 @@ def append_row(release: str, values: dict, date=None, path=DRIFT_CSV):
         out.writerows(rows + [row])
 
 
+def latest_row(rows, sha256: str):
+    """The latest row of these weights (a release may read the same weights anew), or None."""
+    same_weights = [r for r in rows if r["weights_sha256"] == sha256]
+    return same_weights[-1] if same_weights else None
+
+
 def matching_release(values: dict, rows, sha256: str) -> str:
     """The name of the latest row of these weights when it holds these values (within SAME_CSA_MM2), else ""."""
-    same_weights = [r for r in rows if r["weights_sha256"] == sha256]
-    if not same_weights:
+    latest = latest_row(rows, sha256)
+    if latest is None:
         return ""
-    latest = same_weights[-1]
     same = [bool(latest.get(name)) and abs(float(latest[name]) - csa) <= SAME_CSA_MM2 for name, csa in values.items()]
     return latest["release"] if same and all(same) else ""
 
