@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from SoftSpinalCordSegLib.model import DIVISOR, build_network
+from SoftSpinalCordSegLib.model import DIVISOR, FEATURES, build_network
 from .synth import (OBLIQUE_THICKNESS_MM, OBLIQUE_TILT_DEG, OUT_PX, VALIDATION_SUBJECT, WINDOW_PX, SliceGenerator,
                     pair_count)
 
@@ -83,6 +83,11 @@ def parse_args(argv=None):
                    help="share of the real slices cut as oblique sections (synth.oblique_section: the cord tilted "
                         "{:g}-{:g} degrees to the slice normal, slices {:g}-{:g} mm thick)".format(
                             *OBLIQUE_TILT_DEG, *OBLIQUE_THICKNESS_MM))
+    p.add_argument("--features", type=int, nargs=6, default=list(FEATURES), metavar="N",
+                   help="channels of the UNet's levels (MONAI BasicUNet features)")
+    p.add_argument("--teacher", metavar="MODEL_DIR",
+                   help="distil: the targets are this exported model's mean reading of each slice as it is and "
+                        "inverted (what segment reads in two passes, learnt in one)")
     p.add_argument("--init", metavar="RUN", help="start from the weights of another run's last.pt (fine-tuning)")
     p.add_argument("--pam50-slabs", type=int, default=1500)
     p.add_argument("--validate-every", type=int, default=500)
@@ -109,7 +114,7 @@ def parse_args(argv=None):
         p.error("--compression, --band-squeeze and --atrophy set the shares of --pathology: add --pathology")
     if args.cross_contrast and not args.consistency:
         p.error("--cross-contrast chooses the pairs of --consistency: add --consistency WEIGHT")
-    for name in ("init", "pseudo_labels"):  # kept in the checkpoint; --export may run from another folder
+    for name in ("init", "pseudo_labels", "teacher"):  # kept in the checkpoint; --export may run from another folder
         if getattr(args, name):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
     return args
@@ -213,6 +218,25 @@ def validate(net, data_dir, device="cpu"):
     return results
 
 
+def load_teacher(model_dir, device):
+    """callable(x) -> the exported model's mean reading of the normalised slices x and of x inverted
+    (normalize_slice of the negated image is 1 - x, in the same clip)."""
+    import torch
+
+    from SoftSpinalCordSegLib.inference import WEIGHTS_NAME, cached_network, input_dtype, network_dtype
+
+    weights = Path(model_dir) / WEIGHTS_NAME
+    net = cached_network(str(model_dir), device, network_dtype(device), weights.stat().st_mtime_ns, weights.stat().st_size)
+
+    def reading(x):
+        with torch.no_grad():
+            both = torch.cat([x, (1 - x).clamp(-0.2, 1.5)]).to(device, input_dtype(net), memory_format=torch.channels_last)
+            prob = torch.sigmoid(net(both).float())
+            return ((prob[: len(x)] + prob[len(x):]) / 2).contiguous()
+
+    return reading
+
+
 def loss_function(kind):
     import torch.nn.functional as F
 
@@ -242,7 +266,7 @@ def real_training_images(config):
     return images
 
 
-PATH_OPTIONS = ("data", "run", "init", "pseudo_labels")  # options naming folders of the training machine
+PATH_OPTIONS = ("data", "run", "init", "pseudo_labels", "teacher")  # options naming folders of the training machine
 
 
 def portable_config(config: dict) -> dict:
@@ -263,10 +287,10 @@ def export(run_dir, dest, args=None):
     dest.mkdir(parents=True, exist_ok=True)
     weights = dest / WEIGHTS_NAME
     torch.save({k: v.half() for k, v in ckpt["model"].items()}, weights)
-    save_architecture(dest / ARCHITECTURE_NAME)
+    config = json.loads(ckpt["config"])
+    save_architecture(dest / ARCHITECTURE_NAME, config.get("features", FEATURES))
     for name in (WEIGHTS_NAME, ARCHITECTURE_NAME):
         (dest / (name + ".sha256")).write_text(f"{sha256_of(dest / name)}  {name}\n")
-    config = json.loads(ckpt["config"])
     meta = {"iteration": int(ckpt["iteration"]), "config": portable_config(config),
             "validation": json.loads(ckpt["validation"]),
             "real_training_images": real_training_images(config),
@@ -313,7 +337,8 @@ def main(argv=None):
     run.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    net = build_network().to(device)
+    net = build_network(args.features).to(device)
+    teacher = load_teacher(args.teacher, device) if args.teacher else None
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iterations, pct_start=0.05)
     start, validation = 0, {}
@@ -345,6 +370,8 @@ def main(argv=None):
     t0, losses = time.time(), []
     for it in range(start + 1, args.iterations + 1):
         x, y = (t.to(device, non_blocking=True) for t in next(stream))
+        if teacher is not None:
+            y = teacher(x)
         if args.binary_targets:
             y = (y >= 0.5).float()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=args.bf16):

@@ -467,6 +467,23 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     assert train.parse_args(["--run", str(paired), "--consistency", "1", "--paired-share", "0.25"]).paired_share == 0.25
     with pytest.raises(SystemExit):  # a share of the pairs of --consistency
         train.parse_args(["--run", str(paired), "--paired-share", "0.25"])
+    # distillation: a narrower student learns the exported model's mean reading of a slice and of its inverse
+    teacher = train.load_teacher(export_dir, "cpu")
+    x = torch.from_numpy(np.random.default_rng(1).uniform(-0.2, 1.5, (2, 1, 32, 32)).astype(np.float32))
+    net = inference.cached_network(str(export_dir), "cpu", inference.network_dtype("cpu"), 0, 0)
+    with torch.no_grad():
+        readings = [torch.sigmoid(net(v.to(inference.input_dtype(net))).float()) for v in (x, (1 - x).clamp(-0.2, 1.5))]
+    assert torch.allclose(teacher(x), (readings[0] + readings[1]) / 2)
+    student, student_export = tmp_path / "student", tmp_path / "student_model"
+    assert train.main(tiny + ["--run", str(student), "--iterations", "1", "--teacher", str(export_dir),
+                              "--features", "4", "8", "8", "8", "16", "4"]) == 0
+    assert train.main(["--run", str(student), "--export", str(student_export)]) == 0
+    assert json.loads((student_export / "model.json").read_text())["config"]["teacher"] == "model"
+    _use_model_dir(monkeypatch, student_export)
+    inference.cached_network.cache_clear()
+    assert max(v.shape[0] for v in torch.load(student_export / inference.WEIGHTS_NAME, weights_only=True).values()) == 16
+    prob = inference.segment_image(np.random.default_rng(0).random((20, 20, 3)), np.eye(4), device="cpu")
+    assert prob.shape == (20, 20, 3)  # the exported architecture has the student's widths, or the weights would not fill it
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: training on it is allowed")
