@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from SoftSpinalCordSegLib.model import DIVISOR, FEATURES, build_network
+from SoftSpinalCordSegLib.model import DIVISOR, FEATURES, NORMALISED_RANGE, build_network
 from .synth import (OBLIQUE_THICKNESS_MM, OBLIQUE_TILT_DEG, OUT_PX, VALIDATION_SUBJECT, WINDOW_PX, SliceGenerator,
                     pair_count)
 
@@ -230,7 +230,7 @@ def load_teacher(model_dir, device):
 
     def reading(x):
         with torch.no_grad():
-            both = torch.cat([x, (1 - x).clamp(-0.2, 1.5)]).to(device, input_dtype(net), memory_format=torch.channels_last)
+            both = torch.cat([x, (1 - x).clamp(*NORMALISED_RANGE)]).to(device, input_dtype(net), memory_format=torch.channels_last)
             prob = torch.sigmoid(net(both).float())
             return ((prob[: len(x)] + prob[len(x):]) / 2).contiguous()
 
@@ -337,23 +337,24 @@ def main(argv=None):
     run.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    ckpt_path = run / "last.pt"
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True) if args.resume and ckpt_path.exists() else None
+    if ckpt is not None:  # a resumed run keeps its recipe, its network's widths included
+        for key, value in json.loads(ckpt["config"]).items():
+            if key not in ("run", "data", "device"):
+                setattr(args, key, value)
     net = build_network(args.features).to(device)
     teacher = load_teacher(args.teacher, device) if args.teacher else None
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.iterations, pct_start=0.05)
     start, validation = 0, {}
-    ckpt_path = run / "last.pt"
-    if args.init and not (args.resume and ckpt_path.exists()):
+    if args.init and ckpt is None:
         net.load_state_dict(torch.load(Path(args.init) / "last.pt", map_location="cpu", weights_only=True)["model"])
-    if args.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         start, validation = int(ckpt["iteration"]), json.loads(ckpt["validation"])
-        for key, value in json.loads(ckpt["config"]).items():  # a resumed run keeps its recipe
-            if key not in ("run", "data", "device"):
-                setattr(args, key, value)
     log = open(run / "train.log", "a")
 
     def say(msg):

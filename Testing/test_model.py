@@ -475,8 +475,9 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
         readings = [torch.sigmoid(net(v.to(inference.input_dtype(net))).float()) for v in (x, (1 - x).clamp(-0.2, 1.5))]
     assert torch.allclose(teacher(x), (readings[0] + readings[1]) / 2)
     student, student_export = tmp_path / "student", tmp_path / "student_model"
-    assert train.main(tiny + ["--run", str(student), "--iterations", "1", "--teacher", str(export_dir),
-                              "--features", "4", "8", "8", "8", "16", "4"]) == 0
+    assert train.main(tiny + ["--run", str(student), "--iterations", "2", "--stop-after", "1", "--teacher",
+                              str(export_dir), "--features", "4", "8", "8", "8", "16", "4"]) == 0
+    assert train.main(tiny + ["--run", str(student), "--resume"]) == 0  # the widths come from the checkpoint
     assert train.main(["--run", str(student), "--export", str(student_export)]) == 0
     assert json.loads((student_export / "model.json").read_text())["config"]["teacher"] == "model"
     _use_model_dir(monkeypatch, student_export)

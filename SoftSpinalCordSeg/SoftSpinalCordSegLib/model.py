@@ -8,6 +8,7 @@ WORKING_SPACING_MM = 1.0  # in-plane grid the network sees
 MIN_SLICE_PX = 128  # slices are edge-padded to at least this (the training canvas)
 DIVISOR = 16  # four poolings
 FEATURES = (16, 32, 64, 128, 256, 16)
+NORMALISED_RANGE = (-0.2, 1.5)  # normalize_slice's clip: about [0, 1], with room for what lies beyond the percentiles
 
 
 def build_network(features=FEATURES):
@@ -83,7 +84,7 @@ def fill_parameters(network, state):
 def normalize_slice(x):
     """Robust min-max to about [0, 1], per 2D slice: the same at training and at inference."""
     lo, hi = np.percentile(x, [0.5, 99.5])
-    return np.clip((x - lo) / max(hi - lo, 1e-6), -0.2, 1.5).astype(np.float32)
+    return np.clip((x - lo) / max(hi - lo, 1e-6), *NORMALISED_RANGE).astype(np.float32)
 
 
 def pad_amounts(size, min_px=MIN_SLICE_PX):
