@@ -5,7 +5,6 @@ folder (conftest's `random_model`); the quality test uses the shipped weights on
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
