@@ -15,7 +15,7 @@ consecutive (a disc missing) get no level.
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping
 
 import numpy as np
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import csv
 import math
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
