@@ -223,10 +223,9 @@ def load_teacher(model_dir, device):
     (normalize_slice of the negated image is 1 - x, in the same clip)."""
     import torch
 
-    from SoftSpinalCordSegLib.inference import WEIGHTS_NAME, cached_network, input_dtype, network_dtype
+    from SoftSpinalCordSegLib.inference import input_dtype, load_network
 
-    weights = Path(model_dir) / WEIGHTS_NAME
-    net = cached_network(str(model_dir), device, network_dtype(device), weights.stat().st_mtime_ns, weights.stat().st_size)
+    net = load_network(device, model_dir)
 
     def reading(x):
         with torch.no_grad():

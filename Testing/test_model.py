@@ -469,7 +469,7 @@ def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, 
     # distillation: a narrower student learns the exported model's mean reading of a slice and of its inverse
     teacher = train.load_teacher(export_dir, "cpu")
     x = torch.from_numpy(np.random.default_rng(1).uniform(-0.2, 1.5, (2, 1, 32, 32)).astype(np.float32))
-    net = inference.cached_network(str(export_dir), "cpu", inference.network_dtype("cpu"), 0, 0)
+    net = inference.load_network("cpu", export_dir)
     with torch.no_grad():
         readings = [torch.sigmoid(net(v.to(inference.input_dtype(net))).float()) for v in (x, (1 - x).clamp(-0.2, 1.5))]
     assert torch.allclose(teacher(x), (readings[0] + readings[1]) / 2)

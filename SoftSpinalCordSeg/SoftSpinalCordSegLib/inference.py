@@ -127,12 +127,12 @@ def verified(path):
     return path
 
 
-def load_network(device="cpu"):
-    """The network with the shipped weights, after checking their SHA-256 (cached per device and weights file:
-    other or replaced weights are loaded and checked again).
+def load_network(device="cpu", folder=None):
+    """The network with the shipped weights (or those exported to folder), after checking their SHA-256 (cached
+    per device and weights file: other or replaced weights are loaded and checked again).
 
     Its code comes from the shipped TorchScript architecture where this torch loads it, else from MONAI."""
-    folder = model_dir()
+    folder = model_dir() if folder is None else Path(folder)
     status = (folder / WEIGHTS_NAME).stat()
     return cached_network(str(folder), device, network_dtype(device), status.st_mtime_ns, status.st_size)
 
