@@ -420,6 +420,22 @@ def test_clean_up_in_a_file_grid_is_the_one_segment_image_applies():
     assert cleaned[5, 16:, 9].max() == 0
 
 
+def test_zeros_along_a_slice_edge_lie_outside_the_field_and_take_the_nearest_value_inside():
+    """A zero slab along a slice's edge (a narrow slab resampled into a larger grid) is outside the field of
+    view; a zero hole inside a slice and a few zero voxels at its edge (a noise background) are image."""
+    volume = np.random.default_rng(0).uniform(1, 2, (40, 30, 3)).astype(np.float32)
+    volume[:10, :, 0] = 0
+    volume[20:23, 10:13, 1] = 0
+    volume[0, :3, 2] = 0  # 3 voxels: under OUTSIDE_MIN_SHARE of the slice
+    outside = inference.outside_field(volume)
+    assert outside[:10, :, 0].all() and outside.sum() == 10 * 30
+    filled = inference.filled_outside(volume, outside, np.ones(3))
+    np.testing.assert_array_equal(filled[:10, :, 0], np.broadcast_to(volume[10, :, 0], (10, 30)))
+    np.testing.assert_array_equal(filled[10:], volume[10:])
+    np.testing.assert_array_equal(filled[..., 1:], volume[..., 1:])
+    assert inference.outside_field(volume[10:, :, :1]) is None
+
+
 def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, monkeypatch):
     run = tmp_path / "run"
     tiny = ["--data", str(data_dir), "--batch", "2", "--pam50-slabs", "4", "--workers", "0", "--threads", "1",
@@ -547,6 +563,33 @@ def test_large_fields_of_view_are_segmented_in_cord_windows(shared_file):
     rated = manual.any(axis=(0, 1))  # axial slices along the third axis; the first and last are unlabelled
     assert dice(prob[..., rated] >= 0.5, manual[..., rated]) >= 0.87
     assert abs(prob[..., rated].sum() / manual.sum() - 1) <= 0.1
+
+
+def test_a_field_of_view_cut_by_zeros_reads_as_that_field_alone(shared_file):
+    """unf01 T1w with all but a 51 mm wide slab zeroed (as unf01 T2w's slab resampled into its grid) reads
+    the CSA of the same slab cropped out, within 0.5 % (the zeros read as image: +4 %), and nothing outside."""
+    from SoftSpinalCordSegLib.io import load_volume
+    from SoftSpinalCordSegLib.morphometry import compute_csa
+
+    inference.cached_network.cache_clear()
+    volume = load_volume(shared_file("real/unf01/sub-unf01_T1w.nii.gz"))
+    image, affine = volume.array.astype(np.float32), volume.affine
+    slab = np.zeros_like(image)
+    slab[42:93] = image[42:93]
+    cropped_affine = affine.copy()
+    cropped_affine[:3, 3] += affine[:3, 0] * 42
+
+    def csa(array, grid):
+        try:
+            prob = inference.segment_image(array, grid, device="cpu")
+        except ModelNotInstalledError as error:
+            pytest.skip(str(error))
+        return prob, np.nanmean(compute_csa(prob, grid).column("csa_mm2").astype(float))
+
+    prob, in_zeros = csa(slab, affine)
+    _, cropped = csa(image[42:93], cropped_affine)
+    assert in_zeros == pytest.approx(cropped, rel=0.005)
+    assert prob[:42].max() == 0 and prob[93:].max() == 0
 
 
 def _training_tool(name):

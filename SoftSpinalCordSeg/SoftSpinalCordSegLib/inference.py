@@ -41,6 +41,9 @@ MIN_CONFIDENT_SHARE = 0.05
 # noise 1 slice in 20.
 MIN_CORD_SLICE_SHARE = 0.25
 MIN_SLICES_FOR_SHARE = 8
+# Zero regions touching an axial slice's edge, of at least this share of the slice, lie outside the field of view
+# (a slab resampled into a larger grid, an oblique reslice): not tissue. Noise backgrounds have no such regions.
+OUTSIDE_MIN_SHARE = 0.01
 
 
 def model_dir() -> Path:
@@ -213,6 +216,37 @@ def canonical_view(array, affine):
     spacing = np.linalg.norm(canonical_affine[:3, :3], axis=0)
     file_axes = "".join(nib.aff2axcodes(affine))
     return canonical, spacing, lambda out: reorient(out, canonical_affine, file_axes)[0]
+
+
+def outside_field(canonical):
+    """Voxels of a canonical volume outside its field of view (OUTSIDE_MIN_SHARE), slice by slice; None where none."""
+    from scipy import ndimage
+
+    zero = canonical == 0
+    if not zero.any():
+        return None
+    outside = np.zeros_like(zero)
+    min_px = OUTSIDE_MIN_SHARE * zero[..., 0].size
+    for k in np.flatnonzero(zero.any(axis=(0, 1))):
+        labels, _ = ndimage.label(zero[..., k])
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        edge = edge[edge > 0]
+        large = edge[ndimage.sum_labels(zero[..., k], labels, edge) >= min_px]
+        outside[..., k] = np.isin(labels, large)
+    return outside if outside.any() else None
+
+
+def filled_outside(canonical, outside, spacing):
+    """canonical with each voxel outside the field of view taking the value of the nearest one inside its
+    slice: the edge padding the network was trained with, where zeros would darken the slice's grey scale."""
+    from scipy import ndimage
+
+    filled = canonical.copy()
+    for k in np.flatnonzero(outside.any(axis=(0, 1)) & ~outside.all(axis=(0, 1))):
+        nearest = ndimage.distance_transform_edt(outside[..., k], sampling=spacing[:2], return_distances=False,
+                                                 return_indices=True)
+        filled[..., k] = canonical[..., k][tuple(nearest)]
+    return filled
 
 
 def network_dtype(device):
@@ -535,7 +569,12 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
     check_field_of_view(canonical.shape, spacing)
     device = resolve_device(device)
     net = load_network(device)
+    outside = outside_field(canonical)
+    if outside is not None:
+        canonical = filled_outside(canonical, outside, spacing)
     prob = predict_slices(net, canonical, spacing, device, progress, cancel, both_polarities)
+    if outside is not None:
+        prob[outside] = 0
     prob[prob < NOISE_FLOOR] = 0
     if largest_component:
         prob = keep_largest_component(prob, spacing[2])
