@@ -277,6 +277,8 @@ def test_outputs_of_other_weights_or_options_are_redone(tmp_path):
     assert batch.settings_changed(tmp_path, "a" * 64, {**options, "both_polarities": True}) == (
         "--both-polarities changed since the last run")  # a run recorded before the option read once
     assert batch.settings_changed(tmp_path, "a" * 64, {**options, "both_polarities": False}) == ""
+    assert batch.settings_changed(tmp_path, "a" * 64, {**options, "reading": batch.READING_REVISION}) == (
+        "the segmentation pipeline changed since the last run")  # recorded before zeros at slice edges were outside
 
 
 def segment_file_noting_the_reading(image_path, output_path, **options):
@@ -298,7 +300,8 @@ def test_batch_passes_the_reading_to_every_image(tmp_path):
                         both_polarities=both)
         notes = sorted(output.rglob("*.reading"))
         assert len(notes) == 2 and {note.read_text() for note in notes} == {repr(both)}
-        assert json.loads((output / "dataset_description.json").read_text())["GeneratedBy"][0]["Options"]["both_polarities"] is both
+        recorded = json.loads((output / "dataset_description.json").read_text())["GeneratedBy"][0]["Options"]
+        assert recorded["both_polarities"] is both and recorded["reading"] == batch.READING_REVISION
 
 
 # ------------------------------------------------------------------------------------------ the whole batch

@@ -26,8 +26,10 @@ from .errors import InputError, ModelNotInstalledError, OutputError
 from .report import write_cohort_outputs
 
 DEFAULT_WORKERS = 2
-OPTIONS_BEFORE_RECORDED = {"both_polarities": False}  # how runs recorded without the option (or before it) read
-RESULT_OPTIONS = ("threshold", "largest_component", "volume_index", "levels", "discs", "both_polarities")  # options that change the outputs: a change redoes every image
+# Bumped where the same weights and options give other masks (2: zeros along a slice's edge are outside the field).
+READING_REVISION = 2
+OPTIONS_BEFORE_RECORDED = {"both_polarities": False, "reading": 1}  # how runs recorded without the option (or before it) read
+RESULT_OPTIONS = ("threshold", "largest_component", "volume_index", "levels", "discs", "both_polarities", "reading")  # options that change the outputs: a change redoes every image
 
 
 @dataclass
@@ -217,7 +219,8 @@ def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
         return "the model changed since the last run"
     recorded = generated.get("Options")
     changed = sorted(k for k in RESULT_OPTIONS if recorded is not None and _option(recorded, k) != _option(options, k))
-    changed = [{"volume_index": "--volume", "levels": "--levels", "discs": "--discs", "both_polarities": "--both-polarities"}.get(k, k) for k in changed]
+    changed = [{"volume_index": "--volume", "levels": "--levels", "discs": "--discs", "both_polarities": "--both-polarities",
+                "reading": "the segmentation pipeline"}.get(k, k) for k in changed]
     return f"{' and '.join(changed)} changed since the last run" if changed else ""
 
 
@@ -377,7 +380,7 @@ def run_batch(
         if discs is not None:
             raise InputError("give the discs either as --discs or find them with --levels auto, not both")
         options["levels"] = levels
-    recorded = {**options, "discs": discs}  # the disc template changes the tables' levels, not the pipeline's options
+    recorded = {**options, "discs": discs, "reading": READING_REVISION}  # discs change the tables' levels, not the pipeline's options
     changed = "" if overwrite else settings_changed(output_dir, model_sha256, recorded)
     if changed:
         if not quiet:
