@@ -81,6 +81,7 @@ class SelfTestMixin:
         if worker.running:
             worker.cancel()
             self.fail("the worker process did not finish within 5 minutes")
+        fractions += [event.fraction for event in worker.poll() if event.kind == "PROGRESS"]  # sent as it ended
         outputs = segment_volume_node(volume, probability=worker.result())
         self.assertTrue(fractions and fractions == sorted(fractions), f"progress {fractions}")
         self.assertEqual(worker.device, "cpu")
