@@ -420,7 +420,7 @@ def test_clean_up_in_a_file_grid_is_the_one_segment_image_applies():
     assert cleaned[5, 16:, 9].max() == 0
 
 
-def test_zeros_along_a_slice_edge_lie_outside_the_field_and_take_the_nearest_value_inside():
+def test_zeros_along_a_slice_edge_lie_outside_the_field_of_view():
     """A zero slab along a slice's edge (a narrow slab resampled into a larger grid) is outside the field of
     view; a zero hole inside a slice and a few zero voxels at its edge (a noise background) are image."""
     volume = np.random.default_rng(0).uniform(1, 2, (40, 30, 3)).astype(np.float32)
@@ -429,11 +429,20 @@ def test_zeros_along_a_slice_edge_lie_outside_the_field_and_take_the_nearest_val
     volume[0, :3, 2] = 0  # 3 voxels: under OUTSIDE_MIN_SHARE of the slice
     outside = inference.outside_field(volume)
     assert outside[:10, :, 0].all() and outside.sum() == 10 * 30
-    filled = inference.filled_outside(volume, outside, np.ones(3))
-    np.testing.assert_array_equal(filled[:10, :, 0], np.broadcast_to(volume[10, :, 0], (10, 30)))
-    np.testing.assert_array_equal(filled[10:], volume[10:])
-    np.testing.assert_array_equal(filled[..., 1:], volume[..., 1:])
     assert inference.outside_field(volume[10:, :, :1]) is None
+
+
+def test_the_outside_of_the_field_takes_the_nearest_value_inside_and_partial_pixels_their_inside_mean():
+    slices = torch.from_numpy(np.random.default_rng(0).uniform(1, 2, (2, 8, 6)).astype(np.float32))
+    share = torch.zeros_like(slices)
+    share[0, :3] = 1.0  # three rows outside
+    share[0, 3] = 0.25  # a row a quarter outside: its zeros took a quarter of its average
+    given = slices * (1 - share)
+    filled = inference.filled_outside(given, share).numpy()
+    np.testing.assert_allclose(filled[0, 3], slices[0, 3].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(filled[0, :3], np.broadcast_to(filled[0, 3], (3, 6)))
+    np.testing.assert_array_equal(filled[0, 4:], slices[0, 4:].numpy())
+    np.testing.assert_array_equal(filled[1], slices[1].numpy())
 
 
 def test_training_runs_resumes_and_exports_a_loadable_model(data_dir, tmp_path, monkeypatch):

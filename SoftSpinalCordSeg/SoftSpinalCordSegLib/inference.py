@@ -228,25 +228,32 @@ def outside_field(canonical):
     outside = np.zeros_like(zero)
     min_px = OUTSIDE_MIN_SHARE * zero[..., 0].size
     for k in np.flatnonzero(zero.any(axis=(0, 1))):
-        labels, _ = ndimage.label(zero[..., k])
-        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        edge = edge[edge > 0]
-        large = edge[ndimage.sum_labels(zero[..., k], labels, edge) >= min_px]
-        outside[..., k] = np.isin(labels, large)
+        labels, count = ndimage.label(zero[..., k])
+        is_outside = np.bincount(labels.ravel(), minlength=count + 1) >= min_px
+        on_edge = np.zeros(count + 1, bool)
+        for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+            on_edge[edge] = True
+        is_outside &= on_edge
+        is_outside[0] = False
+        outside[..., k] = is_outside[labels]
     return outside if outside.any() else None
 
 
-def filled_outside(canonical, outside, spacing):
-    """canonical with each voxel outside the field of view taking the value of the nearest one inside its
-    slice: the edge padding the network was trained with, where zeros would darken the slice's grey scale."""
+def filled_outside(slices, outside_share):
+    """1 mm slices (n, X, Y) with the field of view's outside replaced: a pixel partly outside takes the mean of
+    its part inside (the zeros left out of its average), one mostly outside the value of the nearest pixel
+    mostly inside (the edge padding the network was trained with), so that zeros do not darken the slice's
+    grey scale. outside_share: the share of each pixel outside (the outside mask resampled like the slices)."""
+    import torch
     from scipy import ndimage
 
-    filled = canonical.copy()
-    for k in np.flatnonzero(outside.any(axis=(0, 1)) & ~outside.all(axis=(0, 1))):
-        nearest = ndimage.distance_transform_edt(outside[..., k], sampling=spacing[:2], return_distances=False,
-                                                 return_indices=True)
-        filled[..., k] = canonical[..., k][tuple(nearest)]
-    return filled
+    share = outside_share.numpy()
+    mostly_outside = share >= 0.5
+    values = np.where(mostly_outside, 0, slices.numpy() / np.maximum(1 - share, 0.5)).astype(np.float32)
+    for k in np.flatnonzero(mostly_outside.any(axis=(1, 2)) & ~mostly_outside.all(axis=(1, 2))):
+        nearest = ndimage.distance_transform_edt(mostly_outside[k], return_distances=False, return_indices=True)
+        values[k] = values[k][tuple(nearest)]
+    return torch.from_numpy(values)
 
 
 def network_dtype(device):
@@ -276,12 +283,17 @@ def input_dtype(net):
     return torch.float32 if parameter is None else parameter.dtype
 
 
-def _to_1mm(volume, ks, size_1mm):
-    """Axial slices ks of a canonical volume, resampled in-plane to the network's 1 mm grid: (n, X, Y)."""
+def _to_1mm(volume, ks, size_1mm, outside=None):
+    """Axial slices ks of a canonical volume, resampled in-plane to the network's 1 mm grid: (n, X, Y); where
+    outside (outside_field's mask) is given, with the field of view's outside filled (filled_outside)."""
     import torch
 
-    chunk = torch.from_numpy(np.ascontiguousarray(volume[:, :, ks].transpose(2, 0, 1), np.float32))
-    return resize_slices(chunk, size_1mm)
+    def resampled(array):
+        return resize_slices(torch.from_numpy(np.ascontiguousarray(array[:, :, ks].transpose(2, 0, 1), np.float32)),
+                             size_1mm)
+
+    slices = resampled(volume)
+    return slices if outside is None else filled_outside(slices, resampled(outside))
 
 
 def axis_weights(n_in, n_out):
@@ -381,14 +393,14 @@ def _cord_centres(prob_1mm, sample_mm=LOCATE_STEP_MM):
     return centres
 
 
-def locate_cord(net, volume, size_1mm, spacing, device="cpu"):
+def locate_cord(net, volume, size_1mm, spacing, device="cpu", outside=None):
     """Cord centre (1 mm pixels) on every axial slice, from full-field slices one per LOCATE_STEP_MM,
     interpolated along the cord; None where no sampled slice shows a cord."""
     nz = volume.shape[2]
     step = max(1, int(round(LOCATE_STEP_MM / spacing[2])), -(-nz // LOCATE_MAX_SLICES))
     sampled = np.arange(min(step // 2, nz - 1), nz, step)
-    prob = np.concatenate([_run_network(net, _to_1mm(volume, sampled[i : i + BATCH_SLICES], size_1mm), device, CROP_MM)
-                           for i in range(0, len(sampled), BATCH_SLICES)])
+    prob = np.concatenate([_run_network(net, _to_1mm(volume, sampled[i : i + BATCH_SLICES], size_1mm, outside), device,
+                                        CROP_MM) for i in range(0, len(sampled), BATCH_SLICES)])
     centres = _cord_centres(prob, step * spacing[2])
     found = ~np.isnan(centres[:, 0])
     if not found.any():
@@ -412,8 +424,10 @@ def _paste_windows(windows, origins, size_1mm):
     return canvas[:, pad:-pad, pad:-pad]
 
 
-def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=None, both_polarities=False):
-    """Cord fraction of every axial slice (last axis) of a canonical volume, in the volume's grid.
+def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=None, both_polarities=False,
+                   outside=None):
+    """Cord fraction of every axial slice (last axis) of a canonical volume, in the volume's grid; outside:
+    outside_field's mask of the volume, filled in the slices the network reads.
 
     Fields of view over 1.5 CROP_MM take two passes: locate the cord on a few full slices, then segment a
     CROP_MM window around it on every slice. A window is 4-8x cheaper than a full slice, and it is what the
@@ -424,13 +438,13 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
 
     nx, ny, nz = volume.shape
     size_1mm = [max(8, int(round(n * s / WORKING_SPACING_MM))) for n, s in zip((nx, ny), spacing[:2])]
-    centres = locate_cord(net, volume, size_1mm, spacing, device) if max(size_1mm) > CROP_MM * 1.5 else None
+    centres = locate_cord(net, volume, size_1mm, spacing, device, outside) if max(size_1mm) > CROP_MM * 1.5 else None
     out = np.zeros(volume.shape, np.float32)
     for start in range(0, nz, BATCH_SLICES):
         if cancel is not None and cancel():
             raise CancelledError("cancelled")
         stop = min(nz, start + BATCH_SLICES)
-        slices = _to_1mm(volume, np.arange(start, stop), size_1mm)
+        slices = _to_1mm(volume, np.arange(start, stop), size_1mm, outside)
         if centres is None:
             prob = _run_network(net, slices, device, MIN_SLICE_PX, both_polarities)
         else:
@@ -570,9 +584,7 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
     device = resolve_device(device)
     net = load_network(device)
     outside = outside_field(canonical)
-    if outside is not None:
-        canonical = filled_outside(canonical, outside, spacing)
-    prob = predict_slices(net, canonical, spacing, device, progress, cancel, both_polarities)
+    prob = predict_slices(net, canonical, spacing, device, progress, cancel, both_polarities, outside)
     if outside is not None:
         prob[outside] = 0
     prob[prob < NOISE_FLOOR] = 0
