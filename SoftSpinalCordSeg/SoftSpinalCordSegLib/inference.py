@@ -42,8 +42,10 @@ MIN_CONFIDENT_SHARE = 0.05
 MIN_CORD_SLICE_SHARE = 0.25
 MIN_SLICES_FOR_SHARE = 8
 # Zero regions touching an axial slice's edge, of at least this share of the slice, lie outside the field of view
-# (a slab resampled into a larger grid, an oblique reslice): not tissue. Noise backgrounds have no such regions.
+# (a slab resampled into a larger grid, an oblique reslice, a mask applied): not tissue. In a noise background
+# exact zeros can join into such a region too; filling it changes the CSA by well under 1 %.
 OUTSIDE_MIN_SHARE = 0.01
+FILL_SIGMA_MM = 12.0  # the outside of the field continues the slice smoothly over about this distance
 
 
 def model_dir() -> Path:
@@ -241,19 +243,38 @@ def outside_field(canonical):
 
 def filled_outside(slices, outside_share):
     """1 mm slices (n, X, Y) with the field of view's outside replaced: a pixel partly outside takes the mean of
-    its part inside (the zeros left out of its average), one mostly outside the value of the nearest pixel
-    mostly inside (the edge padding the network was trained with), so that zeros do not darken the slice's
-    grey scale. outside_share: the share of each pixel outside (the outside mask resampled like the slices)."""
-    import torch
-    from scipy import ndimage
+    its part inside (the zeros left out of its average), one mostly outside a smooth continuation of the slice
+    (the mean of the pixels inside weighted by a Gaussian of their distance, FILL_SIGMA_MM; far from any, the
+    slice's mean inside), so that the zeros do not enter the slice's grey scale and the fill draws no edges or
+    streaks of its own (the nearest pixel inside, repeated, made a disc masked around the cord read up to 14 %
+    larger). outside_share: the share of each pixel outside (the outside mask resampled like the slices)."""
+    outside = outside_share >= 0.5
+    inside = (~outside).float()
+    values = slices.float() / (1 - outside_share).clamp(min=0.5)
+    values[outside] = 0
+    mean_inside = values.sum(dim=(1, 2), keepdim=True) / inside.sum(dim=(1, 2), keepdim=True).clamp(min=1)
+    far_weight = 1e-3  # where the Gaussian weight of the inside falls under this, the mean inside takes over
+    smooth = (_smoothed(values) + far_weight * mean_inside) / (_smoothed(inside) + far_weight)
+    values[outside] = smooth[outside]
+    return values
 
-    share = outside_share.numpy()
-    mostly_outside = share >= 0.5
-    values = np.where(mostly_outside, 0, slices.numpy() / np.maximum(1 - share, 0.5)).astype(np.float32)
-    for k in np.flatnonzero(mostly_outside.any(axis=(1, 2)) & ~mostly_outside.all(axis=(1, 2))):
-        nearest = ndimage.distance_transform_edt(mostly_outside[k], return_distances=False, return_indices=True)
-        values[k] = values[k][tuple(nearest)]
-    return torch.from_numpy(values)
+
+def _smoothed(stack, pool=4):
+    """A stack of 1 mm slices (n, X, Y) blurred by a Gaussian of FILL_SIGMA_MM, computed on a pool-times coarser
+    grid (the fill is smooth: the coarse grid loses nothing of it, at a sixteenth of the cost)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, nx, ny = stack.shape
+    padded = F.pad(stack[:, None], (0, -ny % pool, 0, -nx % pool), mode="replicate")
+    coarse = F.avg_pool2d(padded, pool)
+    sigma = FILL_SIGMA_MM / WORKING_SPACING_MM / pool
+    radius = int(np.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
+    taps = taps / taps.sum()
+    coarse = F.pad(coarse, (radius,) * 4, mode="replicate")
+    coarse = F.conv2d(F.conv2d(coarse, taps.view(1, 1, -1, 1)), taps.view(1, 1, 1, -1))
+    return F.interpolate(coarse, size=padded.shape[2:], mode="bilinear", align_corners=False)[:, 0, :nx, :ny]
 
 
 def network_dtype(device):
