@@ -198,7 +198,7 @@ def validate(net, data_dir, device="cpu"):
     """Dice (soft >= 0.5 vs manual) and soft volume / manual volume on the validation subject, per contrast."""
     import nibabel as nib
 
-    from SoftSpinalCordSegLib.inference import NOISE_FLOOR, canonical_view, keep_largest_component, predict_slices
+    from SoftSpinalCordSegLib.inference import canonical_view, segment_canonical
     from SoftSpinalCordSegLib.morphometry import dice
 
     results = {}
@@ -207,9 +207,7 @@ def validate(net, data_dir, device="cpu"):
         img = nib.load(os.path.join(data_dir, image_path))
         manual = np.asanyarray(nib.load(os.path.join(data_dir, mask_path)).dataobj) > 0.5
         canonical, spacing, back = canonical_view(img.get_fdata(dtype=np.float32), img.affine)
-        prob = predict_slices(net, canonical, spacing, device)  # in float32, where the export may run in bf16
-        prob[prob < NOISE_FLOOR] = 0
-        prob = back(keep_largest_component(prob, spacing[2]))  # the same clean-up as segment_image
+        prob = back(segment_canonical(net, canonical, spacing, device))  # in float32, where the export may run in bf16
         pred = prob >= 0.5
         overlap = dice(pred, manual)
         contrast = image_path.split("_")[-1].split(".")[0]

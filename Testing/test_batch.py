@@ -279,6 +279,11 @@ def test_outputs_of_other_weights_or_options_are_redone(tmp_path):
     assert batch.settings_changed(tmp_path, "a" * 64, {**options, "both_polarities": False}) == ""
     assert batch.settings_changed(tmp_path, "a" * 64, {**options, "reading": batch.READING_REVISION}) == (
         "the segmentation pipeline changed since the last run")  # recorded before zeros at slice edges were outside
+    description = tmp_path / "dataset_description.json"
+    unrecorded = json.loads(description.read_text())
+    del unrecorded["GeneratedBy"][0]["Options"]  # written before the options were recorded
+    description.write_text(json.dumps(unrecorded))
+    assert batch.settings_changed(tmp_path, "a" * 64, options) == "the last run's options were not recorded"
 
 
 def segment_file_noting_the_reading(image_path, output_path, **options):

@@ -218,7 +218,9 @@ def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
     if previous and model_sha256 and previous != model_sha256:
         return "the model changed since the last run"
     recorded = generated.get("Options")
-    changed = sorted(k for k in RESULT_OPTIONS if recorded is not None and _option(recorded, k) != _option(options, k))
+    if recorded is None:
+        return "the last run's options were not recorded"
+    changed = sorted(k for k in RESULT_OPTIONS if _option(recorded, k) != _option(options, k))
     changed = [{"volume_index": "--volume", "levels": "--levels", "discs": "--discs", "both_polarities": "--both-polarities",
                 "reading": "the segmentation pipeline"}.get(k, k) for k in changed]
     return f"{' and '.join(changed)} changed since the last run" if changed else ""

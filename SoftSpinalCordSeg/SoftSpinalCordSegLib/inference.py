@@ -604,6 +604,15 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
     check_field_of_view(canonical.shape, spacing)
     device = resolve_device(device)
     net = load_network(device)
+    prob = segment_canonical(net, canonical, spacing, device, largest_component=largest_component, progress=progress,
+                             cancel=cancel, both_polarities=both_polarities)
+    return np.ascontiguousarray(back(prob), dtype=np.float32)
+
+
+def segment_canonical(net, canonical, spacing, device="cpu", *, largest_component=True, progress=None, cancel=None,
+                      both_polarities=False):
+    """segment_image's soft mask of a canonical volume with network net: the field of view's outside read as
+    such (0 there), the noise floor removed, the largest component kept (largest_component)."""
     outside = outside_field(canonical)
     prob = predict_slices(net, canonical, spacing, device, progress, cancel, both_polarities, outside)
     if outside is not None:
@@ -611,4 +620,4 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
     prob[prob < NOISE_FLOOR] = 0
     if largest_component:
         prob = keep_largest_component(prob, spacing[2])
-    return np.ascontiguousarray(back(prob), dtype=np.float32)
+    return prob
