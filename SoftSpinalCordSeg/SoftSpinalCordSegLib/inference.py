@@ -245,15 +245,17 @@ def filled_outside(slices, outside_share):
     """1 mm slices (n, X, Y) with the field of view's outside replaced: a pixel partly outside takes the mean of
     its part inside (the zeros left out of its average), one mostly outside a smooth continuation of the slice
     (the mean of the pixels inside weighted by a Gaussian of their distance, FILL_SIGMA_MM; far from any, the
-    slice's mean inside), so that the zeros do not enter the slice's grey scale and the fill draws no edges or
-    streaks of its own (the nearest pixel inside, repeated, made a disc masked around the cord read up to 14 %
-    larger). outside_share: the share of each pixel outside (the outside mask resampled like the slices)."""
+    slice's mean inside), so that the zeros do not enter the slice's grey scale. Next to the inside the fill is
+    about the mean of its last centimetre: no streaks (the nearest pixel inside, repeated, made a disc masked
+    around the cord read up to 14 % larger), but a step where the inside has a steep gradient.
+    outside_share: the share of each pixel outside (the outside mask resampled like the slices)."""
+    outside_share = outside_share.float()
     outside = outside_share >= 0.5
     inside = (~outside).float()
     values = slices.float() / (1 - outside_share).clamp(min=0.5)
     values[outside] = 0
     mean_inside = values.sum(dim=(1, 2), keepdim=True) / inside.sum(dim=(1, 2), keepdim=True).clamp(min=1)
-    far_weight = 1e-3  # where the Gaussian weight of the inside falls under this, the mean inside takes over
+    far_weight = 1e-4  # where the Gaussian weight of the inside falls under this (about 3.7 sigma), the mean takes over
     smooth = (_smoothed(values) + far_weight * mean_inside) / (_smoothed(inside) + far_weight)
     values[outside] = smooth[outside]
     return values
@@ -269,7 +271,7 @@ def _smoothed(stack, pool=4):
     padded = F.pad(stack[:, None], (0, -ny % pool, 0, -nx % pool), mode="replicate")
     coarse = F.avg_pool2d(padded, pool)
     sigma = FILL_SIGMA_MM / WORKING_SPACING_MM / pool
-    radius = int(np.ceil(3 * sigma))
+    radius = int(np.ceil(4 * sigma))  # to where the Gaussian is under far_weight: no edge where it is cut
     taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
     taps = taps / taps.sum()
     coarse = F.pad(coarse, (radius,) * 4, mode="replicate")
