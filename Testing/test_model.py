@@ -432,6 +432,20 @@ def test_zeros_along_a_slice_edge_lie_outside_the_field_of_view():
     assert inference.outside_field(volume[..., 1:]) is None  # the hole and the few edge voxels stay image
 
 
+def test_voxels_outside_on_some_slices_take_the_nearest_slice_inside_at_their_place():
+    """An oblique reslice's corner: outside on some slices, inside on others at the same in-plane place, it takes
+    the nearest slice's voxel (the nearer below on a tie); a place outside on every slice stays outside."""
+    volume = np.arange(1, 13, dtype=np.float32).reshape(2, 1, 6)
+    outside = np.zeros(volume.shape, bool)
+    outside[0, 0, [0, 1, 3, 5]] = True
+    outside[1, 0, :] = True
+    filled, still = inference.filled_along_slices(volume, outside)
+    np.testing.assert_array_equal(filled[0, 0], [3, 3, 3, 3, 5, 5])
+    np.testing.assert_array_equal(still, outside & (np.arange(2) == 1)[:, None, None])
+    no_corner, none_filled = inference.filled_along_slices(volume, outside & (np.arange(2) == 1)[:, None, None])
+    assert no_corner is volume and none_filled.sum() == 6
+
+
 def test_the_outside_of_the_field_continues_the_slice_smoothly_and_partial_pixels_take_their_inside_mean():
     """Mostly outside: the Gaussian-weighted mean of the pixels inside (as scipy's normalised convolution at full
     resolution, near the inside); partly outside: the mean of the part inside; inside: as it was."""

@@ -241,6 +241,29 @@ def outside_field(canonical):
     return outside if outside.any() else None
 
 
+def filled_along_slices(canonical, outside):
+    """(canonical where each voxel outside the field of view that is inside it on another axial slice, at the
+    same in-plane place, takes the value of the nearest such slice; the voxels still outside): an oblique
+    reslice's zero-filled corners show the anatomy next to them along the cord, as a rotation's nearest-voxel
+    padding would. A slab or a mask, outside on every slice, is left to filled_outside."""
+    partly = outside.any(axis=2) & ~outside.all(axis=2)  # the in-plane places outside on some slices only
+    if not partly.any():
+        return canonical, outside
+    out = outside[partly]  # (places, slices)
+    nz = out.shape[1]
+    index = np.arange(nz, dtype=np.int32)
+    before = np.maximum.accumulate(np.where(out, -1, index).astype(np.int32), axis=1)  # last inside slice at or before
+    after = nz - 1 - np.maximum.accumulate(np.where(out, -1, nz - 1 - index).astype(np.int32)[:, ::-1], axis=1)[:, ::-1]
+    after[after > nz - 1] = nz  # none after
+    nearest = np.where((before >= 0) & ((index - before <= after - index) | (after == nz)), before, after)
+    filled = canonical.copy()
+    values = canonical[partly]
+    filled[partly] = np.take_along_axis(values, nearest, axis=1)
+    still = outside.copy()
+    still[partly] = False
+    return filled, still if still.any() else None
+
+
 def filled_outside(slices, outside_share):
     """1 mm slices (n, X, Y) with the field of view's outside replaced: a pixel partly outside takes the mean of
     its part inside (the zeros left out of its average), one mostly outside a smooth continuation of the slice
@@ -616,7 +639,8 @@ def segment_canonical(net, canonical, spacing, device="cpu", *, largest_componen
     """segment_image's soft mask of a canonical volume with network net: the field of view's outside read as
     such (0 there), the noise floor removed, the largest component kept (largest_component)."""
     outside = outside_field(canonical)
-    prob = predict_slices(net, canonical, spacing, device, progress, cancel, both_polarities, outside)
+    filled, still_outside = (canonical, None) if outside is None else filled_along_slices(canonical, outside)
+    prob = predict_slices(net, filled, spacing, device, progress, cancel, both_polarities, still_outside)
     if outside is not None:
         prob[outside] = 0
     prob[prob < NOISE_FLOOR] = 0
