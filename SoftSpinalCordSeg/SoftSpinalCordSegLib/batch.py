@@ -26,8 +26,8 @@ from .errors import InputError, ModelNotInstalledError, OutputError
 from .report import write_cohort_outputs
 
 DEFAULT_WORKERS = 2
-# Bumped where the same weights and options give other masks (3: zeros along a slice's edge are outside the field).
-READING_REVISION = 3
+# Bumped where the same weights and options give other masks (4: zeros along a slice's edge are outside the field).
+READING_REVISION = 4
 OPTIONS_BEFORE_RECORDED = {"both_polarities": False, "reading": 1}  # how runs recorded without the option (or before it) read
 RESULT_OPTIONS = ("threshold", "largest_component", "volume_index", "levels", "discs", "both_polarities", "reading")  # options that change the outputs: a change redoes every image
 
