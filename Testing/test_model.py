@@ -563,17 +563,22 @@ def _pseudo_label_folder(folder):
     return folder
 
 
+def _shipped_segment(array, affine):
+    """The shipped model's soft mask of an image; skip without a model."""
+    inference.cached_network.cache_clear()
+    try:
+        return inference.segment_image(array, affine, device="cpu")
+    except ModelNotInstalledError as error:
+        pytest.skip(str(error))
+
+
 def _shipped_model_on(shared_file, image, mask):
     """(volume, manual mask, soft mask of the shipped model, Dice at 0.5) of a shared image; skip without a model."""
     from SoftSpinalCordSegLib.io import load_mask, load_volume
 
-    inference.cached_network.cache_clear()
     volume = load_volume(shared_file(image))
     manual = load_mask(shared_file(mask), volume).array >= 0.5
-    try:
-        prob = inference.segment_image(volume.array, volume.affine, device="cpu")
-    except ModelNotInstalledError as error:
-        pytest.skip(str(error))
+    prob = _shipped_segment(volume.array, volume.affine)
     pred = prob >= 0.5
     return volume, manual, prob, dice(pred, manual)
 
@@ -608,7 +613,6 @@ def test_a_field_of_view_cut_by_zeros_reads_as_that_field_alone(shared_file):
     from SoftSpinalCordSegLib.io import load_volume
     from SoftSpinalCordSegLib.morphometry import compute_csa
 
-    inference.cached_network.cache_clear()
     volume = load_volume(shared_file("real/unf01/sub-unf01_T1w.nii.gz"))
     image, affine = volume.array.astype(np.float32), volume.affine
     slab = np.zeros_like(image)
@@ -617,10 +621,7 @@ def test_a_field_of_view_cut_by_zeros_reads_as_that_field_alone(shared_file):
     cropped_affine[:3, 3] += affine[:3, 0] * 42
 
     def csa(array, grid):
-        try:
-            prob = inference.segment_image(array, grid, device="cpu")
-        except ModelNotInstalledError as error:
-            pytest.skip(str(error))
+        prob = _shipped_segment(array, grid)
         return prob, np.nanmean(compute_csa(prob, grid).column("csa_mm2").astype(float))
 
     prob, in_zeros = csa(slab, affine)
@@ -634,7 +635,6 @@ def test_an_image_masked_to_a_disc_around_the_cord_reads_as_unmasked(shared_file
     of the image as it is (filled with the nearest pixel inside, the outside's streaks made it read +14 %)."""
     from SoftSpinalCordSegLib.io import load_volume
 
-    inference.cached_network.cache_clear()
     volume = load_volume(shared_file("real/unf01/sub-unf01_T2star.nii.gz"))
     manual = load_volume(shared_file("real/unf01/sub-unf01_T2star_seg-manual.nii.gz")).array >= 0.5
     image = volume.array.astype(np.float32)
@@ -643,10 +643,7 @@ def test_an_image_masked_to_a_disc_around_the_cord_reads_as_unmasked(shared_file
     for k in range(image.shape[2]):
         cx, cy = np.argwhere(manual[..., k]).mean(axis=0)
         masked[..., k][np.hypot(xx - cx, yy - cy) > 20] = 0  # 1 mm voxels
-    try:
-        as_is, disc = (inference.segment_image(a, volume.affine, device="cpu").sum() for a in (image, masked))
-    except ModelNotInstalledError as error:
-        pytest.skip(str(error))
+    as_is, disc = (_shipped_segment(a, volume.affine).sum() for a in (image, masked))
     assert disc == pytest.approx(as_is, rel=0.04)
 
 

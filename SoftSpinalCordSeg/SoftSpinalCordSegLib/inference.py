@@ -253,8 +253,8 @@ def filled_along_slices(canonical, outside):
     nz = out.shape[1]
     index = np.arange(nz, dtype=np.int32)
     before = np.maximum.accumulate(np.where(out, -1, index).astype(np.int32), axis=1)  # last inside slice at or before
+    # first inside slice at or after; nz where there is none
     after = nz - 1 - np.maximum.accumulate(np.where(out, -1, nz - 1 - index).astype(np.int32)[:, ::-1], axis=1)[:, ::-1]
-    after[after > nz - 1] = nz  # none after
     nearest = np.where((before >= 0) & ((index - before <= after - index) | (after == nz)), before, after)
     filled = canonical.copy()
     values = canonical[partly]
@@ -290,7 +290,7 @@ def _smoothed(stack, pool=4):
     import torch
     import torch.nn.functional as F
 
-    n, nx, ny = stack.shape
+    nx, ny = stack.shape[1:]
     padded = F.pad(stack[:, None], (0, -ny % pool, 0, -nx % pool), mode="replicate")
     coarse = F.avg_pool2d(padded, pool)
     sigma = FILL_SIGMA_MM / WORKING_SPACING_MM / pool
