@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-from SoftSpinalCordSegLib.morphometry import STEEP_ANGLE_DEG
+from SoftSpinalCordSegLib.morphometry import OVERSIZED_CSA_MM2, STEEP_ANGLE_DEG
 from SoftSpinalCordSegLib.selftest import SelfTestMixin
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -241,13 +241,18 @@ class SoftSpinalCordSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     @staticmethod
     def doneMessage(outputs):
-        """Slices measured, those whose CSA stands out from their neighbours' (misread more often than real) or
-        that the cord crosses steeply, and why levels given made no per-level table."""
+        """Slices measured, those whose CSA stands out from their neighbours' or is over a healthy cord's
+        (misread more often than real) or that the cord crosses steeply, and why levels given made no per-level table."""
         message = _("Done: {rows} slices measured.").format(rows=len(outputs.csa.rows))
         suspects = outputs.csa.suspect_slices()
         if suspects:
             message += " " + _("Check slices {slices} in the slice views: their CSA departs from their neighbours'.").format(
                 slices=", ".join(str(index) for index in suspects))
+        oversized = outputs.csa.oversized_slices()
+        if oversized:
+            message += " " + _("Check slices {slices} in the slice views: their CSA is over {limit:g} mm², more than a "
+                               "healthy adult cord's.").format(slices=", ".join(str(index) for index in oversized),
+                                                               limit=OVERSIZED_CSA_MM2)
         steep = outputs.csa.steep_slices()
         if steep:
             message += " " + _("Check slices {slices}: the cord crosses them at over {limit:g} degrees, where a "

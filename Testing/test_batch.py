@@ -254,7 +254,7 @@ def test_summary_rows_per_level_when_levels_are_known(tmp_path):
     image = bids.describe(tmp_path / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
     table = csa_table(range(6), [70.0 + i for i in range(6)], [2, 2, 2, 3, 3, 3])
     rows = report.summarise(image, table, "sub-01/anat/sub-01_T2w_csa.csv")
-    assert [(r["level"], r["n_slices"], r["mean_csa_mm2"]) for r in rows] == [("all", 6, 72.5), ("C2", 3, 71.0), ("C3", 3, 74.0)]
+    assert [(r["level"], r["n_slices"], r["csa_mm2_mean"]) for r in rows] == [("all", 6, 72.5), ("C2", 3, 71.0), ("C3", 3, 74.0)]
     assert rows[1]["slices"] == "0:2" and rows[0]["contrast"] == "T2w"
     assert all(row["slices_to_check"] == "" for row in rows)
     misread = csa_table(range(0, 30, 5), [70.0, 71.0, 98.0, 73.0, 74.0, 75.0], [2, 2, 2, 3, 3, 3])
@@ -358,7 +358,7 @@ def test_batch_aggregates_csa_and_its_spread_across_contrasts(first_run):
     whole = {(row["subject"], row["contrast"]): row for row in summary if row["level"] == "all"}
     assert len(whole) == len(cohort["good"])
     for row in whole.values():  # the stand-in cord has a known cross-section, in every grid and orientation
-        assert float(row["mean_csa_mm2"]) == pytest.approx(STAND_IN_AREA_MM2, rel=0.02)
+        assert float(row["csa_mm2_mean"]) == pytest.approx(STAND_IN_AREA_MM2, rel=0.02)
         assert int(row["n_slices"]) > 0 and row["file"].endswith("_csa.csv")
     assert ("ph01", "acq-sag_T1w") in whole and whole[("ph01", "acq-sag_T1w")]["session"] == "01"
     spread = {row["subject"]: row for row in read_rows(result.spread_csv)}

@@ -399,10 +399,16 @@ def test_bad_threshold_and_output_over_input(tmp_path, capsys):
     assert_one_line_error(code, err, "overwrite")
     # Output types are checked before the model runs: nothing is written.
     for option, name, reason in (("--mask", "mask.txt", "unsupported file type"), ("--mask", "mask.nhdr", ".nrrd (one file)"),
-                                 ("--qc", "qc.jpg", "name the file .png"), ("--plot", "csa.svg", "name the file .png")):
-        code, _, err = run(["segment", image, "-o", tmp_path / "prob.nii.gz", option, tmp_path / name], capsys)
+                                 ("--qc", "qc.jpg", "name the file .png"), ("--plot", "csa.svg", "name the file .png"),
+                                 ("--csa", "csa.nii.gz", "name the file .csv"), ("--format", "sct", "also pass --csa")):
+        target = tmp_path / name if option != "--format" else name
+        code, _, err = run(["segment", image, "-o", tmp_path / "prob.nii.gz", option, target], capsys)
         assert_one_line_error(code, err, reason)
         assert "loading" not in err
+    mask = write_nifti(tmp_path / "mask.nii.gz", np.zeros((8, 8, 4), np.float32), np.eye(4))
+    code, _, err = run(["csa", mask, "-o", tmp_path / "csa.nii.gz"], capsys)
+    assert_one_line_error(code, err, "name the file .csv")
+    mask.unlink()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["image.nii.gz"]
 
 

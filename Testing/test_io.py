@@ -95,7 +95,11 @@ def test_4d_needs_a_volume_index(tmp_path):
     path = write_nifti(tmp_path / "dwi.nii.gz", series, np.eye(4))
     with pytest.raises(InputError, match=r"4D with 3 volumes.*mean DWI.*--volume N \(0\.\.2\)"):
         load_volume(path)
-    np.testing.assert_array_equal(load_volume(path, volume_index=2).array, series[..., 2])
+    picked = load_volume(path, volume_index=2)
+    np.testing.assert_array_equal(picked.array, series[..., 2])
+    assert picked.volume_index == 2  # named in the QC mosaic's title
+    single = write_nifti(tmp_path / "t2.nii.gz", series[..., 0], np.eye(4))
+    assert load_volume(single, volume_index=2, index_4d_only=True).volume_index is None
     with pytest.raises(InputError, match="out of range"):
         load_volume(path, volume_index=3)
 

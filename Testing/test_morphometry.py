@@ -252,6 +252,15 @@ def test_suspect_slices_are_the_ones_that_break_from_their_neighbours():
     assert flipped.suspect_slices() == [3, 8]  # the file's indices, whichever way the slices run
 
 
+@pytest.mark.parametrize("area_mm2, oversized", [(80.0, False), (130.0, True)])
+def test_oversized_slices_are_those_over_a_healthy_adult_cord(area_mm2, oversized):
+    """A run of 130 mm² slices agrees with its neighbours (no suspect slice) but is larger than a healthy cord."""
+    mask, affine = make_phantom_mask(CordPhantom(area_mm2=area_mm2, length_mm=30.0), (0.5, 0.5, 2.0))
+    table = compute_csa(mask, affine)
+    assert table.suspect_slices() == []
+    assert table.oversized_slices() == (sorted(int(row["slice"]) for row in table.rows) if oversized else [])
+
+
 def test_orientation_summary_averages_axes_not_numbers():
     from SoftSpinalCordSegLib.morphometry import METRICS, CsaTable
 

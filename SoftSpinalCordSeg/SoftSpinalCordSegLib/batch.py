@@ -359,8 +359,9 @@ def run_batch(
         raise InputError(f"--threshold must be between 0 and 1, not {threshold}")
     input_path = Path(input_path)
     output_dir = Path(output_dir) if output_dir else default_output_dir(input_path)
-    if csa_format not in ("default", "sct"):
-        raise InputError(f"--format must be default or sct, not {csa_format!r}")
+    from .pipeline import check_csa_format
+
+    check_csa_format(csa_format)
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"{output_dir}: is a file; --output must be a folder (for the derivatives)")
     images = discover(input_path, include, exclude_dirs=[output_dir])

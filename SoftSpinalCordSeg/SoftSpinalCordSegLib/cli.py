@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CancelledError, InputError, Interrupted, OutputError
-from .morphometry import STEEP_ANGLE_DEG, SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
+from .morphometry import OVERSIZED_CSA_MM2, STEEP_ANGLE_DEG, SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
 from .sctcsv import CSA_FORMATS
 
 PROG = "softseg"
@@ -119,6 +119,10 @@ def print_summary(table) -> None:
     if suspects:
         print(f"check slices {', '.join(map(str, suspects))} on the QC mosaic: their CSA departs by more than "
               f"{SUSPECT_TOLERANCE:.0%} from that of the slices within {SUSPECT_WINDOW_MM:.0f} mm")
+    oversized = table.oversized_slices()
+    if oversized:
+        print(f"check slices {', '.join(map(str, oversized))} on the QC mosaic: their CSA is over {OVERSIZED_CSA_MM2:.0f} mm², "
+              "more than a healthy adult cord's (about 60-90 mm² in the cervical cord): the mask may take in CSF")
     ap, rl = np.abs(table.column("angle_ap_deg")), np.abs(table.column("angle_rl_deg"))
     print(f"centreline angles from the slice normal: about A-P up to {ap.max():.1f}°, about R-L up to {rl.max():.1f}°")
     steep = table.steep_slices()

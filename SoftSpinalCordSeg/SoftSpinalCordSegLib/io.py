@@ -42,6 +42,7 @@ class Volume:
     affine: np.ndarray
     path: Optional[str] = None
     header: Any = field(default=None, repr=False)  # nibabel NIfTI header of the source, kept to write outputs alike
+    volume_index: Optional[int] = None  # the volume read from a 4D file (None: the file is 3D)
 
     @property
     def spacing(self) -> np.ndarray:
@@ -134,7 +135,7 @@ def _read(path, volume_index: Optional[int], kind: str = "image", index_4d_only:
     reader = _read_nifti if file_format(path) == "nifti" else _read_nrrd
     try:
         with quiet_warnings():  # nibabel/numpy warnings on odd headers: the checks below say what is wrong
-            array, affine, header = reader(path, Selection(volume_index, kind, index_4d_only))
+            array, affine, header, picked = reader(path, Selection(volume_index, kind, index_4d_only))
     except InputError:
         raise
     except (MemoryError, KeyboardInterrupt):
@@ -142,7 +143,7 @@ def _read(path, volume_index: Optional[int], kind: str = "image", index_4d_only:
     except Exception as error:  # nibabel/SimpleITK/gzip raise many types for corrupt files
         raise InputError(f"{path}: {_read_failure(error)}") from None
     check_affine(affine, path)
-    return Volume(array=array, affine=affine, path=str(path), header=header)
+    return Volume(array=array, affine=affine, path=str(path), header=header, volume_index=picked)
 
 
 @contextlib.contextmanager
@@ -268,7 +269,7 @@ def _read_nifti(path: Path, selection: "Selection"):
     index = _volume_to_read(path, shape, selection)
     raw = image.dataobj[(slice(None),) * 3 + (index,)] if index is not None else image.dataobj
     array = np.asarray(raw).reshape(shape[:3])  # the stored type, scaled: range checked before float32
-    return _as_float32(array, path), np.asarray(image.affine, dtype=np.float64), image.header.copy()
+    return _as_float32(array, path), np.asarray(image.affine, dtype=np.float64), image.header.copy(), index
 
 
 def _squeezed_shape(shape) -> Tuple[int, ...]:
@@ -361,7 +362,7 @@ def _read_nrrd(path: Path, selection: "Selection"):
     index = _volume_to_read(path, shape, selection)
     if index is not None:
         array = array[..., index]
-    return _as_float32(array, path), ras_affine_from_sitk(image), None
+    return _as_float32(array, path), ras_affine_from_sitk(image), None, index
 
 
 def ras_affine_from_sitk(image) -> np.ndarray:

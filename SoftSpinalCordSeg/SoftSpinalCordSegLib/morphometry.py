@@ -43,6 +43,8 @@ MIN_SLICE_AREA = 1e-3  # soft sum below this (in voxels) counts as no cord in th
 SUSPECT_TOLERANCE = 0.25  # a slice whose CSA departs this much (relative) from its neighbours' is worth a look,
 SUSPECT_MIN_MM2 = 10.0  # if that is also this much in mm² (the tapering tip of the cord changes fast, but by little)
 SUSPECT_WINDOW_MM = 10.0  # its neighbours: the slices within this distance along S, on both sides
+OVERSIZED_CSA_MM2 = 110.0  # over healthy adult cords (about 60-90 mm² in the cervical cord, less below): a slice
+# reading more has more often taken in CSF or tissue next to the cord than met a cord that large (a swollen one can be)
 STEEP_ANGLE_DEG = 45.0  # the model reads slices this oblique to the cord less well, and misses it beyond ~50 degrees
 
 
@@ -119,6 +121,11 @@ class CsaTable(Table):
         tan_ap, tan_rl = (np.tan(np.radians(self.column(name))) for name in ("angle_ap_deg", "angle_rl_deg"))
         steep = np.degrees(np.arctan(np.hypot(tan_ap, tan_rl))) > limit_deg
         return sorted(int(row["slice"]) for row, flag in zip(self.rows, steep) if flag)
+
+    def oversized_slices(self, limit_mm2: float = OVERSIZED_CSA_MM2) -> List[int]:
+        """Slice indices whose CSA is over limit_mm2, larger than a healthy adult cord: a run of such slices
+        agrees with its neighbours, which suspect_slices then lets pass. A hint for the QC mosaic."""
+        return sorted(int(row["slice"]) for row in self.rows if row["csa_mm2"] > limit_mm2)
 
     def suspect_slices(self, tolerance: float = SUSPECT_TOLERANCE, window_mm: float = SUSPECT_WINDOW_MM) -> List[int]:
         """Slice indices whose CSA departs by more than `tolerance` and SUSPECT_MIN_MM2 from the median of

@@ -76,9 +76,9 @@ def _check_outputs(inputs, outputs) -> None:
             raise InputError(f"{source}: an output would overwrite this input; choose another output name")
 
 
-def _check_output_types(images=(), pictures=()) -> None:
-    """Refuse, before any work, image outputs that are neither NIfTI nor single-file NRRD and pictures that are
-    not PNG (the file would not hold what its name says)."""
+def _check_output_types(images=(), pictures=(), tables=()) -> None:
+    """Refuse, before any work, image outputs that are neither NIfTI nor single-file NRRD, pictures that are
+    not PNG and tables that are not CSV (the file would not hold what its name says)."""
     for path in (p for p in images if p is not None):
         file_format(path)
         if str(path).lower().endswith(".nhdr"):
@@ -86,6 +86,9 @@ def _check_output_types(images=(), pictures=()) -> None:
     for path in (p for p in pictures if p is not None):
         if not str(path).lower().endswith(".png"):
             raise InputError(f"{path}: pictures are written as PNG: name the file .png")
+    for path in (p for p in tables if p is not None):
+        if not str(path).lower().endswith(".csv"):
+            raise InputError(f"{path}: CSA tables are written as CSV: name the file .csv")
 
 
 def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_path=None, plot_path=None,
@@ -109,7 +112,10 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
     _check_levels_options(levels, discs_path, discs_out_path, levels_qc_path)
     _check_outputs([image_path, discs_path], [output_path, mask_path, csa_path, sct_csa_path, plot_path, qc_path,
                                               discs_out_path, levels_qc_path])
-    _check_output_types(images=[output_path, mask_path, discs_out_path], pictures=[plot_path, qc_path, levels_qc_path])
+    _check_output_types(images=[output_path, mask_path, discs_out_path], pictures=[plot_path, qc_path, levels_qc_path],
+                        tables=[csa_path, sct_csa_path])
+    if csa_format != "default" and csa_path is None:
+        raise InputError(f"--format {csa_format} is the layout of the CSA table: also pass --csa CSA.csv")
     if discs_path is not None and csa_path is None and plot_path is None:
         raise InputError("--discs gives the levels of the CSA table: also pass --csa CSA.csv")
     with all_or_none(), quiet_warnings(), _about(image_path, discs_path):  # every output, or none of them
@@ -131,11 +137,13 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
         if qc_path is not None:  # drawn before measuring: a QC mosaic also shows why no cord was found
             from .qc import qc_mosaic
 
-            _report(progress, 0.88, "drawing the QC mosaic")
-            qc_mosaic(volume.array, probability, volume.affine, qc_path, title=f"{Path(image_path).name}: soft cord segmentation")
+            _report(progress, 0.86, "drawing the QC mosaic")
+            picked = "" if volume.volume_index is None else f", volume {volume.volume_index}"
+            qc_mosaic(volume.array, probability, volume.affine, qc_path,
+                      title=f"{Path(image_path).name}{picked}: soft cord segmentation")
         labelling = None
         if levels == "auto":
-            _report(progress, 0.87, "finding the vertebral discs")
+            _report(progress, 0.88, "finding the vertebral discs")
             labelling = label_discs(volume, probability, discs_out_path, levels_qc_path, Path(image_path).name)
             discs = labelling.level_points() if labelling.ok else None
         table = None
@@ -220,7 +228,7 @@ def measure_file(mask_path, csa_path, levels_path=None, perlevel=False, plot_pat
         raise InputError("--image, --discs-out and --levels-qc go with --levels auto")
     _check_outputs([mask_path, image_path, discs_path] + ([] if auto else [levels_path]),
                    [csa_path, plot_path, discs_out_path, levels_qc_path])
-    _check_output_types(images=[discs_out_path], pictures=[plot_path, levels_qc_path])
+    _check_output_types(images=[discs_out_path], pictures=[plot_path, levels_qc_path], tables=[csa_path])
     if levels_path is not None and discs_path is not None:
         raise InputError("give the vertebral levels either as --levels or as --discs, not both")
     if (perlevel or vert is not None) and levels_path is None and discs_path is None:

@@ -40,9 +40,10 @@ def qc_mosaic(image: np.ndarray, probability: np.ndarray, affine: np.ndarray, pa
     for tile, index in enumerate(chosen, start=1):
         axes = figure.add_subplot(rows, columns, tile)
         centre = _cord_centre(probability[:, :, index], image.shape[:2])
-        window = tuple(slice(max(0, c - h), c + h + 1) for c, h in zip(centre, half))
-        image_tile, mask_tile = image[window + (index,)].T, probability[window + (index,)].T
+        image_tile = _window(image[:, :, index], centre, half, np.nan).T  # NaN: shown as the black background
+        mask_tile = _window(probability[:, :, index], centre, half, 0.0).T
         extent_aspect = spacing[1] / spacing[0]
+        axes.set_facecolor("black")
         axes.imshow(image_tile, cmap="gray", origin="lower", vmin=low, vmax=high, aspect=extent_aspect)
         overlay = np.ma.masked_less_equal(mask_tile, 0.02)
         axes.imshow(overlay, cmap="autumn", origin="lower", alpha=0.45, vmin=0, vmax=1, aspect=extent_aspect)
@@ -56,6 +57,13 @@ def qc_mosaic(image: np.ndarray, probability: np.ndarray, affine: np.ndarray, pa
     figure.tight_layout(rect=(0, legend_height / figure.get_figheight(), 1, 1))
     with atomic_path(path) as temporary:
         figure.savefig(str(temporary), format="png")
+
+
+def _window(plane, centre, half, fill):
+    """plane[c - h : c + h + 1] along both axes, filled with fill where that leaves the slice: every tile covers
+    the same CROP_MM square, so that the grid's rows keep their height (a cut-off tile is taller than wide)."""
+    padded = np.pad(plane, [(h, h) for h in half], constant_values=fill)
+    return padded[tuple(slice(c, c + 2 * h + 1) for c, h in zip(centre, half))]
 
 
 def _add_legend(figure, one_row: bool) -> None:

@@ -20,7 +20,9 @@ from typing import Dict, List, Sequence, Tuple
 from .bids import REPORT_FILE, SPREAD_FILE, SUMMARY_FILE
 from .morphometry import CsaTable
 
-SUMMARY_COLUMNS = ["subject", "session", "contrast", "level", "slices", "z_min_mm", "z_max_mm", "mean_csa_mm2", "sd_csa_mm2", "n_slices", "slices_to_check", "file"]
+# a summary row of `softseg csa --vert/--slices` (its first columns, same names) with the image it belongs to
+SUMMARY_COLUMNS = ["subject", "session", "contrast", "level", "slices", "n_slices", "z_min_mm", "z_max_mm", "csa_mm2_mean",
+                   "csa_mm2_sd", "slices_to_check", "file"]
 SPREAD_COLUMNS = ["subject", "session", "level", "z_min_mm", "z_max_mm", "n_contrasts", "contrast_means_mm2", "mean_csa_mm2", "sd_across_contrasts_mm2", "range_mm2", "cv_percent"]
 WHOLE_CORD = "all"
 
@@ -42,7 +44,7 @@ def summarise(image, table, csa_path) -> List[dict]:
     aggregates = table.summarize().rows
     if _levels(table):
         aggregates += table.summarize(per_level=True).rows
-    suspects = set(table.suspect_slices()) | set(table.steep_slices())  # as segment's summary names them
+    suspects = set(table.suspect_slices()) | set(table.oversized_slices()) | set(table.steep_slices())  # as segment's summary names them
     summary = []
     for aggregate in aggregates:
         level = aggregate["level"]
@@ -50,9 +52,9 @@ def summarise(image, table, csa_path) -> List[dict]:
         summary.append({
             "subject": image.subject, "session": image.session, "contrast": contrast_label(image),
             "level": level_name(level) if isinstance(level, int) else WHOLE_CORD, "slices": aggregate["slices"],
-            "z_min_mm": round(aggregate["z_min_mm"], 2), "z_max_mm": round(aggregate["z_max_mm"], 2),
-            "mean_csa_mm2": round(aggregate["csa_mm2_mean"], 3), "sd_csa_mm2": _rounded(aggregate["csa_mm2_sd"]),
             "n_slices": aggregate["n_slices"],
+            "z_min_mm": round(aggregate["z_min_mm"], 2), "z_max_mm": round(aggregate["z_max_mm"], 2),
+            "csa_mm2_mean": round(aggregate["csa_mm2_mean"], 3), "csa_mm2_sd": _rounded(aggregate["csa_mm2_sd"]),
             "slices_to_check": " ".join(str(row["slice"]) for row in rows if row["slice"] in suspects),
             "file": str(csa_path),
         })
