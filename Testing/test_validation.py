@@ -100,6 +100,25 @@ def test_rician_noise_has_the_asked_sd_relative_to_the_cord(validation):
     assert outside.mean() == pytest.approx(np.hypot(200.0, 40.0), abs=1.0)
 
 
+def test_bias_fields_have_the_asked_gain(validation):
+    image = np.ones((40, 60, 3), np.float32)
+    spacing = (0.5, 1.0, 3.0)
+    front_to_back = validation.with_bias_field(image, spacing, validation.BIAS_FIELDS["A-P x4"])
+    assert front_to_back[0, -1, 0] / front_to_back[0, 0, 0] == pytest.approx(4.0 ** (59 / 60))  # centres of the end pixels
+    assert front_to_back[:, 30, 1] == pytest.approx(np.full(40, 4.0 ** (0.5 / 60)))  # constant along R-L and S
+    coil = validation.with_bias_field(image, spacing, validation.BIAS_FIELDS["posterior coil"])
+    assert coil[0, 0, 0] == pytest.approx(1 + 3 * np.exp(-0.5 / 40))  # 4x at the back, falling off forwards
+    assert coil[0, -1, 0] == pytest.approx(1 + 3 * np.exp(-59.5 / 40))
+
+
+def test_a_bias_field_leaves_the_csa(validation, data_dir, shared_file):
+    """unf01 T1w under a 4x A-P gain, a 3x R-L gain and a posterior coil's fall-off reads within 3 % of its ratio
+    as acquired (within 1 % when measured)."""
+    result = validation.bias_check(_item(validation, "unf01 T1w", shared_file), data_dir)
+    assert list(result) == list(validation.BIAS_FIELDS)
+    assert all(value == pytest.approx(1.0, abs=0.03) for value in result.values()), result
+
+
 def test_noise_of_a_fast_scan_leaves_the_csa(validation, data_dir, shared_file):
     """unf01 T2w at a cord SNR of 20, 10 and 5 reads within 5 % of its ratio as acquired (1.00, 0.99, 0.98)."""
     result = validation.noise_check(_item(validation, "unf01 T2w", shared_file), data_dir)

@@ -6,7 +6,7 @@ and the drift test).
 prints one row per image (Dice at 0.5, soft Dice, CSA ratio to the manual mask on the manual's slices), one
 row per person (the mean over that person's images), the mean over people, and scan-rescan differences; then
 MT-on against MT-off, and known-truth changes to held-out images: lesions and an AP squeeze (pathology_check),
-thicker slices and a tilted cord (geometry_check), Rician noise (noise_check).
+thicker slices and a tilted cord (geometry_check), Rician noise (noise_check), a bias field (bias_check).
 
 People, not files: sub-10062Ses1 and sub-10062Ses2 are one person; unf01's three contrasts are one person.
 An image listed in model.json's `real_training_images` is marked "trained on" and left out of every mean.
@@ -347,6 +347,36 @@ def noise_report(data: Path):
     print_ratio_table(data, PATHOLOGY_IMAGES, noise_check)
 
 
+BIAS_FIELDS = {  # intensity over the field of view: name -> gain at (R-L, A-P) offsets in mm from its centre, over its extent
+    "A-P x4": lambda x, y, extent: 4.0 ** (y / extent[1]),  # one end 4x the other: a coil on one side
+    "R-L x3": lambda x, y, extent: 3.0 ** (x / extent[0]),
+    "posterior coil": lambda x, y, extent: 1 + 3 * np.exp(-(y + extent[1] / 2) / 40.0),  # 4x at the back, 1/e in 40 mm
+}
+
+
+def with_bias_field(image, spacing, gain):
+    """The image times a smooth gain over its axial plane (the same on every slice), the gain of BIAS_FIELDS."""
+    x, y = ((np.arange(n) - (n - 1) / 2) * step for n, step in zip(image.shape[:2], spacing[:2]))
+    extent = (image.shape[0] * spacing[0], image.shape[1] * spacing[1])
+    return (image * gain(x[:, None], y[None, :], extent)[..., None]).astype(np.float32)
+
+
+def bias_check(item: ValidationImage, data: Path) -> dict:
+    """Known truth for intensity inhomogeneity (coils, field strength): the model/manual ratio of the
+    angle-corrected CSA under each of BIAS_FIELDS over that ratio as acquired (1 is right)."""
+    _, image, mask, spacing, _ = canonical_image_and_mask(item, data)
+    affine = np.diag([*spacing, 1.0])
+    as_acquired = _model_over_manual(image, mask, affine)
+    return {name: float(_model_over_manual(with_bias_field(image, spacing, gain), mask, affine) / as_acquired)
+            for name, gain in BIAS_FIELDS.items()}
+
+
+def bias_report(data: Path):
+    print("\nKnown-truth intensity inhomogeneity: the image times a smooth gain over each axial slice; model/manual "
+          "ratio of the angle-corrected CSA over that ratio as acquired\n")
+    print_ratio_table(data, PATHOLOGY_IMAGES, bias_check)
+
+
 MT_PAIRS = [(f"sub-{n}", f"real/tutorial/sub-{n}_acq-MTon_MTS.nii.gz", f"real/tutorial/sub-{n}_acq-MToff_MTS.nii.gz")
             for n in ("01", "03", "05")]
 
@@ -415,7 +445,7 @@ def main(argv=None):
     p.add_argument("--weights-dir", help="evaluate the weights in this folder instead of the shipped ones")
     p.add_argument("--no-rescans", action="store_true", help="skip the scan-rescan rows")
     p.add_argument("--csv", help="also write the per-image rows here")
-    p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion, squeeze, slice-thickness, tilt and noise rows")
+    p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion, squeeze, slice-thickness, tilt, noise and bias-field rows")
     p.add_argument("--working-spacing", type=float, metavar="MM",
                    help="run the network on this in-plane grid instead of the 1 mm it was trained on (a measurement)")
     p.add_argument("--both-polarities", action=argparse.BooleanOptionalAction, default=True,
@@ -435,6 +465,7 @@ def main(argv=None):
         pathology_report(Path(args.data))
         geometry_report(Path(args.data))
         noise_report(Path(args.data))
+        bias_report(Path(args.data))
     if args.csv:
         write_csv(rows, args.csv)
     return 0
