@@ -191,6 +191,8 @@ def test_discovery_of_a_plain_folder_and_a_file_list(tmp_path):
     assert [(image.contrast, report.contrast_label(image)) for image in images] == [
         ("T2w", "acq-masked_T2w"), ("patient7_t2", "patient7_t2")]
     assert bids.describe(folder / "t2_ms.nii.gz").contrast == "t2_ms"
+    runs = [bids.describe(folder / f"sub-07_ses-01_run-{n}_T2w.nii.gz") for n in (1, 2)]
+    assert [report.contrast_label(image) for image in runs] == ["run-1_T2w", "run-2_T2w"]  # two rows, two tables
     # files named like BIDS beside others (as the SCT tutorial's folder): a plain folder, every image kept
     write_image(phantom_mri((16, 16, 6), affine, 7), affine, folder / "sub-01_acq-MTon_MTS.nii.gz")
     assert {image.stem for image in bids.discover(folder)} == {"patient9_acq-masked_T2w", "patient7_t2",
@@ -218,6 +220,9 @@ def test_discovery_errors_are_one_line(tmp_path):
     bad_list = tmp_path / "list.txt"
     bad_list.write_text("scan.dcm\n")
     with pytest.raises(InputError, match=r"list.txt:1: scan.dcm is not a NIfTI"):
+        bids.discover(bad_list)
+    bad_list.write_text("one.nii.gz\n# the same image again, another way\n./one.nii.gz\n")
+    with pytest.raises(InputError, match=r"list.txt:3: ./one.nii.gz is listed twice \(also on line 1\)"):
         bids.discover(bad_list)
     write_image(np.ones((4, 4, 4)), np.eye(4), tmp_path / "twice" / "a" / "scan.nii.gz")
     write_image(np.ones((4, 4, 4)), np.eye(4), tmp_path / "twice" / "a" / "scan.nii")
@@ -307,6 +312,60 @@ def test_batch_passes_the_reading_to_every_image(tmp_path):
         assert len(notes) == 2 and {note.read_text() for note in notes} == {repr(both)}
         recorded = json.loads((output / "dataset_description.json").read_text())["GeneratedBy"][0]["Options"]
         assert recorded["both_polarities"] is both and recorded["reading"] == batch.READING_REVISION
+
+
+def test_outputs_of_an_interrupted_run_with_other_options_are_redone(tmp_path):
+    """Run 1 at threshold 0.5; run 2 at 0.3 stops after sub-01 (as --include does); run 3 at 0.3 redoes sub-02,
+    whose outputs are run 1's, and keeps sub-01's. Outputs of a folder with no record are redone."""
+    axial = np.eye(4)
+    for subject in ("01", "02"):
+        write_image(phantom_mri((24, 24, 6), axial, 1), axial, tmp_path / "ds" / f"sub-{subject}" / "anat" / f"sub-{subject}_T2w.nii.gz")
+    output = tmp_path / "out"
+
+    def run(threshold, **options):
+        result = batch.run_batch(tmp_path / "ds", output, workers=1, segment_file=segment_file_with_stand_in,
+                                 quiet=True, threshold=threshold, **options)
+        return {Path(r.image.path).parent.parent.name: r.status for r in result.results}
+
+    assert run(0.5) == {"sub-01": "done", "sub-02": "done"}
+    assert run(0.3, include=["sub-01*"]) == {"sub-01": "done"}
+    assert run(0.3) == {"sub-01": "skipped", "sub-02": "done"}
+    assert run(0.3) == {"sub-01": "skipped", "sub-02": "skipped"}
+    (output / "dataset_description.json").unlink()  # as a run of an earlier version stopped before writing it
+    assert run(0.3) == {"sub-01": "done", "sub-02": "done"}
+    assert not list(output.rglob(".*tmp*"))
+
+
+def test_a_run_on_part_of_the_cohort_keeps_the_other_images_failures(tmp_path):
+    axial = np.eye(4)
+    good = write_image(phantom_mri((24, 24, 6), axial, 1), axial, tmp_path / "ds" / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    corrupt = tmp_path / "ds" / "sub-02" / "anat" / "sub-02_T2w.nii.gz"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"not a NIfTI file")
+    output = tmp_path / "out"
+    for include in ([], ["sub-01/*"]):
+        batch.run_batch(tmp_path / "ds", output, workers=1, segment_file=segment_file_with_stand_in, quiet=True,
+                        include=include, overwrite=True)
+        recorded = batch.read_known_failures(output)
+        assert list(recorded) == [str(corrupt)] and recorded[str(corrupt)]["signature"]  # not retried until it changes
+    corrupt.unlink()  # a failure of an image that is gone is forgotten
+    batch.run_batch(tmp_path / "ds", output, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
+    assert batch.read_known_failures(output) == {} and good.is_file()
+
+
+def test_local_workers_leave_a_terminal_interrupt_to_the_batch():
+    """Processes started while the workers start inherit an ignored SIGINT (a Ctrl-C reaches the whole process
+    group: only the batch must act on it, without a traceback per worker); the batch's own handler is back after."""
+    import signal
+    import subprocess
+    import sys
+
+    before = signal.getsignal(signal.SIGINT)
+    ask = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"]
+    with batch._interrupts_ignored_by_children():
+        assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == "True"
+    assert signal.getsignal(signal.SIGINT) is before
+    assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == "False"
 
 
 # ------------------------------------------------------------------------------------------ the whole batch

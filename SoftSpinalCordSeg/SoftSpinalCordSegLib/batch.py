@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,12 +137,13 @@ def peak_rss_mb() -> float:
 
 
 # --------------------------------------------------------------------------------------------- client side
-def outputs_up_to_date(image: SourceImage, outputs: Dict[str, Path]) -> bool:
-    """All outputs exist and none is older than the image (outputs are atomic, so existing means complete).
-    False where the image itself is gone: segmenting it then reports it as a failure of its own."""
+def outputs_up_to_date(image: SourceImage, outputs: Dict[str, Path], options_since_ns: int = 0) -> bool:
+    """All outputs exist and none is older than the image (outputs are atomic, so existing means complete) or
+    than options_since_ns, when the recorded options took effect. False where the image itself is gone:
+    segmenting it then reports it as a failure of its own."""
     try:
-        source_mtime = os.stat(image.path).st_mtime_ns
-        return all(os.stat(p).st_mtime_ns >= source_mtime for p in outputs.values())
+        oldest_valid = max(os.stat(image.path).st_mtime_ns, options_since_ns)
+        return all(os.stat(p).st_mtime_ns >= oldest_valid for p in outputs.values())
     except OSError:
         return False
 
@@ -161,8 +163,10 @@ def read_known_failures(output_dir: Path) -> Dict[str, dict]:
 
 
 def write_failures(output_dir: Path, results: Sequence[ImageResult]) -> Path:
-    """The failures of this run; those caused by the input itself are not retried until the file changes."""
-    rows = []
+    """The failures of this run, and those recorded before of images still there that this run left out
+    (--include); those caused by the input itself are not retried until the file changes."""
+    this_run = {result.image.path for result in results}
+    rows = [row for path, row in read_known_failures(output_dir).items() if path not in this_run and os.path.exists(path)]
     for result in results:
         if result.status != "failed":
             continue
@@ -226,7 +230,26 @@ def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
     return f"{' and '.join(changed)} changed since the last run" if changed else ""
 
 
-def write_dataset_description(output_dir: Path, input_path: Path, model_sha256: str, options: dict) -> Path:
+def options_since_ns(output_dir: Path, changed: str) -> int:
+    """When the options of this run took effect, in the output folder's clock: outputs older than that were
+    made under other options (or by an interrupted run of other options) and are redone. Where they did not
+    change, the time recorded by the run that set them (0 for records from before it was kept); where they
+    did, or where nothing was recorded, now."""
+    if not changed:
+        try:
+            generated = json.loads((output_dir / "dataset_description.json").read_text())["GeneratedBy"][0]
+            return int(generated.get("OptionsSinceNs") or 0)
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            pass  # no earlier record: outputs of unknown options are redone
+    try:
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".clock-", suffix=".tmp") as probe:
+            return os.fstat(probe.fileno()).st_mtime_ns
+    except OSError as error:
+        raise OutputError(f"{output_dir}: cannot write the derivatives here ({error.strerror})") from None
+
+
+def write_dataset_description(output_dir: Path, input_path: Path, model_sha256: str, options: dict,
+                              since_ns: int = 0) -> Path:
     path = output_dir / "dataset_description.json"
     description = {
         "Name": "SoftSpinalCordSeg soft spinal-cord segmentation and CSA",
@@ -239,6 +262,7 @@ def write_dataset_description(output_dir: Path, input_path: Path, model_sha256: 
                 "Description": "contrast-agnostic soft spinal-cord segmentation and angle-corrected CSA (softseg batch)",
                 "ModelSHA256": model_sha256,
                 "Options": {k: options.get(k) for k in RESULT_OPTIONS},
+                "OptionsSinceNs": since_ns,
             }
         ],
         "SourceDatasets": [{"URL": Path(input_path).resolve().as_uri()}],
@@ -279,6 +303,24 @@ def _distributed():
 DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
+@contextlib.contextmanager
+def _interrupts_ignored_by_children():
+    """SIGINT ignored while the local workers start, so that they inherit that (an ignored signal stays ignored
+    in a new process, and Python then installs no KeyboardInterrupt of its own): a Ctrl-C in the terminal, sent
+    to every process of the group, stops the batch here and not each worker with a traceback of its own."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def open_client(workers: int, scheduler: Optional[str], quiet: bool = True):
     """A Dask client on an existing scheduler, or on a new local cluster of single-threaded worker processes.
 
@@ -296,15 +338,16 @@ def open_client(workers: int, scheduler: Optional[str], quiet: bool = True):
         except (OSError, TimeoutError, ValueError) as error:  # ValueError: not an address (no port...)
             raise InputError(f"cannot reach the Dask scheduler {scheduler}: {error}") from None
     threads = str(max(1, (os.cpu_count() or 1) // workers))
-    cluster = distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=DASHBOARD_ADDRESS,
-        silence_logs=logging.ERROR,
-        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-             "PYTHONWARNINGS": "ignore"},
-    )
+    with _interrupts_ignored_by_children():
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=DASHBOARD_ADDRESS,
+            silence_logs=logging.ERROR,
+            env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+                 "PYTHONWARNINGS": "ignore"},
+        )
     client = distributed.Client(cluster)
     client.owned_cluster = cluster  # closed with the client in close_client
     if not quiet and importlib.util.find_spec("bokeh") is not None:
@@ -384,12 +427,15 @@ def run_batch(
             raise InputError("give the discs either as --discs or find them with --levels auto, not both")
         options["levels"] = levels
     recorded = {**options, "discs": discs, "reading": READING_REVISION}  # discs change the tables' levels, not the pipeline's options
-    changed = "" if overwrite else settings_changed(output_dir, model_sha256, recorded)
-    if changed:
-        if not quiet:
-            print(f"softseg batch: {changed}: redoing every image", file=sys.stderr)
-        overwrite = True
+    changed = settings_changed(output_dir, model_sha256, recorded)  # also under --overwrite: it dates the options
+    if changed and not overwrite and not quiet:
+        print(f"softseg batch: {changed}: redoing every image", file=sys.stderr)
+    overwrite = overwrite or bool(changed)
 
+    # Recorded before any image: a run interrupted, then run again with other options, must not keep outputs
+    # made under the options of the interrupted one.
+    since_ns = options_since_ns(output_dir, changed)
+    write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
     known_failures = {} if overwrite else read_known_failures(output_dir)
     results: Dict[str, ImageResult] = {}
     pending: List[SourceImage] = []
@@ -397,7 +443,7 @@ def run_batch(
         outputs = image_outputs(image, output_dir, csa_format, levels)
         as_text = {k: str(v) for k, v in outputs.items()}
         known = known_failures.get(image.path)
-        if not overwrite and outputs_up_to_date(image, outputs):
+        if not overwrite and outputs_up_to_date(image, outputs, since_ns):
             results[image.path] = ImageResult(image, "skipped", outputs=as_text)
         elif known and known["signature"] and known["signature"] == _file_signature(image.path):
             results[image.path] = ImageResult(image, "failed", reason=known["reason"], outputs=as_text, bad_input=True)
@@ -418,7 +464,7 @@ def run_batch(
                                     scheduler, progress))
 
     ordered = [results[image.path] for image in images]
-    write_dataset_description(output_dir, input_path, model_sha256, recorded)
+    write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
     write_failures(output_dir, ordered)
     summary_csv, spread_csv, report_html = write_cohort_outputs(output_dir, ordered, input_path)
     return BatchResult(output_dir, ordered, summary_csv, spread_csv, report_html, time.perf_counter() - start)

@@ -164,7 +164,7 @@ def read_file_list(list_path: Path) -> List[Path]:
         lines = list_path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{list_path}: cannot read the file list ({error})") from None
-    paths = []
+    paths, first_lines = [], {}
     for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -172,6 +172,9 @@ def read_file_list(list_path: Path) -> List[Path]:
         path = Path(line) if os.path.isabs(line) else list_path.parent / line
         if not split_extension(path.name)[1]:
             raise InputError(f"{list_path}:{number}: {line} is not a NIfTI or NRRD file name")
+        first = first_lines.setdefault(os.path.normpath(os.path.abspath(path)), number)
+        if first != number:
+            raise InputError(f"{list_path}:{number}: {line} is listed twice (also on line {first}): list each image once")
         paths.append(path)
     return paths
 

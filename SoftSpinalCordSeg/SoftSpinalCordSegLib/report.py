@@ -28,8 +28,9 @@ WHOLE_CORD = "all"
 
 
 def contrast_label(image) -> str:
-    """The BIDS suffix with the entities that tell two images of one subject apart (acq-MTon_MTS)."""
-    others = [f"{k}-{v}" for k, v in image.entities.items() if k not in ("sub", "ses", "run")]
+    """The BIDS suffix with the entities that tell two images of one subject and session apart (acq-MTon_MTS,
+    run-2_T2w: two runs of one contrast compare as two contrasts would, a scan-rescan spread)."""
+    others = [f"{k}-{v}" for k, v in image.entities.items() if k not in ("sub", "ses")]
     return "_".join(others + [image.contrast or "image"])
 
 
