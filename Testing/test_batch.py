@@ -459,6 +459,7 @@ def test_rerun_skips_finished_work_and_redoes_only_what_changed(first_run, capsy
     assert code == 1  # a file failed (from the first run's record, as the corrupt file did not change)
     assert f"{len(cohort['good'])} already done, 1 failed" in captured.out
     assert f"failed: {cohort['corrupt']}" in captured.err and UNREADABLE.search(captured.err)
+    assert "(unchanged since it failed: not tried again)" in captured.err
     assert {p: p.stat().st_mtime_ns for p in output.rglob("*_label-SC_probseg.nii.gz")} == before
     assert str(cohort["corrupt"]) in parse_report(output / batch.REPORT_FILE).cells
 

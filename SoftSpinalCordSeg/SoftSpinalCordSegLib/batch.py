@@ -45,6 +45,11 @@ class ImageResult:
     worker: str = ""
     outputs: Dict[str, str] = field(default_factory=dict)
     bad_input: bool = False  # failed because of the file itself: not retried until the file changes
+    from_record: bool = False  # such a failure recorded by an earlier run, the file unchanged since: not tried again
+
+    @property
+    def why(self) -> str:
+        return self.reason + (" (unchanged since it failed: not tried again)" if self.from_record else "")
 
 
 @dataclass
@@ -285,7 +290,7 @@ class ProgressBar:
         bar = "#" * filled + "." * (self.width - filled)
         detail = f" ({result.seconds:.1f} s)" if result.status == "done" else ""
         if result.status == "failed":
-            detail = f": {result.reason}"
+            detail = f": {result.why}"
         print(f"[{bar}] {self.done}/{self.total} {result.status} {result.image.stem}{detail}", file=sys.stderr, flush=True)
 
 
@@ -446,7 +451,8 @@ def run_batch(
         if not overwrite and outputs_up_to_date(image, outputs, since_ns):
             results[image.path] = ImageResult(image, "skipped", outputs=as_text)
         elif known and known["signature"] and known["signature"] == _file_signature(image.path):
-            results[image.path] = ImageResult(image, "failed", reason=known["reason"], outputs=as_text, bad_input=True)
+            results[image.path] = ImageResult(image, "failed", reason=known["reason"], outputs=as_text, bad_input=True,
+                                              from_record=True)
         else:
             pending.append(image)
 
@@ -590,5 +596,5 @@ def main(args) -> int:
             f"CSA summary: {result.summary_csv}\nreport: {result.report_html}"
         )
     for failure in result.failures:  # errors are not silenced: the exit code alone would not say which
-        print(f"failed: {failure.image.path}: {failure.reason}", file=sys.stderr)
+        print(f"failed: {failure.image.path}: {failure.why}", file=sys.stderr)
     return 1 if result.failures else 0
