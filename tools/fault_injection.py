@@ -664,7 +664,7 @@ def judge(case: Case, code: int, stderr: str, peak_mb: float, before) -> Outcome
             return outcome("traceback", f"exit {code}")
         if code == 0 and len(existing) != len(case.outputs):
             return outcome("silent", "exit 0 without every output")
-        if code != 0 and existing:
+        if code != 0 and existing and len(existing) != len(case.outputs):  # every output: the stop came after the last
             return outcome("partial", f"stopped but wrote {[p.name for p in existing]}")
         if len(lines) > 1:
             return outcome("traceback", f"{len(lines)} lines on stderr")
