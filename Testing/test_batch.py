@@ -336,6 +336,26 @@ def test_outputs_of_an_interrupted_run_with_other_options_are_redone(tmp_path):
     assert not list(output.rglob(".*tmp*"))
 
 
+def test_an_image_replaced_by_an_older_file_is_redone(tmp_path):
+    """cp -p / rsync -a put another file in place with its own, older time: the outputs are newer than it, but
+    its size and time are not those recorded with them."""
+    axial = np.eye(4)
+    image = write_image(phantom_mri((24, 24, 6), axial, 1), axial, tmp_path / "ds" / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    output = tmp_path / "out"
+
+    def run():
+        result = batch.run_batch(tmp_path / "ds", output, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
+        return result.results[0].status
+
+    assert run() == "done"
+    assert run() == "skipped"
+    write_image(phantom_mri((30, 30, 8), axial, 2), axial, image)  # another scan of another size...
+    os.utime(image, ns=(10**18,) * 2)  # ...that keeps its time of 2001
+    assert run() == "done"
+    assert nib.load(str(next(output.rglob("*_probseg.nii.gz")))).shape == (30, 30, 8)
+    assert run() == "skipped"
+
+
 def test_a_run_on_part_of_the_cohort_keeps_the_other_images_failures(tmp_path):
     axial = np.eye(4)
     good = write_image(phantom_mri((24, 24, 6), axial, 1), axial, tmp_path / "ds" / "sub-01" / "anat" / "sub-01_T2w.nii.gz")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from . import __version__
-from .bids import FAILURES_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_FILE, SourceImage, default_output_dir, discover
+from .bids import FAILURES_FILE, INPUTS_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_FILE, SourceImage, default_output_dir, discover
 from .errors import InputError, ModelNotInstalledError, OutputError
 from .report import write_cohort_outputs
 
@@ -158,13 +158,46 @@ def _file_signature(path) -> str:
     return f"{status.st_size}:{status.st_mtime_ns}"
 
 
-def read_known_failures(output_dir: Path) -> Dict[str, dict]:
-    """Failures recorded by the previous run, keyed by image path."""
-    path = output_dir / FAILURES_FILE
+def _read_tsv(path: Path) -> Dict[str, dict]:
+    """The rows of one of batch's TSV records, keyed by their image path ({} where there is none)."""
     if not path.is_file():
         return {}
     with open(path, newline="") as handle:
         return {row["file"]: row for row in csv.DictReader(handle, delimiter="\t")}
+
+
+def read_known_failures(output_dir: Path) -> Dict[str, dict]:
+    """Failures recorded by the previous run, keyed by image path."""
+    return _read_tsv(output_dir / FAILURES_FILE)
+
+
+def read_input_signatures(output_dir: Path) -> Dict[str, str]:
+    """Size and time of each image when its outputs were last found up to date, keyed by image path."""
+    return {path: row["signature"] for path, row in _read_tsv(output_dir / INPUTS_FILE).items()}
+
+
+def unchanged_since_recorded(path: str, signatures: Dict[str, str]) -> bool:
+    """True where the image has the size and time recorded with its outputs (or none was recorded): a file
+    replaced by another with an older time (cp -p, rsync -a) escapes the outputs' newer-than-the-image test."""
+    try:
+        return path not in signatures or signatures[path] == _file_signature(path)
+    except OSError:
+        return False
+
+
+def write_input_signatures(output_dir: Path, results: Sequence[ImageResult]) -> Path:
+    """The signature of each image whose outputs are up to date after this run, and those recorded before of
+    images still there that this run left out (--include)."""
+    this_run = {result.image.path for result in results}
+    rows = [{"file": path, "signature": signature} for path, signature in read_input_signatures(output_dir).items()
+            if path not in this_run and os.path.exists(path)]
+    for result in results:
+        if result.status in ("done", "skipped"):
+            with contextlib.suppress(OSError):  # gone since: no record, its outputs are judged again next time
+                rows.append({"file": result.image.path, "signature": _file_signature(result.image.path)})
+    path = output_dir / INPUTS_FILE
+    write_atomically(path, _tsv(rows, ["file", "signature"]))
+    return path
 
 
 def write_failures(output_dir: Path, results: Sequence[ImageResult]) -> Path:
@@ -442,13 +475,14 @@ def run_batch(
     since_ns = options_since_ns(output_dir, changed)
     write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
     known_failures = {} if overwrite else read_known_failures(output_dir)
+    signatures = read_input_signatures(output_dir)
     results: Dict[str, ImageResult] = {}
     pending: List[SourceImage] = []
     for image in images:
         outputs = image_outputs(image, output_dir, csa_format, levels)
         as_text = {k: str(v) for k, v in outputs.items()}
         known = known_failures.get(image.path)
-        if not overwrite and outputs_up_to_date(image, outputs, since_ns):
+        if not overwrite and outputs_up_to_date(image, outputs, since_ns) and unchanged_since_recorded(image.path, signatures):
             results[image.path] = ImageResult(image, "skipped", outputs=as_text)
         elif known and known["signature"] and known["signature"] == _file_signature(image.path):
             results[image.path] = ImageResult(image, "failed", reason=known["reason"], outputs=as_text, bad_input=True,
@@ -472,6 +506,7 @@ def run_batch(
     ordered = [results[image.path] for image in images]
     write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
     write_failures(output_dir, ordered)
+    write_input_signatures(output_dir, ordered)
     summary_csv, spread_csv, report_html = write_cohort_outputs(output_dir, ordered, input_path)
     return BatchResult(output_dir, ordered, summary_csv, spread_csv, report_html, time.perf_counter() - start)
 

@@ -18,6 +18,7 @@ from .errors import InputError
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr")
 # The cohort files a batch writes at the top of the derivatives folder (batch.py writes them, report.py too).
 FAILURES_FILE = "softseg_failures.tsv"
+INPUTS_FILE = "softseg_inputs.tsv"  # each image's size and time when its outputs were made
 SUMMARY_FILE = "softseg_csa_summary.csv"
 SPREAD_FILE = "softseg_contrast_spread.csv"
 REPORT_FILE = "softseg_report.html"
