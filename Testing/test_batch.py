@@ -331,6 +331,9 @@ def test_outputs_of_an_interrupted_run_with_other_options_are_redone(tmp_path):
     assert run(0.3, include=["sub-01*"]) == {"sub-01": "done"}
     assert run(0.3) == {"sub-01": "skipped", "sub-02": "done"}
     assert run(0.3) == {"sub-01": "skipped", "sub-02": "skipped"}
+    with pytest.raises(InputError):  # a run refused before any image leaves the record as it was
+        run(0.5, discs="{bogus}")
+    assert run(0.3) == {"sub-01": "skipped", "sub-02": "skipped"}
     (output / "dataset_description.json").unlink()  # as a run of an earlier version stopped before writing it
     assert run(0.3) == {"sub-01": "done", "sub-02": "done"}
     assert not list(output.rglob(".*tmp*"))
@@ -368,6 +371,9 @@ def test_a_run_on_part_of_the_cohort_keeps_the_other_images_failures(tmp_path):
                         include=include, overwrite=True)
         recorded = batch.read_known_failures(output)
         assert list(recorded) == [str(corrupt)] and recorded[str(corrupt)]["signature"]  # not retried until it changes
+    batch.run_batch(tmp_path / "ds", output, workers=1, segment_file=segment_file_with_stand_in, quiet=True,
+                    include=["sub-01/*"], threshold=0.3)
+    assert batch.read_known_failures(output) == {}  # under other options it may not fail: tried again next time
     corrupt.unlink()  # a failure of an image that is gone is forgotten
     batch.run_batch(tmp_path / "ds", output, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
     assert batch.read_known_failures(output) == {} and good.is_file()
@@ -384,8 +390,13 @@ def test_local_workers_leave_a_terminal_interrupt_to_the_batch():
     ask = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"]
     with batch._interrupts_ignored_by_children():
         assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == "True"
-    assert signal.getsignal(signal.SIGINT) is before
-    assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == "False"
+    assert signal.getsignal(signal.SIGINT) is before  # (SIG_IGN already where pytest runs as a background job)
+    assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == str(before is signal.SIG_IGN)
+    client = batch.open_client(1, None)  # the batch's own workers
+    try:
+        assert list(client.run(lambda: signal.getsignal(signal.SIGINT) is signal.SIG_IGN).values()) == [True]
+    finally:
+        batch.close_client(client)
 
 
 # ------------------------------------------------------------------------------------------ the whole batch

@@ -25,6 +25,7 @@ from . import __version__
 from .bids import FAILURES_FILE, INPUTS_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_FILE, SourceImage, default_output_dir, discover
 from .errors import InputError, ModelNotInstalledError, OutputError
 from .report import write_cohort_outputs
+from .sctcsv import CSA_FORMATS
 
 DEFAULT_WORKERS = 2
 # Bumped where the same weights and options give other masks (4: zeros along a slice's edge are outside the field).
@@ -188,9 +189,7 @@ def unchanged_since_recorded(path: str, signatures: Dict[str, str]) -> bool:
 def write_input_signatures(output_dir: Path, results: Sequence[ImageResult]) -> Path:
     """The signature of each image whose outputs are up to date after this run, and those recorded before of
     images still there that this run left out (--include)."""
-    this_run = {result.image.path for result in results}
-    rows = [{"file": path, "signature": signature} for path, signature in read_input_signatures(output_dir).items()
-            if path not in this_run and os.path.exists(path)]
+    rows = _left_out(_read_tsv(output_dir / INPUTS_FILE), results)
     for result in results:
         if result.status in ("done", "skipped"):
             with contextlib.suppress(OSError):  # gone since: no record, its outputs are judged again next time
@@ -200,11 +199,16 @@ def write_input_signatures(output_dir: Path, results: Sequence[ImageResult]) -> 
     return path
 
 
-def write_failures(output_dir: Path, results: Sequence[ImageResult]) -> Path:
-    """The failures of this run, and those recorded before of images still there that this run left out
-    (--include); those caused by the input itself are not retried until the file changes."""
-    this_run = {result.image.path for result in results}
-    rows = [row for path, row in read_known_failures(output_dir).items() if path not in this_run and os.path.exists(path)]
+def _left_out(recorded: Dict[str, dict], results: Sequence[ImageResult]) -> List[dict]:
+    """The recorded rows of images still there that this run left out (--include), paths compared resolved."""
+    this_run = {os.path.realpath(result.image.path) for result in results}
+    return [row for path, row in recorded.items() if os.path.realpath(path) not in this_run and os.path.exists(path)]
+
+
+def write_failures(output_dir: Path, results: Sequence[ImageResult], earlier: Dict[str, dict]) -> Path:
+    """The failures of this run, and `earlier` ones (read before it, under the same options) of images still
+    there that this run left out; those caused by the input itself are not retried until the file changes."""
+    rows = _left_out(earlier, results)
     for result in results:
         if result.status != "failed":
             continue
@@ -249,12 +253,20 @@ def _option(options: dict, key: str):
     return OPTIONS_BEFORE_RECORDED.get(key) if value is None else value
 
 
-def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
-    """Why the derivatives in output_dir cannot be kept: made by other weights than those installed now, or
-    with other options (threshold, clean-up); "" when they can (or when there was no earlier run)."""
+def previous_record(output_dir: Path) -> Optional[dict]:
+    """What the last run recorded of itself in dataset_description.json (weights, options); None where nothing is."""
     try:
         generated = json.loads((output_dir / "dataset_description.json").read_text())["GeneratedBy"][0]
     except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return generated if isinstance(generated, dict) else None
+
+
+def settings_changed(output_dir: Path, model_sha256: str, options: dict) -> str:
+    """Why the derivatives in output_dir cannot be kept: made by other weights than those installed now, or
+    with other options (threshold, clean-up); "" when they can (or when there was no earlier run)."""
+    generated = previous_record(output_dir)
+    if generated is None:
         return ""
     previous = generated.get("ModelSHA256", "")
     if previous and model_sha256 and previous != model_sha256:
@@ -273,12 +285,10 @@ def options_since_ns(output_dir: Path, changed: str) -> int:
     made under other options (or by an interrupted run of other options) and are redone. Where they did not
     change, the time recorded by the run that set them (0 for records from before it was kept); where they
     did, or where nothing was recorded, now."""
-    if not changed:
-        try:
-            generated = json.loads((output_dir / "dataset_description.json").read_text())["GeneratedBy"][0]
+    generated = None if changed else previous_record(output_dir)
+    if generated is not None:  # (no earlier record: outputs of unknown options are redone)
+        with contextlib.suppress(TypeError, ValueError):
             return int(generated.get("OptionsSinceNs") or 0)
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
-            pass  # no earlier record: outputs of unknown options are redone
     try:
         with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".clock-", suffix=".tmp") as probe:
             return os.fstat(probe.fileno()).st_mtime_ns
@@ -470,11 +480,9 @@ def run_batch(
         print(f"softseg batch: {changed}: redoing every image", file=sys.stderr)
     overwrite = overwrite or bool(changed)
 
-    # Recorded before any image: a run interrupted, then run again with other options, must not keep outputs
-    # made under the options of the interrupted one.
     since_ns = options_since_ns(output_dir, changed)
-    write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
-    known_failures = {} if overwrite else read_known_failures(output_dir)
+    earlier_failures = {} if changed else read_known_failures(output_dir)
+    known_failures = {} if overwrite else earlier_failures
     signatures = read_input_signatures(output_dir)
     results: Dict[str, ImageResult] = {}
     pending: List[SourceImage] = []
@@ -500,12 +508,15 @@ def run_batch(
     if pending:
         segment_file = segment_file or default_segment_file()
         per_image = {image.path: image_options(image, options, input_path, discs) for image in pending}
+        # Recorded before any image is segmented: a run stopped, then started again with other options, must
+        # not keep outputs made under the options of the stopped one.
+        write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
         results.update(_run_on_dask(pending, output_dir, segment_file, per_image, (csa_format, levels), workers,
                                     scheduler, progress))
 
     ordered = [results[image.path] for image in images]
     write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
-    write_failures(output_dir, ordered)
+    write_failures(output_dir, ordered, earlier_failures)
     write_input_signatures(output_dir, ordered)
     summary_csv, spread_csv, report_html = write_cohort_outputs(output_dir, ordered, input_path)
     return BatchResult(output_dir, ordered, summary_csv, spread_csv, report_html, time.perf_counter() - start)
@@ -590,7 +601,7 @@ def add_parser(subparsers):
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where each worker runs the model")
     parser.add_argument("--keep-all-components", action="store_true", help="keep every connected component of the mask")
     parser.add_argument("--volume", type=int, metavar="N", help="of each 4D image (a DWI or fMRI series) segment its volume N (0-based); 3D images are segmented whole")
-    parser.add_argument("--format", choices=("default", "sct"), default="default",
+    parser.add_argument("--format", choices=CSA_FORMATS, default="default",
                         help="sct: also write each image's CSA table in sct_process_segmentation's layout (<stem>_csa_sct.csv)")
     parser.add_argument("--discs", metavar="TEMPLATE",
                         help="each image's disc labels (SCT's -discfile convention), a path relative to INPUT with {stem} and "
