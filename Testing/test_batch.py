@@ -392,8 +392,10 @@ def test_local_workers_leave_a_terminal_interrupt_to_the_batch():
         assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == "True"
     assert signal.getsignal(signal.SIGINT) is before  # (SIG_IGN already where pytest runs as a background job)
     assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == str(before is signal.SIG_IGN)
-    client = batch.open_client(1, None)  # the batch's own workers
+    client = batch.open_client(1, None)  # the batch's own workers, also once Dask has restarted them
     try:
+        assert list(client.run(lambda: signal.getsignal(signal.SIGINT) is signal.SIG_IGN).values()) == [True]
+        client.restart()  # (as after a worker died): started by Dask, not in the batch's window
         assert list(client.run(lambda: signal.getsignal(signal.SIGINT) is signal.SIG_IGN).values()) == [True]
     finally:
         batch.close_client(client)

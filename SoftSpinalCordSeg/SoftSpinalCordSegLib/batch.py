@@ -398,6 +398,9 @@ def open_client(workers: int, scheduler: Optional[str], quiet: bool = True):
         )
     client = distributed.Client(cluster)
     client.owned_cluster = cluster  # closed with the client in close_client
+    from .workerplugin import IgnoreInterrupts
+
+    client.register_plugin(IgnoreInterrupts())  # not on a cluster of the user's: their workers keep their Ctrl-C
     if not quiet and importlib.util.find_spec("bokeh") is not None:
         print(f"softseg batch: Dask dashboard at http://127.0.0.1:{urlsplit(cluster.dashboard_link).port}/status",
               file=sys.stderr)
