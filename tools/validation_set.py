@@ -330,15 +330,22 @@ def with_rician_noise(image, mask, snr, rng):
     return rician_noise(image, float(np.median(image[mask > 0.5])) / snr, rng).astype(np.float32)
 
 
-def noise_check(item: ValidationImage, data: Path, seed: int = 0) -> dict:
-    """Known truth for noise: the model/manual ratio of the angle-corrected CSA with Rician noise at each of
-    NOISE_SNRS over that ratio as acquired (1 is right): {"SNR 20": ..., ...}."""
+def _ratios_under(item: ValidationImage, data: Path, changes: dict) -> dict:
+    """The model/manual ratio of the angle-corrected CSA of the image under each change(image, mask, spacing)
+    (the mask unchanged) over that ratio as acquired (1 is right), in the order of changes."""
     _, image, mask, spacing, _ = canonical_image_and_mask(item, data)
     affine = np.diag([*spacing, 1.0])
     as_acquired = _model_over_manual(image, mask, affine)
-    rng = np.random.default_rng(seed)
-    return {f"SNR {snr}": float(_model_over_manual(with_rician_noise(image, mask, snr, rng), mask, affine) / as_acquired)
-            for snr in NOISE_SNRS}
+    return {name: float(_model_over_manual(change(image, mask, spacing), mask, affine) / as_acquired)
+            for name, change in changes.items()}
+
+
+def noise_check(item: ValidationImage, data: Path, seed: int = 0) -> dict:
+    """Known truth for noise: the ratio with Rician noise at each of NOISE_SNRS (_ratios_under):
+    {"SNR 20": ..., ...}."""
+    rng = np.random.default_rng(seed)  # drawn from in NOISE_SNRS' order
+    return _ratios_under(item, data, {f"SNR {snr}": lambda image, mask, spacing, snr=snr: with_rician_noise(image, mask, snr, rng)
+                                      for snr in NOISE_SNRS})
 
 
 def noise_report(data: Path):
@@ -362,13 +369,10 @@ def with_bias_field(image, spacing, gain):
 
 
 def bias_check(item: ValidationImage, data: Path) -> dict:
-    """Known truth for intensity inhomogeneity (coils, field strength): the model/manual ratio of the
-    angle-corrected CSA under each of BIAS_FIELDS over that ratio as acquired (1 is right)."""
-    _, image, mask, spacing, _ = canonical_image_and_mask(item, data)
-    affine = np.diag([*spacing, 1.0])
-    as_acquired = _model_over_manual(image, mask, affine)
-    return {name: float(_model_over_manual(with_bias_field(image, spacing, gain), mask, affine) / as_acquired)
-            for name, gain in BIAS_FIELDS.items()}
+    """Known truth for intensity inhomogeneity (coils, field strength): the ratio under each of BIAS_FIELDS
+    (_ratios_under)."""
+    return _ratios_under(item, data, {name: lambda image, mask, spacing, gain=gain: with_bias_field(image, spacing, gain)
+                                      for name, gain in BIAS_FIELDS.items()})
 
 
 def bias_report(data: Path):

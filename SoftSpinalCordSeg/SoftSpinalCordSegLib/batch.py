@@ -25,7 +25,7 @@ from . import __version__
 from .bids import FAILURES_FILE, INPUTS_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_FILE, SourceImage, default_output_dir, discover
 from .errors import InputError, ModelNotInstalledError, OutputError
 from .report import write_cohort_outputs
-from .sctcsv import CSA_FORMATS
+from .sctcsv import CSA_FORMATS, check_csa_format
 
 DEFAULT_WORKERS = 2
 # Bumped where the same weights and options give other masks (4: zeros along a slice's edge are outside the field).
@@ -453,8 +453,6 @@ def run_batch(
         raise InputError(f"--threshold must be between 0 and 1, not {threshold}")
     input_path = Path(input_path)
     output_dir = Path(output_dir) if output_dir else default_output_dir(input_path)
-    from .pipeline import check_csa_format
-
     check_csa_format(csa_format)
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"{output_dir}: is a file; --output must be a folder (for the derivatives)")
@@ -508,17 +506,16 @@ def run_batch(
         from .inference import model_dir
 
         model_dir()  # no weights: say so now, not after starting a cluster (remote workers may have their own)
+    per_image = {image.path: image_options(image, options, input_path, discs) for image in pending}
+    # Recorded before any image is segmented, once nothing can refuse the run: a run stopped, then started again
+    # with other options, must not keep outputs made under the options of the stopped one.
+    write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
     if pending:
         segment_file = segment_file or default_segment_file()
-        per_image = {image.path: image_options(image, options, input_path, discs) for image in pending}
-        # Recorded before any image is segmented: a run stopped, then started again with other options, must
-        # not keep outputs made under the options of the stopped one.
-        write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
         results.update(_run_on_dask(pending, output_dir, segment_file, per_image, (csa_format, levels), workers,
                                     scheduler, progress))
 
     ordered = [results[image.path] for image in images]
-    write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
     write_failures(output_dir, ordered, earlier_failures)
     write_input_signatures(output_dir, ordered)
     summary_csv, spread_csv, report_html = write_cohort_outputs(output_dir, ordered, input_path)

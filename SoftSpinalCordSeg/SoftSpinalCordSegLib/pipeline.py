@@ -15,7 +15,7 @@ from .io import (all_or_none, check_same_grid, check_writable, file_format, load
                  quiet_warnings, refuse_folder, save_like)
 from .discs import load_disc_points
 from .morphometry import CsaTable, Table, compute_csa
-from .sctcsv import CSA_FORMATS
+from .sctcsv import check_csa_format
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -188,11 +188,6 @@ def label_discs(volume, probability, discs_out_path=None, levels_qc_path=None, n
     if levels_qc_path is not None:
         levels_qc_picture(volume.array, volume.affine, labelling, levels_qc_path, title=name)
     return labelling
-
-
-def check_csa_format(csa_format: str) -> None:
-    if csa_format not in CSA_FORMATS:
-        raise InputError(f"--format must be one of {', '.join(CSA_FORMATS)}, not {csa_format!r}")
 
 
 def write_table(table: Table, path, csa_format: str, measured_path) -> None:

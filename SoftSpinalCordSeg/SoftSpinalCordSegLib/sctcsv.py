@@ -16,6 +16,7 @@ import datetime
 from typing import List, Optional
 
 from . import __version__
+from .errors import InputError
 from .morphometry import Table, _format
 
 SCT_METRICS = [  # (SCT's name, ours)
@@ -27,6 +28,11 @@ SCT_METRICS = [  # (SCT's name, ours)
 CSA_FORMATS = ("default", "sct")  # the layouts of a CSA CSV: softseg's own, SCT's
 PREFIX_COLUMNS = ["Timestamp", "SCT Version", "Filename", "Slice (I->S)", "VertLevel", "DistancePMJ"]
 SCT_COLUMNS = PREFIX_COLUMNS + [f"{stat}({name})" for name, _ in SCT_METRICS for stat in ("MEAN", "STD")] + ["SUM(length)"]
+
+
+def check_csa_format(csa_format: str) -> None:
+    if csa_format not in CSA_FORMATS:
+        raise InputError(f"--format must be one of {', '.join(CSA_FORMATS)}, not {csa_format!r}")
 
 
 def sct_rows(table: Table, filename: str, timestamp: Optional[str] = None) -> List[dict]:
