@@ -1,5 +1,5 @@
 """The shipped model on the validation people with known-truth changes (tools/validation_set.py): lesions
-inserted into a real image leave its CSA, and how far an AP squeeze of image and mask is followed."""
+inserted into a real image leave its CSA, and how far an AP squeeze or atrophy of image and mask is followed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 SQUEEZE_BAR = 1.35  # measured / true change of CSA after an AP squeeze of the cord to 55 %; the target is 1.05
 BAND_SQUEEZE_RANGE = (0.90, 1.10)  # the same for a band of the canal squeezed; the target is 0.95-1.05
+ATROPHY_BARS = {"80 %": 1.10, "65 %": 1.18, "50 %": 1.32}  # the same for the cord shrunk to this share of its area
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,16 @@ def test_lesions_and_compression_of_known_truth(validation, data_dir, shared_fil
     assert result["squeeze true change"] == pytest.approx(0.67, abs=0.05)
     assert 0.95 <= result["squeeze tracked"] <= SQUEEZE_BAR
     assert BAND_SQUEEZE_RANGE[0] <= result["band squeeze tracked"] <= BAND_SQUEEZE_RANGE[1]
+
+
+def test_atrophy_of_known_truth(validation, data_dir, shared_file):
+    """The cord alone shrunk to 80, 65 and 50 % of its area in an unchanged canal: the model's change of CSA over
+    the true change. The target (within 5 %) is not met: the model follows atrophy only in part (model card);
+    the bars stop a regression from what the shipped model measures."""
+    result = validation.atrophy_check(_item(validation, "unf01 T2w", shared_file), data_dir)
+    assert list(result) == ["80 %", "65 %", "50 %"]
+    for name, bar in ATROPHY_BARS.items():
+        assert 0.95 <= result[name] <= bar, result
 
 
 @pytest.mark.parametrize("name", ["unf01 T1w", "unf01 T2star", "unf01 T2w"])

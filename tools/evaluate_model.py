@@ -300,6 +300,7 @@ def main(argv=None):
     validation_set.print_report(rows, person_rows, rescan_rows)
     validation_set.consistency_report(data, rows)
     validation_set.pathology_report(data)
+    validation_set.atrophy_report(data)
     validation_set.geometry_report(data)
     validation_set.noise_report(data)
     validation_set.bias_report(data)

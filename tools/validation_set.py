@@ -6,7 +6,8 @@ and the drift test).
 prints one row per image (Dice at 0.5, soft Dice, CSA ratio to the manual mask on the manual's slices), one
 row per person (the mean over that person's images), the mean over people, and scan-rescan differences; then
 MT-on against MT-off, and known-truth changes to held-out images: lesions and an AP squeeze (pathology_check),
-thicker slices and a tilted cord (geometry_check), Rician noise (noise_check), a bias field (bias_check).
+atrophy (atrophy_check), thicker slices and a tilted cord (geometry_check), Rician noise (noise_check), a bias
+field (bias_check).
 
 People, not files: sub-10062Ses1 and sub-10062Ses2 are one person; unf01's three contrasts are one person.
 An image listed in model.json's `real_training_images` is marked "trained on" and left out of every mean.
@@ -211,16 +212,51 @@ def pathology_check(item: ValidationImage, data: Path, seed: int = 0) -> dict:
         after = _cord_area(back(changed), volume.affine, block)
         result[name] = float(after.sum() / before.sum())
     for name, band_share in (("squeeze", 0.0), ("band squeeze", 1.0)):
-        squeezed, squeezed_mask = image.copy(), mask.copy()
-        for k in block:
-            squeezed[..., k], squeezed_mask[..., k] = compress(
-                image[..., k], mask[..., k], spacing[:2], np.random.default_rng(seed + k), ap_axis=1, ap_factor=0.55,
-                band_share=band_share)
-        after = _cord_area(back(squeezed), volume.affine, block)
-        true_change = squeezed_mask[..., block].sum() / mask[..., block].sum()
-        result[f"{name} true change"] = float(true_change)
-        result[f"{name} tracked"] = float(after.sum() / before.sum() / true_change)
+        def squeeze(image_slice, mask_slice, k, band_share=band_share):
+            return compress(image_slice, mask_slice, spacing[:2], np.random.default_rng(seed + k), ap_axis=1,
+                            ap_factor=0.55, band_share=band_share)
+
+        result[f"{name} true change"], result[f"{name} tracked"] = _change_tracked(
+            volume, image, mask, back, block, before, squeeze)
     return result
+
+
+def _change_tracked(volume, image, mask, back, block, before, change):
+    """(true change of the cord's area on the slices of block, model's change over it: 1 is right) where
+    change(image slice, mask slice, k) changes slice k of the canonical image and mask alike; before: the model's
+    cord area on block as acquired (_cord_area)."""
+    changed, changed_mask = image.copy(), mask.copy()
+    for k in block:
+        changed[..., k], changed_mask[..., k] = change(image[..., k], mask[..., k], k)
+    after = _cord_area(back(changed), volume.affine, block)
+    true_change = float(changed_mask[..., block].sum() / mask[..., block].sum())
+    return true_change, float(after.sum() / before.sum() / true_change)
+
+
+ATROPHY_AREAS = (0.8, 0.65, 0.5)  # the cord's area left: MS patients' cords read 5-20 % below controls', 50 % is severe
+
+
+def atrophy_check(item: ValidationImage, data: Path) -> dict:
+    """Known truth for atrophy: on the middle slices (_block) the cord alone is shrunk to each of ATROPHY_AREAS
+    of its area, image and mask alike, the CSF around it widened to fill (pathology.radial_squeeze, as in
+    training). Returns the model's change of CSA over the true change (1 is right) per area: {"80 %": ...}."""
+    from SoftSpinalCordSegTraining.pathology import radial_squeeze
+
+    volume, image, mask, _, back = canonical_image_and_mask(item, data)
+    block = _block(mask)
+    before = _cord_area(volume.array, volume.affine, block)
+    result = {}
+    for area in ATROPHY_AREAS:
+        factor = float(np.sqrt(area))
+        result[f"{area * 100:.0f} %"] = _change_tracked(volume, image, mask, back, block, before,
+                                                lambda i, m, k: radial_squeeze(i, m, (factor, factor)))[1]
+    return result
+
+
+def atrophy_report(data: Path):
+    print(f"\nKnown-truth atrophy on {BLOCK_SLICES} middle slices: the cord alone shrunk to this share of its area, "
+          "image and mask alike, the CSF around it widened; measured / true change in CSA (target 0.95-1.05)\n")
+    print_ratio_table(data, PATHOLOGY_IMAGES, atrophy_check)
 
 
 def pathology_report(data: Path):
@@ -449,7 +485,7 @@ def main(argv=None):
     p.add_argument("--weights-dir", help="evaluate the weights in this folder instead of the shipped ones")
     p.add_argument("--no-rescans", action="store_true", help="skip the scan-rescan rows")
     p.add_argument("--csv", help="also write the per-image rows here")
-    p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion, squeeze, slice-thickness, tilt, noise and bias-field rows")
+    p.add_argument("--no-pathology", action="store_true", help="skip the known-truth lesion, squeeze, atrophy, slice-thickness, tilt, noise and bias-field rows")
     p.add_argument("--working-spacing", type=float, metavar="MM",
                    help="run the network on this in-plane grid instead of the 1 mm it was trained on (a measurement)")
     p.add_argument("--both-polarities", action=argparse.BooleanOptionalAction, default=True,
@@ -467,6 +503,7 @@ def main(argv=None):
     consistency_report(Path(args.data), rows)
     if not args.no_pathology:
         pathology_report(Path(args.data))
+        atrophy_report(Path(args.data))
         geometry_report(Path(args.data))
         noise_report(Path(args.data))
         bias_report(Path(args.data))
