@@ -57,6 +57,9 @@ def parse_args(argv=None):
                    help="share of batches cropped to the 64 px cord windows that inference segments")
     p.add_argument("--window-sizes", type=int, nargs="+", default=[WINDOW_PX], metavar="PX",
                    help="side of those windows, drawn per batch among these (one context size or several)")
+    p.add_argument("--area-loss", type=float, default=0.0, metavar="WEIGHT",
+                   help="add this weight times the relative error of each slice's soft cord area (its CSA) to the "
+                        "loss: BCE's pull on where the edge lies is weak, and atrophic cords read too large")
     p.add_argument("--consistency", type=float, default=0.0, metavar="WEIGHT",
                    help="real slices in pairs of two intensity versions (two 'contrasts' of one anatomy), their "
                         "cord fractions pulled together by this weight times their mean squared difference "
@@ -242,6 +245,19 @@ def loss_function(kind):
     return lambda logits, target: F.mse_loss(logits.sigmoid(), target) * 10
 
 
+AREA_LOSS_MIN_PX = 10  # slices whose target holds less cord than this (none, or its tip) are left out of area_loss
+
+
+def area_loss(prob, target):
+    """Mean relative error of the soft cord area of each slice of (n, 1, X, Y) that holds a cord."""
+    target_area = target.sum(dim=(1, 2, 3))
+    has_cord = target_area >= AREA_LOSS_MIN_PX
+    if not bool(has_cord.any()):
+        return prob.sum() * 0
+    error = (prob.sum(dim=(1, 2, 3)) - target_area).abs() / target_area.clamp(min=AREA_LOSS_MIN_PX)
+    return error[has_cord].mean()
+
+
 def real_training_images(config):
     """The real images a run learnt from, its --init runs' included (read from their checkpoints)."""
     import torch
@@ -376,6 +392,8 @@ def main(argv=None):
             logits = net(x)
         logits = logits.float()
         loss = criterion(logits, y)
+        if args.area_loss:
+            loss = loss + args.area_loss * area_loss(logits.sigmoid(), y)
         if args.consistency:  # items 2n and 2n + 1 of the first pairs are two versions of one slice
             prob = logits[: 2 * pair_count(args.paired_share, len(logits))].sigmoid()
             loss = loss + args.consistency * torch.nn.functional.mse_loss(prob[0::2], prob[1::2])

@@ -143,6 +143,21 @@ def test_cross_contrast_pairs_are_two_registered_images_with_one_target(data_dir
     assert train.pathology_mix(train.parse_args(["--run", "x", "--pathology"])) is True
 
 
+def test_area_loss_is_the_mean_relative_error_of_each_cord_slices_soft_area():
+    torch = pytest.importorskip("torch")
+    target = torch.zeros((3, 1, 16, 16))
+    target[0, 0, 4:12, 4:12] = 1  # 64 px of cord
+    target[1, 0, 4:9, 4:9] = 1  # 25 px
+    target[2, 0, 0, 0:5] = 1  # 5 px: the cord's tip, under AREA_LOSS_MIN_PX, left out
+    prob = target.clone()
+    assert float(train.area_loss(prob, target)) == 0.0
+    prob[0] *= 0.75  # 25 % too small
+    prob[1, 0, 4:9, 9] = 1  # 5 px of 25 too large: 20 %
+    prob[2] = 1  # the tip's slice all cord: ignored
+    assert float(train.area_loss(prob, target)) == pytest.approx((0.25 + 0.20) / 2)
+    assert float(train.area_loss(prob, torch.zeros_like(target))) == 0.0  # no cord anywhere: nothing to measure
+
+
 def test_cord_locations_drop_isolated_false_hits_and_fill_the_gaps():
     from SoftSpinalCordSegLib.inference import _cord_centres
 
