@@ -59,7 +59,7 @@ def parse_args(argv=None):
                    help="side of those windows, drawn per batch among these (one context size or several)")
     p.add_argument("--area-loss", type=float, default=0.0, metavar="WEIGHT",
                    help="add this weight times the relative error of each slice's soft cord area (its CSA) to the "
-                        "loss: BCE's pull on where the edge lies is weak, and atrophic cords read too large")
+                        "loss (atrophic cords read too large; the model card has what it costs in squeezes and lesions)")
     p.add_argument("--consistency", type=float, default=0.0, metavar="WEIGHT",
                    help="real slices in pairs of two intensity versions (two 'contrasts' of one anatomy), their "
                         "cord fractions pulled together by this weight times their mean squared difference "
@@ -254,6 +254,7 @@ def area_loss(prob, target):
     has_cord = target_area >= AREA_LOSS_MIN_PX
     if not bool(has_cord.any()):
         return prob.sum() * 0
+    # clamped: a slice left out still takes part in the division, and 0 x 1/0 would make the gradients NaN
     error = (prob.sum(dim=(1, 2, 3)) - target_area).abs() / target_area.clamp(min=AREA_LOSS_MIN_PX)
     return error[has_cord].mean()
 

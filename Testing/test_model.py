@@ -156,6 +156,9 @@ def test_area_loss_is_the_mean_relative_error_of_each_cord_slices_soft_area():
     prob[2] = 1  # the tip's slice all cord: ignored
     assert float(train.area_loss(prob, target)) == pytest.approx((0.25 + 0.20) / 2)
     assert float(train.area_loss(prob, torch.zeros_like(target))) == 0.0  # no cord anywhere: nothing to measure
+    logits = torch.zeros_like(target, requires_grad=True)  # a batch mixing slices with and without cord
+    train.area_loss(logits.sigmoid(), target).backward()
+    assert bool(torch.isfinite(logits.grad).all())
 
 
 def test_cord_locations_drop_isolated_false_hits_and_fill_the_gaps():

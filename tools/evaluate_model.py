@@ -5,7 +5,7 @@
 
 - first, the validation set of tools/validation_set.py: per image and per person (Dice, soft Dice, CSA ratio
   to the manual mask), the mean over people, scan-rescan, MT-on against MT-off, and the known-truth lesion,
-  squeeze, slice-thickness, tilt, noise and bias-field checks;
+  squeeze, atrophy, slice-thickness, tilt, noise and bias-field checks;
 
 - unf01 T1w, T2star, T2w (validation subject, never trained on): Dice (soft >= 0.5 vs manual), mean
   angle-corrected CSA vs the manual mask's, spread of mean CSA across the three contrasts;

@@ -239,7 +239,8 @@ ATROPHY_AREAS = (0.8, 0.65, 0.5)  # the cord's area left: MS patients' cords rea
 def atrophy_check(item: ValidationImage, data: Path) -> dict:
     """Known truth for atrophy: on the middle slices (_block) the cord alone is shrunk to each of ATROPHY_AREAS
     of its area, image and mask alike, the CSF around it widened to fill (pathology.radial_squeeze, as in
-    training). Returns the model's change of CSA over the true change (1 is right) per area: {"80 %": ...}."""
+    training). Returns per area the true change of the mask's area and the model's change of CSA over it (1 is
+    right): {"80 %: true change": ..., "80 %: measured / true": ..., ...}."""
     from SoftSpinalCordSegTraining.pathology import radial_squeeze
 
     volume, image, mask, _, back = canonical_image_and_mask(item, data)
@@ -247,15 +248,19 @@ def atrophy_check(item: ValidationImage, data: Path) -> dict:
     before = _cord_area(volume.array, volume.affine, block)
     result = {}
     for area in ATROPHY_AREAS:
-        factor = float(np.sqrt(area))
-        result[f"{area * 100:.0f} %"] = _change_tracked(volume, image, mask, back, block, before,
-                                                lambda i, m, k: radial_squeeze(i, m, (factor, factor)))[1]
+        def shrink(image_slice, mask_slice, k, factor=float(np.sqrt(area))):
+            return radial_squeeze(image_slice, mask_slice, (factor, factor))
+
+        name = f"{area * 100:.0f} %"
+        result[f"{name}: true change"], result[f"{name}: measured / true"] = _change_tracked(
+            volume, image, mask, back, block, before, shrink)
     return result
 
 
 def atrophy_report(data: Path):
     print(f"\nKnown-truth atrophy on {BLOCK_SLICES} middle slices: the cord alone shrunk to this share of its area, "
-          "image and mask alike, the CSF around it widened; measured / true change in CSA (target 0.95-1.05)\n")
+          "image and mask alike, the CSF around it widened: the mask's true change, and the model's change in CSA over it "
+          "(target 0.95-1.05)\n")
     print_ratio_table(data, PATHOLOGY_IMAGES, atrophy_check)
 
 
