@@ -172,24 +172,25 @@ def read_known_failures(output_dir: Path) -> Dict[str, dict]:
     return _read_tsv(output_dir / FAILURES_FILE)
 
 
-def read_input_signatures(output_dir: Path) -> Dict[str, str]:
-    """Size and time of each image when its outputs were last found up to date, keyed by image path."""
-    return {path: row["signature"] for path, row in _read_tsv(output_dir / INPUTS_FILE).items()}
+def read_input_signatures(output_dir: Path) -> Dict[str, dict]:
+    """Size and time of each image when its outputs were last found up to date (its "signature"), keyed by
+    image path."""
+    return _read_tsv(output_dir / INPUTS_FILE)
 
 
-def unchanged_since_recorded(path: str, signatures: Dict[str, str]) -> bool:
+def unchanged_since_recorded(path: str, recorded: Dict[str, dict]) -> bool:
     """True where the image has the size and time recorded with its outputs (or none was recorded): a file
     replaced by another with an older time (cp -p, rsync -a) escapes the outputs' newer-than-the-image test."""
     try:
-        return path not in signatures or signatures[path] == _file_signature(path)
+        return path not in recorded or recorded[path]["signature"] == _file_signature(path)
     except OSError:
         return False
 
 
-def write_input_signatures(output_dir: Path, results: Sequence[ImageResult]) -> Path:
-    """The signature of each image whose outputs are up to date after this run, and those recorded before of
-    images still there that this run left out (--include)."""
-    rows = _left_out(_read_tsv(output_dir / INPUTS_FILE), results)
+def write_input_signatures(output_dir: Path, results: Sequence[ImageResult], earlier: Dict[str, dict]) -> Path:
+    """The signature of each image whose outputs are up to date after this run, and those of `earlier` (read
+    before it) of images still there that this run left out (--include)."""
+    rows = _left_out(earlier, results)
     for result in results:
         if result.status in ("done", "skipped"):
             with contextlib.suppress(OSError):  # gone since: no record, its outputs are judged again next time
@@ -484,14 +485,14 @@ def run_batch(
     since_ns = options_since_ns(output_dir, changed)
     earlier_failures = {} if changed else read_known_failures(output_dir)
     known_failures = {} if overwrite else earlier_failures
-    signatures = read_input_signatures(output_dir)
+    earlier_inputs = read_input_signatures(output_dir)
     results: Dict[str, ImageResult] = {}
     pending: List[SourceImage] = []
     for image in images:
         outputs = image_outputs(image, output_dir, csa_format, levels)
         as_text = {k: str(v) for k, v in outputs.items()}
         known = known_failures.get(image.path)
-        if not overwrite and outputs_up_to_date(image, outputs, since_ns) and unchanged_since_recorded(image.path, signatures):
+        if not overwrite and outputs_up_to_date(image, outputs, since_ns) and unchanged_since_recorded(image.path, earlier_inputs):
             results[image.path] = ImageResult(image, "skipped", outputs=as_text)
         elif known and known["signature"] and known["signature"] == _file_signature(image.path):
             results[image.path] = ImageResult(image, "failed", reason=known["reason"], outputs=as_text, bad_input=True,
@@ -517,7 +518,7 @@ def run_batch(
 
     ordered = [results[image.path] for image in images]
     write_failures(output_dir, ordered, earlier_failures)
-    write_input_signatures(output_dir, ordered)
+    write_input_signatures(output_dir, ordered, earlier_inputs)
     summary_csv, spread_csv, report_html = write_cohort_outputs(output_dir, ordered, input_path)
     return BatchResult(output_dir, ordered, summary_csv, spread_csv, report_html, time.perf_counter() - start)
 
