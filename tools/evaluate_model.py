@@ -299,11 +299,7 @@ def main(argv=None):
     rows, person_rows, rescan_rows = validation_set.evaluate(data)
     validation_set.print_report(rows, person_rows, rescan_rows)
     validation_set.consistency_report(data, rows)
-    validation_set.pathology_report(data)
-    validation_set.atrophy_report(data)
-    validation_set.geometry_report(data)
-    validation_set.noise_report(data)
-    validation_set.bias_report(data)
+    validation_set.known_truth_reports(data)
     if args.people_only:
         return 0
     print("\nunf01 and sub-05 in detail\n")

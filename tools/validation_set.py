@@ -422,6 +422,12 @@ def bias_report(data: Path):
     print_ratio_table(data, PATHOLOGY_IMAGES, bias_check)
 
 
+def known_truth_reports(data: Path):
+    """Every known-truth table: lesions and squeezes, atrophy, geometry, noise, bias field."""
+    for report in (pathology_report, atrophy_report, geometry_report, noise_report, bias_report):
+        report(data)
+
+
 MT_PAIRS = [(f"sub-{n}", f"real/tutorial/sub-{n}_acq-MTon_MTS.nii.gz", f"real/tutorial/sub-{n}_acq-MToff_MTS.nii.gz")
             for n in ("01", "03", "05")]
 
@@ -507,11 +513,7 @@ def main(argv=None):
     print_report(rows, person_rows, rescan_rows)
     consistency_report(Path(args.data), rows)
     if not args.no_pathology:
-        pathology_report(Path(args.data))
-        atrophy_report(Path(args.data))
-        geometry_report(Path(args.data))
-        noise_report(Path(args.data))
-        bias_report(Path(args.data))
+        known_truth_reports(Path(args.data))
     if args.csv:
         write_csv(rows, args.csv)
     return 0
