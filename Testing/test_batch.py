@@ -379,24 +379,32 @@ def test_a_run_on_part_of_the_cohort_keeps_the_other_images_failures(tmp_path):
     assert batch.read_known_failures(output) == {} and good.is_file()
 
 
-def test_local_workers_leave_a_terminal_interrupt_to_the_batch():
-    """Processes started while the workers start inherit an ignored SIGINT (a Ctrl-C reaches the whole process
-    group: only the batch must act on it, without a traceback per worker); the batch's own handler is back after."""
+def test_local_workers_leave_stop_signals_to_the_batch():
+    """Processes started while the workers start inherit ignored stop signals (Ctrl-C, kill or a closed terminal
+    reach the whole process group: only the batch must act, closing its workers instead of each being killed
+    mid-write); the batch's own handlers are back after."""
     import signal
     import subprocess
     import sys
 
-    before = signal.getsignal(signal.SIGINT)
-    ask = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"]
+    signals = batch.stop_signals()
+    assert {signal.SIGINT, signal.SIGTERM} <= set(signals)
+    before = {signum: signal.getsignal(signum) for signum in signals}
+    ask = [sys.executable, "-c", f"import signal; print([signal.getsignal(s) is signal.SIG_IGN for s in {[int(s) for s in signals]}])"]
     with batch._interrupts_ignored_by_children():
-        assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == "True"
-    assert signal.getsignal(signal.SIGINT) is before  # (SIG_IGN already where pytest runs as a background job)
-    assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == str(before is signal.SIG_IGN)
+        assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == str([True] * len(signals))
+    assert {signum: signal.getsignal(signum) for signum in signals} == before  # (SIG_IGN already in a background job)
+    assert subprocess.run(ask, capture_output=True, text=True).stdout.strip() == str(
+        [before[s] is signal.SIG_IGN for s in signals])
+
+    def ignored():
+        return all(signal.getsignal(signum) is signal.SIG_IGN for signum in batch.stop_signals())
+
     client = batch.open_client(1, None)  # the batch's own workers, also once Dask has restarted them
     try:
-        assert list(client.run(lambda: signal.getsignal(signal.SIGINT) is signal.SIG_IGN).values()) == [True]
+        assert list(client.run(ignored).values()) == [True]
         client.restart()  # (as after a worker died): started by Dask, not in the batch's window
-        assert list(client.run(lambda: signal.getsignal(signal.SIGINT) is signal.SIG_IGN).values()) == [True]
+        assert list(client.run(ignored).values()) == [True]
     finally:
         batch.close_client(client)
 

@@ -59,10 +59,12 @@ class Case:
     env: Dict[str, str] = field(default_factory=dict)
     signal_after_s: Optional[float] = None
     signum: int = signal.SIGTERM
+    signal_group: bool = False  # the signal goes to the run's whole process group (a terminal, timeout, Slurm)
     fsize_limit: Optional[int] = None  # RLIMIT_FSIZE stand-in for a full disk
     folder: Optional[Path] = None  # checked for hidden temporaries afterwards
     then: Optional[Callable[["Case"], str]] = None  # an extra check: "" or the problem
     signalled_ns: Optional[int] = None  # when the signal was sent (file-system clock of this machine)
+    pid: Optional[int] = None  # of the run's process (and of its group, with signal_group)
 
 
 @dataclass
@@ -444,6 +446,18 @@ def build_cases(root: Path, f: Dict[str, Path], models: Dict[str, Path], disks: 
     rerun.env = {"_PREPARE_STALE": str(killed)}
     cases.append(rerun)
 
+    # a stop signal sent to the whole process group (a terminal, timeout, Slurm) while the workers segment
+    busy_cohort = root / "busy_cohort"
+    busy_cohort.mkdir()
+    for n in range(1, 7):
+        shutil.copy(f["image"], busy_cohort / f"sub-0{n}_T2w.nii.gz")
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        stopped = out / f"batch_{signum.name}"
+        add(f"batch {signum.name} to its process group after 4 s", "batch",
+            ["batch", "-q", busy_cohort, "-o", stopped, "-j", "2"], "stop", [], list(busy_cohort.iterdir()), stopped,
+            signal_after_s=4.0, signum=signum, signal_group=True,
+            then=lambda c, stopped=stopped: _left_by_group(c, stopped))
+
     # --- the Python API: one process per case
     for name, code, expect in api_cases(f):
         cases.append(Case(f"API {name}", "API", ["--api", code], expect))
@@ -609,13 +623,14 @@ def run_case(case: Case) -> Outcome:
 
     with tempfile.TemporaryFile("w+") as err_file:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err_file, env=env, preexec_fn=limits,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, start_new_session=case.signal_group)
+        case.pid = process.pid
         # os.kill, not Popen.send_signal/kill: those poll first, and a poll that reaps the finished child leaves
         # os.wait4 below without it (ChildProcessError); an unreaped child is a zombie that ignores the signal.
         if case.signal_after_s is not None:
             time.sleep(case.signal_after_s)
             case.signalled_ns = time.time_ns()
-            os.kill(process.pid, case.signum)
+            (os.killpg if case.signal_group else os.kill)(process.pid, case.signum)
         deadline = time.time() + CASE_TIMEOUT_S
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -629,6 +644,21 @@ def run_case(case: Case) -> Outcome:
         stderr = err_file.read()
     peak_mb = usage.ru_maxrss / 1024
     return judge(case, code, stderr, peak_mb, before)
+
+
+def _left_by_group(case: Case, folder: Path) -> str:
+    """What a stopped batch's process group left: temporaries anywhere in its derivatives, processes still alive."""
+    temporaries = [p.name for p in folder.rglob(".*.tmp*")]
+    if temporaries:
+        return f"temporaries left: {temporaries}"
+    for _ in range(50):  # the workers close after the batch's own exit
+        try:
+            os.killpg(case.pid, 0)
+        except ProcessLookupError:
+            return ""
+        time.sleep(0.1)
+    os.killpg(case.pid, signal.SIGKILL)
+    return "processes of the group still running 5 s after the batch ended"
 
 
 def judge(case: Case, code: int, stderr: str, peak_mb: float, before) -> Outcome:

@@ -352,22 +352,32 @@ def _distributed():
 DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
+def stop_signals() -> list:
+    """The signals that stop a batch (Ctrl+C, kill, a closed terminal), those this system has."""
+    import signal
+
+    return [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
+
 @contextlib.contextmanager
 def _interrupts_ignored_by_children():
-    """SIGINT ignored while the local workers start, so that they inherit that (an ignored signal stays ignored
-    in a new process, and Python then installs no KeyboardInterrupt of its own): a Ctrl-C in the terminal, sent
-    to every process of the group, stops the batch here and not each worker with a traceback of its own."""
+    """The stop signals ignored while the local workers start, so that they inherit that (an ignored signal stays
+    ignored in a new process, and Python then installs no handler of its own): a Ctrl-C, kill or closed terminal
+    sent to every process of the group stops the batch here, which closes the workers, instead of killing each
+    one mid-write (temporaries left behind, tracebacks of Dask and of multiprocessing's resource tracker).
+    A signal sent in that half second is lost."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in stop_signals()}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def open_client(workers: int, scheduler: Optional[str], quiet: bool = True):
@@ -574,6 +584,7 @@ def _run_on_dask(pending, output_dir, segment_file, per_image, output_kinds, wor
             progress.update(result)
     finally:
         close_client(client)
+        remove_stale_outputs(output_dir)  # what a worker that died mid-write left (its process is gone now)
     return results
 
 

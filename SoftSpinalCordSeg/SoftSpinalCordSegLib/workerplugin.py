@@ -4,8 +4,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 
 class IgnoreInterrupts(WorkerPlugin):
-    """SIGINT ignored by a local worker, also by one that Dask restarts: a Ctrl-C in the terminal reaches every
-    process of the group, and only the batch must act on it (workers would each print a traceback)."""
+    """The stop signals (SIGINT, SIGTERM, SIGHUP) ignored by a local worker, also by one that Dask restarts: a
+    Ctrl-C, kill or closed terminal reaches every process of the group, and only the batch must act on it
+    (workers would each print a traceback, or die mid-write)."""
 
     name = "softseg-ignore-interrupts"
 
@@ -13,5 +14,8 @@ class IgnoreInterrupts(WorkerPlugin):
         import signal
         import threading
 
+        from .batch import stop_signals
+
         if threading.current_thread() is threading.main_thread():  # where a worker process runs its plugins
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for signum in stop_signals():
+                signal.signal(signum, signal.SIG_IGN)
