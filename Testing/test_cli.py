@@ -182,10 +182,12 @@ def test_segment_unf01_end_to_end(shared_file, tmp_path, capsys):
 def test_an_image_without_a_cord_gets_a_warning_and_a_cord_does_not(shared_file, tmp_path, capsys):
     """Uniform noise makes the shipped model mark a small uncertain blob (no voxel reaches p 0.9); real cords
     have 19-58 % of their mask there (inference.MIN_CONFIDENT_SHARE)."""
-    from SoftSpinalCordSegLib.inference import low_confidence_note
+    from SoftSpinalCordSegLib.inference import cord_found, low_confidence_note
 
     assert low_confidence_note(np.full((4, 4, 4), 0.7)) and not low_confidence_note(np.full((4, 4, 4), 0.95))
     assert not low_confidence_note(np.zeros((4, 4, 4)))  # nothing marked: the "no cord" error's case
+    faint = np.full((4, 4, 4), 0.37)  # (a bright sphere in noise reads so): no cord, and said so
+    assert "no spinal cord" in low_confidence_note(faint) and not cord_found(faint) and cord_found(faint + 0.13)
     one_slice = np.zeros((20, 20, 20), np.float32)
     one_slice[8:12, 8:12, 5] = 0.95  # certain, but on 1 of 20 axial slices: a cord runs through them
     assert "1 of 20 axial slices" in low_confidence_note(one_slice, np.eye(4))

@@ -548,14 +548,23 @@ def keep_largest_component_in_grid(prob, affine):
     return np.ascontiguousarray(back(keep_largest_component(canonical, spacing[2])), dtype=np.float32)
 
 
+NO_CORD = "no spinal cord was found in the image (no voxel reaches p 0.5)"
+
+
+def cord_found(prob) -> bool:
+    """Whether the model marked any cord: a voxel of p >= 0.5. Under that, a faint reading is no cord, and
+    its summed probability no CSA."""
+    return bool(np.any(np.asarray(prob) >= 0.5))
+
+
 def low_confidence_note(prob, affine=None) -> str:
-    """A warning where what the model marked is unlike a real cord, else "": almost none of it is certain, or
-    (with the image's affine) it lies on under MIN_CORD_SLICE_SHARE of the axial slices of an image of
-    MIN_SLICES_FOR_SHARE or more, where a cord runs through the slices."""
+    """A warning where what the model marked is unlike a real cord, else "": nothing reaches p 0.5, almost
+    none of it is certain, or (with the image's affine) it lies on under MIN_CORD_SLICE_SHARE of the axial
+    slices of an image of MIN_SLICES_FOR_SHARE or more, where a cord runs through the slices."""
     prob = np.asarray(prob)
     cord = prob[prob >= 0.5]
     if not cord.size:
-        return ""
+        return f"{NO_CORD}: check the image" if np.any(prob > 0) else ""
     if np.mean(cord >= CONFIDENT_PROBABILITY) < MIN_CONFIDENT_SHARE:
         return (f"the model is unsure this is a spinal cord (under {MIN_CONFIDENT_SHARE:.0%} of the mask reaches "
                 f"p {CONFIDENT_PROBABILITY}): check the result on the image")

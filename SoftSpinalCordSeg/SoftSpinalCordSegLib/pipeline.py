@@ -148,8 +148,8 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
             discs = labelling.level_points() if labelling.ok else None
         table = None
         if csa_path is not None or sct_csa_path is not None or plot_path is not None:
-            if not np.any(probability > 0):
-                raise InputError(f"{image_path}: no spinal cord was found in the image, so no CSA can be measured")
+            if not inference.cord_found(probability):
+                raise InputError(f"{image_path}: {inference.NO_CORD}, so no CSA can be measured")
             _report(progress, 0.9, "measuring the cord")
             table = compute_csa(probability, volume.affine, discs=discs)
             if csa_path is not None:
