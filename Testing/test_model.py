@@ -346,6 +346,16 @@ def test_output_is_in_the_input_grid_whatever_the_orientation(random_model, axco
     np.testing.assert_allclose(back, reference, atol=1e-5)
 
 
+def test_the_last_bits_of_a_spacing_do_not_move_the_1mm_grid(random_model):
+    """Slicer and nibabel read gm-challenge sub-9584's 0.41666667 mm pixels a few bits apart: 210 of them
+    are 87.4999986 or 87.5000016 mm, which round() made 87 or 88 pixels (CSA up to 2.2 mm² apart)."""
+    image = np.random.default_rng(4).random((210, 40, 3)).astype(np.float32)
+    readings = [inference.segment_image(image, np.diag([spacing, 0.5, 3.0, 1.0]), device="cpu", largest_component=False)
+                for spacing in (np.float32(0.41666666), 0.4166666745)]
+    assert np.array_equal(*readings)
+    assert inference.rounded_count(87.4999986) == inference.rounded_count(87.5000016) == 88
+
+
 def test_cpu_inference_is_deterministic(random_model):
     image = np.random.default_rng(3).random((50, 50, 4)).astype(np.float32)
     first = inference.segment_image(image, np.eye(4), device="cpu")

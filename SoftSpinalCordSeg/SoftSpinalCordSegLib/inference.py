@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -439,11 +440,18 @@ def _cord_centres(prob_1mm, sample_mm=LOCATE_STEP_MM):
     return centres
 
 
+def rounded_count(x: float) -> int:
+    """x rounded to a whole number, a half (within 1e-3) always up: readers of one header differ in the last
+    bits of its spacing (0.41666666 or 0.41666667 mm: 210 pixels are 87.4999986 or 87.5000016 mm), and
+    round() would give Slicer and the command line grids a pixel apart."""
+    return int(math.floor(x + 0.5 + 1e-3))
+
+
 def locate_cord(net, volume, size_1mm, spacing, device="cpu", outside=None):
     """Cord centre (1 mm pixels) on every axial slice, from full-field slices one per LOCATE_STEP_MM,
     interpolated along the cord; None where no sampled slice shows a cord."""
     nz = volume.shape[2]
-    step = max(1, int(round(LOCATE_STEP_MM / spacing[2])), -(-nz // LOCATE_MAX_SLICES))
+    step = max(1, rounded_count(LOCATE_STEP_MM / spacing[2]), -(-nz // LOCATE_MAX_SLICES))
     sampled = np.arange(min(step // 2, nz - 1), nz, step)
     prob = np.concatenate([_run_network(net, _to_1mm(volume, sampled[i : i + BATCH_SLICES], size_1mm, outside), device,
                                         CROP_MM) for i in range(0, len(sampled), BATCH_SLICES)])
@@ -483,7 +491,7 @@ def predict_slices(net, volume, spacing, device="cpu", progress=None, cancel=Non
     import torch
 
     nx, ny, nz = volume.shape
-    size_1mm = [max(8, int(round(n * s / WORKING_SPACING_MM))) for n, s in zip((nx, ny), spacing[:2])]
+    size_1mm = [max(8, rounded_count(n * s / WORKING_SPACING_MM)) for n, s in zip((nx, ny), spacing[:2])]
     centres = locate_cord(net, volume, size_1mm, spacing, device, outside) if max(size_1mm) > CROP_MM * 1.5 else None
     out = np.zeros(volume.shape, np.float32)
     for start in range(0, nz, BATCH_SLICES):
