@@ -677,3 +677,40 @@ def test_an_output_folder_that_cannot_be_made_fails_that_image_with_the_reason(t
     (failed,) = again.failures
     assert failed.reason.endswith(f"cannot write here ({folder} is a file, not a folder)")
     assert not failed.bad_input and folder.read_text() == "a file, not a folder"
+
+
+def _no_gpu_here(image_path, output_path, **options):
+    from SoftSpinalCordSegLib.errors import DeviceError
+
+    raise DeviceError("--device cuda was asked for but no CUDA GPU is available (use --device auto or cpu)")
+
+
+def test_a_missing_gpu_is_said_once_and_not_held_against_the_images(tmp_path):
+    """--device cuda without a GPU: a local batch stops before any work with one error; on a worker (a cluster
+    node without one) the image fails but is tried again next run, as the advice to change --device needs."""
+    import torch
+
+    from SoftSpinalCordSegLib.errors import DeviceError
+
+    root = tmp_path / "bids"
+    image = write_image(phantom_mri((16, 16, 6), np.eye(4), 7), np.eye(4), root / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    outputs = {kind: str(path) for kind, path in batch.image_outputs(bids.discover(root)[0], tmp_path / "out", "default").items()}
+    record = batch.process_image(bids.discover(root)[0], outputs, _no_gpu_here, {})
+    assert record["status"] == "failed" and "no CUDA GPU" in record["reason"] and not record["bad_input"]
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda works here")
+    out = tmp_path / "derivatives"
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        batch.run_batch(root, output_dir=out, device="cuda", quiet=True)
+    assert not (out / batch.FAILURES_FILE).exists() and image.is_file()
+
+
+def test_the_input_folder_is_refused_as_the_output_folder(tmp_path):
+    """Derivatives written into the input folder (its dataset_description.json) would make it read as an
+    empty BIDS dataset on the next run."""
+    folder = tmp_path / "scans"
+    write_image(phantom_mri((16, 16, 6), np.eye(4), 8), np.eye(4), folder / "t2.nii.gz")
+    for output in (folder, tmp_path / "scans" / ".." / "scans"):
+        with pytest.raises(InputError, match="is the input folder"):
+            batch.run_batch(folder, output_dir=output, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["t2.nii.gz"]

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from . import __version__
 from .bids import FAILURES_FILE, INPUTS_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_FILE, SourceImage, default_output_dir, discover
-from .errors import InputError, ModelNotInstalledError, OutputError
+from .errors import DeviceError, InputError, ModelNotInstalledError, OutputError
 from .report import write_cohort_outputs
 from .sctcsv import CSA_FORMATS, check_csa_format
 
@@ -100,7 +100,7 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
         return {"status": "model", "reason": str(error)}
     except InputError as error:
         # The file is named beside the reason everywhere: drop it from the front of the message.
-        reason, bad_input = str(error).split(f"{image.path}: ", 1)[-1], not isinstance(error, OutputError)
+        reason, bad_input = str(error).split(f"{image.path}: ", 1)[-1], not isinstance(error, (OutputError, DeviceError))
     except Exception as error:  # noqa: BLE001 - one broken image must not stop the cohort
         reason = f"{type(error).__name__}: {error}"
     if reason:
@@ -467,6 +467,10 @@ def run_batch(
     check_csa_format(csa_format)
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"{output_dir}: is a file; --output must be a folder (for the derivatives)")
+    if input_path.is_dir() and output_dir.exists() and output_dir.samefile(input_path):
+        # its dataset_description.json would make a plain folder read as an empty BIDS dataset next time
+        raise InputError(f"{output_dir}: is the input folder; --output needs a folder of its own "
+                         "(default INPUT/derivatives/softseg)")
     images = discover(input_path, include, exclude_dirs=[output_dir])
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -514,9 +518,11 @@ def run_batch(
     for result in results.values():
         progress.update(result)
     if pending and segment_file is None and scheduler is None:
-        from .inference import model_dir
+        from .inference import model_dir, resolve_device
 
         model_dir()  # no weights: say so now, not after starting a cluster (remote workers may have their own)
+        if device == "cuda":
+            resolve_device(device)  # no GPU here: one error line, not a failure recorded against every image
     per_image = {image.path: image_options(image, options, input_path, discs) for image in pending}
     # Recorded before any image is segmented, once nothing can refuse the run: a run stopped, then started again
     # with other options, must not keep outputs made under the options of the stopped one.

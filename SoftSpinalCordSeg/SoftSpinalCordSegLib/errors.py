@@ -10,6 +10,10 @@ class OutputError(InputError):
     should be): the message names the output; the command line exits 1, as for a full disk."""
 
 
+class DeviceError(InputError):
+    """The device asked for (--device cuda) is not on this machine: a fault of where it runs, not of the image."""
+
+
 class ModelNotInstalledError(InputError):
     """No trained weights are installed, or they fail their checksum."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CancelledError, DamagedModelError, InputError, ModelNotInstalledError
+from .errors import CancelledError, DamagedModelError, DeviceError, InputError, ModelNotInstalledError
 from .io import check_affine, quiet_warnings, reorient
 from .model import (MIN_SLICE_PX, WORKING_SPACING_MM, build_network, fill_parameters, frozen, load_architecture,
                     normalize_slice, pad_amounts)
@@ -110,7 +110,7 @@ def resolve_device(device="auto"):
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is available (use --device auto or cpu)")
+        raise DeviceError("--device cuda was asked for but no CUDA GPU is available (use --device auto or cpu)")
     if device not in ("cpu", "cuda"):
         raise InputError(f"unknown device {device!r}: use auto, cpu or cuda")
     return device
