@@ -393,6 +393,11 @@ def test_bad_arrays_are_refused_with_input_errors(random_model):
             inference.segment_image(np.random.rand(4, 4, 4), wrong)
     with pytest.raises(InputError, match="real grey levels"):
         inference.segment_image(np.random.rand(4, 4, 4) > 0.5, np.eye(4))
+    soft = np.zeros((20, 20, 4), np.float32)
+    soft[8:11, 8:11] = np.random.rand(3, 3, 4)  # a soft mask given as the image (as `segment` writes it)
+    with pytest.raises(InputError, match="probability map"):
+        inference.segment_image(soft, np.eye(4))
+    assert inference.soft_mask_zeros(soft + 0.5) == 0 and inference.soft_mask_zeros(soft * 2) == 0  # grey levels
     with pytest.raises(InputError, match="device"):
         inference.resolve_device("tpu")
 

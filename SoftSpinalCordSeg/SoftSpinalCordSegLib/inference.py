@@ -603,6 +603,18 @@ def check_field_of_view(shape, spacing) -> None:
                          "the voxel sizes in the header are wrong, or crop the image around the spine")
 
 
+SOFT_MASK_MIN_ZEROS = 0.9  # share of exact zeros over which an image within 0-1 is a mask (real images: none in 0-1)
+
+
+def soft_mask_zeros(array) -> float:
+    """The share of exact zeros of an image whose values lie within 0-1, where it is over SOFT_MASK_MIN_ZEROS:
+    a probability map or soft mask (the cord a few per cent of it), not an MRI; else 0."""
+    if array.min() < 0 or array.max() > 1:
+        return 0.0
+    zeros = float(np.mean(array == 0))
+    return zeros if zeros >= SOFT_MASK_MIN_ZEROS else 0.0
+
+
 def is_two_valued(array) -> bool:
     """True where every voxel holds the image's minimum or its maximum (a binary mask, not grey levels); a strided
     sample decides first, so a real image costs one small pass."""
@@ -641,6 +653,10 @@ def segment_image(array, affine, *, device="auto", largest_component=True, progr
     if is_two_valued(array):
         raise InputError(f"the image holds only two values ({array.min():g} and {array.max():g}): it looks like a "
                          "mask or label map, not an MRI; give the MRI image itself")
+    zeros = soft_mask_zeros(array)
+    if zeros:
+        raise InputError(f"the image holds values within 0-1, {zeros:.0%} of them 0: it looks like a probability map or "
+                         "soft mask, not an MRI; give the MRI image itself")
     affine = check_affine(affine)
     canonical, spacing, back = canonical_view(array, affine)
     check_field_of_view(canonical.shape, spacing)
