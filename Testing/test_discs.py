@@ -11,6 +11,7 @@ import pytest
 
 from SoftSpinalCordSegLib.discs import (disc_number, disc_points_from_labels, level_map_from_discs,
                                         levels_from_discs, positions_along_centreline)
+from SoftSpinalCordSegLib import cli
 from SoftSpinalCordSegLib.errors import InputError
 from SoftSpinalCordSegLib.morphometry import compute_csa
 from SoftSpinalCordSegLib.phantom import CordPhantom, make_phantom_mask
@@ -98,6 +99,21 @@ def test_disc_label_image_values_and_blobs():
     points = disc_points_from_labels(labels, np.diag([0.5, 0.5, 2.0, 1.0]))
     assert sorted(points) == [3, 4]
     np.testing.assert_allclose(points[4], [1.0, 0.75, 20.0])
+    labels[2, 2, 16:22] = 3  # 10 mm of S-I: still a (tall) disc blob
+    assert sorted(disc_points_from_labels(labels, np.diag([0.5, 0.5, 2.0, 1.0]))) == [3, 4]
+
+
+def test_a_level_map_given_as_disc_labels_is_refused(shared_file, tmp_path, capsys):
+    """SCT users mix up -vertfile and -discfile: PAM50_levels read as discs moved every level by half a vertebra
+    (C3 69.7 mm² instead of 66.4) with exit 0."""
+    levels = shared_file("labels/PAM50/PAM50_levels.nii.gz")
+    with pytest.raises(InputError, match="is a vertebral level map"):
+        disc_points_from_labels(np.asarray(nib.load(str(levels)).dataobj), nib.load(str(levels)).affine)
+    code = cli.main(["csa", "-q", str(shared_file("labels/PAM50/PAM50_cord.nii.gz")), "--discs", str(levels), "--perlevel",
+                     "-o", str(tmp_path / "csa.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "PAM50_levels.nii.gz: label 1 spans" in err[0]
+    assert not (tmp_path / "csa.csv").exists()
 
 
 def test_csa_with_discs_on_the_command_line(write_phantom, tmp_path, capsys):

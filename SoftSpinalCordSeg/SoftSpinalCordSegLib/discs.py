@@ -22,6 +22,7 @@ import numpy as np
 from .errors import InputError
 
 LAST_DISC = 29  # S4/S5 (PAM50 codes 1..29 name C1..S5); larger values are other landmarks
+MAX_DISC_HEIGHT_MM = 10.0  # a disc label spans a few mm along S-I at most; a vertebral level 15-30 mm
 DiscPoints = Dict[int, np.ndarray]  # disc number -> RAS position (mm)
 
 
@@ -57,7 +58,12 @@ def disc_points_from_labels(labels: np.ndarray, affine: np.ndarray) -> DiscPoint
     for number in np.unique(labels):
         if not 1 <= number <= LAST_DISC:
             continue
-        voxel = np.argwhere(labels == number).mean(axis=0)
+        voxels = np.argwhere(labels == number)
+        heights = voxels @ np.asarray(affine, dtype=float)[2, :3]  # S of each voxel's centre (mm, up to a shift)
+        if np.ptp(heights) > MAX_DISC_HEIGHT_MM:
+            raise InputError(f"label {number} spans {np.ptp(heights):.0f} mm from foot to head: this is a vertebral "
+                             "level map (`softseg csa --levels`), not disc labels (one voxel or a small blob per disc)")
+        voxel = voxels.mean(axis=0)
         points[int(number)] = np.asarray(affine, dtype=float)[:3, :3] @ voxel + np.asarray(affine, dtype=float)[:3, 3]
     return points
 
@@ -67,7 +73,10 @@ def load_disc_points(path) -> DiscPoints:
     from .io import _read
 
     volume = _read(path, None, kind="disc label file")
-    points = disc_points_from_labels(volume.array, volume.affine)
+    try:
+        points = disc_points_from_labels(volume.array, volume.affine)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
     if not points:
         raise InputError(f"{path}: no disc label (values 1 to {LAST_DISC}, one voxel per disc) in the file")
     return points
