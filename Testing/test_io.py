@@ -68,6 +68,24 @@ def test_nifti_with_qform_only_keeps_it(tmp_path):
     np.testing.assert_allclose(written.affine, affine)
 
 
+def test_nibabels_header_fixes_are_not_printed(tmp_path, caplog):
+    """A negative pixdim made nibabel log "pixdim[1,2,3] should be positive" to the terminal."""
+    import logging
+    import struct
+
+    source = write_nifti(tmp_path / "image.nii", random_image(), np.diag([0.5, 0.5, 5.0, 1.0]))
+    raw = bytearray(source.read_bytes())
+    pixdim = list(struct.unpack("<8f", raw[76:108]))
+    pixdim[1] = -pixdim[1]
+    raw[76:108] = struct.pack("<8f", *pixdim)
+    source.write_bytes(bytes(raw))
+    with caplog.at_level(logging.INFO, logger="nibabel"):
+        volume = load_volume(source)
+        save_like(volume.array, volume, tmp_path / "copy.nii.gz")
+        load_volume(tmp_path / "copy.nii.gz")
+    assert not [record.getMessage() for record in caplog.records] and volume.array.shape == (12, 10, 8)
+
+
 def test_nrrd_is_read_in_ras_and_written_back(tmp_path):
     array = random_image((9, 7, 5))
     image = sitk.GetImageFromArray(np.moveaxis(array, (0, 1, 2), (2, 1, 0)))

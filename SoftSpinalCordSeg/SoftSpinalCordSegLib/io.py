@@ -148,12 +148,20 @@ def _read(path, volume_index: Optional[int], kind: str = "image", index_4d_only:
 
 @contextlib.contextmanager
 def quiet_warnings():
-    """Python warnings (nibabel, numpy) never reach the user: what they warn about is checked and said."""
+    """Python warnings (nibabel, numpy) and nibabel's logged header fixes ("pixdim[1,2,3] should be positive")
+    never reach the user: what they warn about is checked and said."""
+    import logging
     import warnings
 
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        yield
+    nibabel_log = logging.getLogger("nibabel")
+    level = nibabel_log.level
+    nibabel_log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        nibabel_log.setLevel(level)
 
 
 def check_affine(affine, path=None) -> np.ndarray:
