@@ -182,6 +182,8 @@ def test_discovery_of_a_plain_folder_and_a_file_list(tmp_path):
     write_image(phantom_mri((16, 16, 6), affine, 5), affine, folder / "site_a" / "patient7_t2.nii.gz")
     write_image(np.ones((16, 16, 6)), affine, folder / "site_a" / "patient7_t2_seg-manual.nii.gz")
     write_image(np.ones((16, 16, 6)), affine, folder / "patient8_T2w_label-SC_mask.nii.gz")
+    for mask in ("gmseg-manual", "csfseg", "lesionseg", "dseg", "probseg"):  # as gm-challenge and SCT name them
+        write_image(np.ones((16, 16, 6)), affine, folder / "site_a" / f"patient7_t2_{mask}.nii.gz")
     write_image(phantom_mri((16, 16, 6), affine, 6), affine, folder / "patient9_acq-masked_T2w.nii.gz")
     (folder / "notes.txt").write_text("not an image")
     images = bids.discover(folder)
@@ -714,3 +716,20 @@ def test_the_input_folder_is_refused_as_the_output_folder(tmp_path):
         with pytest.raises(InputError, match="is the input folder"):
             batch.run_batch(folder, output_dir=output, workers=1, segment_file=segment_file_with_stand_in, quiet=True)
     assert sorted(p.name for p in folder.iterdir()) == ["t2.nii.gz"]
+
+
+def _disk_full(image_path, output_path, **options):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device", output_path)
+
+
+def test_a_full_disk_fails_the_image_with_what_to_do_and_is_tried_again(tmp_path):
+    """As `segment` says it: the file, the reason and the advice, not the exception's repr."""
+    root = tmp_path / "bids"
+    write_image(phantom_mri((16, 16, 6), np.eye(4), 9), np.eye(4), root / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    image = bids.discover(root)[0]
+    outputs = {kind: str(path) for kind, path in batch.image_outputs(image, tmp_path / "out", "default").items()}
+    record = batch.process_image(image, outputs, _disk_full, {})
+    assert record["reason"] == f"{outputs['probseg']}: No space left on device; free some disk space and run again"
+    assert record["status"] == "failed" and not record["bad_input"]

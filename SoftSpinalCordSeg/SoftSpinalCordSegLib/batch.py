@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from . import __version__
 from .bids import FAILURES_FILE, INPUTS_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_FILE, SourceImage, default_output_dir, discover
-from .errors import DeviceError, InputError, ModelNotInstalledError, OutputError
+from .errors import DeviceError, InputError, ModelNotInstalledError, OutputError, describe_os_error
 from .report import write_cohort_outputs
 from .sctcsv import CSA_FORMATS, check_csa_format
 
@@ -101,6 +101,8 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
     except InputError as error:
         # The file is named beside the reason everywhere: drop it from the front of the message.
         reason, bad_input = str(error).split(f"{image.path}: ", 1)[-1], not isinstance(error, (OutputError, DeviceError))
+    except OSError as error:  # a full disk, no permission: the file and what to do, as `segment` says it
+        reason = describe_os_error(error)
     except Exception as error:  # noqa: BLE001 - one broken image must not stop the cohort
         reason = f"{type(error).__name__}: {error}"
     if reason:

@@ -25,7 +25,8 @@ REPORT_FILE = "softseg_report.html"
 # Folders of a BIDS dataset that never hold raw images to segment.
 SKIPPED_FOLDERS = {"derivatives", "sourcedata", "code", ".git", ".heudiconv"}
 # Names of masks and other derivatives that a plain folder may hold beside its images.
-DERIVATIVE_NAME = re.compile(r"(_seg([-_]|$)|_csfseg|_mask(_|$)|_probseg|_dseg|_label-|_desc-)", re.IGNORECASE)
+# masks and label maps: _seg, _gmseg, _csfseg, _lesionseg, _probseg, _dseg..., _mask, _label-X, _desc-X
+DERIVATIVE_NAME = re.compile(r"(_[a-z]*seg([-_]|$)|_mask(_|$)|_label-|_desc-)", re.IGNORECASE)
 ENTITY = re.compile(r"^([a-zA-Z0-9]+)-([a-zA-Z0-9.+]+)$")
 
 

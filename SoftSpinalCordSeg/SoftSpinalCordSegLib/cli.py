@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import signal
 import sys
 import warnings
@@ -19,7 +18,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from . import __version__
-from .errors import CancelledError, InputError, Interrupted, OutputError
+from .errors import CancelledError, InputError, Interrupted, OutputError, describe_os_error
 from .morphometry import OVERSIZED_CSA_MM2, STEEP_ANGLE_DEG, SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
 from .sctcsv import CSA_FORMATS
 
@@ -423,24 +422,6 @@ def _run_command(args) -> int:
 
 def _error(message: str) -> None:
     print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
-
-
-OS_ERROR_ADVICE = {
-    errno.ENOSPC: "free some disk space and run again",
-    errno.EDQUOT: "free some space (disk quota) and run again",
-    errno.EFBIG: "the file is larger than this system allows here: write it elsewhere",
-    errno.EACCES: "choose a place you may write to",
-    errno.EPERM: "choose a place you may write to",
-    errno.EROFS: "the disk is read-only: choose another place",
-}
-
-
-def describe_os_error(error: OSError) -> str:
-    """'FILE: reason; what to do' for an OSError (its file, as written to or read from)."""
-    reason = error.strerror or str(error)
-    where = f"{error.filename}: " if error.filename else ""
-    advice = OS_ERROR_ADVICE.get(error.errno)
-    return f"{where}{reason}" + (f"; {advice}" if advice else "")
 
 
 @contextlib.contextmanager

@@ -1,5 +1,7 @@
 """Errors that reach the user as one line (the command line prints them, Slicer shows them)."""
 
+import errno
+
 
 class InputError(Exception):
     """A problem with what the user gave us: the message is shown as is, without a traceback."""
@@ -33,3 +35,21 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+OS_ERROR_ADVICE = {
+    errno.ENOSPC: "free some disk space and run again",
+    errno.EDQUOT: "free some space (disk quota) and run again",
+    errno.EFBIG: "the file is larger than this system allows here: write it elsewhere",
+    errno.EACCES: "choose a place you may write to",
+    errno.EPERM: "choose a place you may write to",
+    errno.EROFS: "the disk is read-only: choose another place",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """'FILE: reason; what to do' for an OSError (its file, as written to or read from)."""
+    reason = error.strerror or str(error)
+    where = f"{error.filename}: " if error.filename else ""
+    advice = OS_ERROR_ADVICE.get(error.errno)
+    return f"{where}{reason}" + (f"; {advice}" if advice else "")
