@@ -201,10 +201,11 @@ def test_sub_voxel_shape_within_two_percent_and_smooth_along_the_cord(parameters
         np.testing.assert_allclose(table.column("eccentricity"), exact["eccentricity"], atol=0.02)
 
 
-def test_sct_slice_numbering_and_summaries_in_sct_format(tmp_path, capsys):
+def test_sct_slice_numbering_and_summaries_in_sct_format(tmp_path, capsys, monkeypatch):
     """Slice (I->S) counts from the inferior end whichever way the file stores the slices; a summary row
     gives the range, the population SD and the summed length."""
     parameters = dict(shape="ellipse", radius_rl=6.0, radius_ap=4.0, angle_rl=20, n_slices=10)
+    monkeypatch.chdir(tmp_path)
     forward, _, _ = write_phantom_file(tmp_path, parameters, "ras.nii.gz")
     flipped, _, _ = write_phantom_file(tmp_path, {**parameters, "axcodes": "RPI"}, "rpi.nii.gz")  # k from S to I
     tables = []
@@ -215,9 +216,11 @@ def test_sct_slice_numbering_and_summaries_in_sct_format(tmp_path, capsys):
     for a, b in zip(*tables):
         assert a["Slice (I->S)"] == b["Slice (I->S)"]
         assert float(a["MEAN(area)"]) == pytest.approx(float(b["MEAN(area)"]), abs=1e-4)
-    code, _, err = run(["csa", flipped, "--format", "sct", "--slices", "2:7", "-o", tmp_path / "range.csv"], capsys)
+    assert {row["Filename"] for row in tables[1]} == {str(flipped)}
+    code, _, err = run(["csa", flipped.name, "--format", "sct", "--slices", "2:7", "-o", tmp_path / "range.csv"], capsys)
     assert code == 0, err
     (summary,) = read_csv(tmp_path / "range.csv")
+    assert summary["Filename"] == str(flipped)  # given relative: absolute, as SCT writes it
     # --slices takes the file's indices: 2..7 of the flipped file are 2..7 counted from the inferior end too
     assert summary["Slice (I->S)"] == "2:7"
     areas = [float(row["MEAN(area)"]) for row in tables[1] if 2 <= int(row["Slice (I->S)"]) <= 7]

@@ -1,6 +1,7 @@
 """CSV in the layout of SCT 7's `sct_process_segmentation` (`--format sct`), so scripts written for SCT read ours.
 
-Columns, in SCT's order: Timestamp, SCT Version (here `softseg <version>`), Filename, Slice (I->S) (slice index
+Columns, in SCT's order: Timestamp, SCT Version (here `softseg <version>`), Filename (the measured mask's
+absolute path, as SCT writes it), Slice (I->S) (slice index
 counted from the inferior end of the grid, as SCT numbers slices after reorienting to RPI; a range `low:high`
 in a summary row), VertLevel, DistancePMJ (left empty: no PMJ distance is computed), then MEAN(<metric>) and
 STD(<metric>) for area, angle_AP, angle_RL, diameter_AP, diameter_AP_ellipse, diameter_RL, eccentricity,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import os
 from typing import List, Optional
 
 from . import __version__
@@ -38,7 +40,7 @@ def check_csa_format(csa_format: str) -> None:
 def sct_rows(table: Table, filename: str, timestamp: Optional[str] = None) -> List[dict]:
     """The rows of a per-slice CsaTable or of its summary (CsaTable.summarize) under SCT's column names."""
     stamp = timestamp or datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    common = {"Timestamp": stamp, "SCT Version": f"softseg {__version__}", "Filename": str(filename), "DistancePMJ": None}
+    common = {"Timestamp": stamp, "SCT Version": f"softseg {__version__}", "Filename": os.path.abspath(str(filename)), "DistancePMJ": None}
     per_slice = "csa_mm2" in table.columns
     rows = []
     for row in sorted(table.rows, key=lambda item: item["slice_is"]) if per_slice else table.rows:
