@@ -644,9 +644,9 @@ def test_batch_sct_format_and_disc_labels_found_by_template(tmp_path, capsys):
     labels = root / "derivatives" / "labels" / "sub-a" / "anat"
     write_image(discs, affine, labels / "sub-a_T2w_label-discs_dlabel.nii.gz")
     template = "derivatives/labels/{folder}/{stem}_label-discs_dlabel.nii.gz"
-    result = batch.run_batch(root, workers=1, csa_format="sct", discs=template, segment_file=segment_file_with_stand_in,
-                             quiet=True)
+    result = batch.run_batch(root, workers=1, csa_format="sct", discs=template, segment_file=segment_file_with_stand_in)
     assert [r.status for r in result.results] == ["done", "done"]
+    assert f"no disc file for 1 of 2 images (--discs {template}, relative to {root})" in capsys.readouterr().err
     with_discs, without = (read_rows(Path(r.outputs["csa_sct"])) for r in result.results)
     levels = {int(row["Slice (I->S)"]): row["VertLevel"] for row in with_discs}
     assert {s for s, level in levels.items() if level == "3"} == set(range(8, 15))

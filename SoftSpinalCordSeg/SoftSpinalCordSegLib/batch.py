@@ -526,6 +526,11 @@ def run_batch(
         if device == "cuda":
             resolve_device(device)  # no GPU here: one error line, not a failure recorded against every image
     per_image = {image.path: image_options(image, options, input_path, discs) for image in pending}
+    without_discs = sum("discs_path" not in chosen for chosen in per_image.values())
+    if discs is not None and without_discs and not quiet:  # a typo in the template costs every image its levels
+        print(f"softseg batch: warning: no disc file for {without_discs} of {len(per_image)} images (--discs {discs}, "
+              f"relative to {input_path if input_path.is_dir() else input_path.parent}): those get no levels",
+              file=sys.stderr)
     # Recorded before any image is segmented, once nothing can refuse the run: a run stopped, then started again
     # with other options, must not keep outputs made under the options of the stopped one.
     write_dataset_description(output_dir, input_path, model_sha256, recorded, since_ns)
