@@ -582,3 +582,25 @@ def test_a_frame_of_a_sequence_is_refused_until_cloned(app, write_phantom):
     assert app.scene.GetNumberOfNodes() == count
     image, _ = mrml.volume_array_and_affine(volume)  # a volume of its own (the clone's case) is read
     assert image.shape == ijk_array(volume).shape
+
+
+def test_a_killed_worker_says_so_without_an_empty_tail(tmp_path):
+    """A worker killed by the system (the OOM killer's SIGKILL) prints nothing: its message ends with the
+    reason, not with ': ' and no text; a worker that printed something before dying still shows it."""
+    import sys
+
+    from SoftSpinalCordSegLib.worker import WorkerProcess
+
+    silent = _executable(tmp_path / "killed_python", f"#!{sys.executable}\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    worker = WorkerProcess(np.ones((4, 4, 4), np.float32), np.eye(4), device="cpu", python=silent)
+    with pytest.raises(InputError) as error:
+        worker.result()
+    assert str(error.value) == "segmentation process failed (exit code -9) (killed by the system: out of memory?)"
+
+    talking = _executable(tmp_path / "talking_python", f"#!{sys.executable}\nimport os, signal\n"
+                          "print('loading the model', flush=True)\nprint('', flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    worker = WorkerProcess(np.ones((4, 4, 4), np.float32), np.eye(4), device="cpu", python=talking)
+    with pytest.raises(InputError) as error:
+        worker.result()
+    assert str(error.value) == ("segmentation process failed (exit code -9) (killed by the system: out of memory?): "
+                                "loading the model")
