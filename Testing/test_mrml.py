@@ -604,3 +604,42 @@ def test_a_killed_worker_says_so_without_an_empty_tail(tmp_path):
         worker.result()
     assert str(error.value) == ("segmentation process failed (exit code -9) (killed by the system: out of memory?): "
                                 "loading the model")
+
+
+def test_an_image_without_a_cord_is_refused_and_leaves_the_scene_as_it_was(app):
+    """A bright ball in noise: the shipped model reads it at p 0.4 at most, so nothing is cord. Its summed
+    probability (~45 mm² a slice) is no CSA: refused as `softseg segment` refuses it, with no node added and an
+    earlier run's outputs unchanged; the same for an all-zero probability and a threshold nothing reaches."""
+    volume = app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ball")
+    volume.SetSpacing(1, 1, 3)
+    i, j, k = np.indices((96, 96, 12))
+    ball = (i - 47.5) ** 2 + (j - 47.5) ** 2 + (k - 5.5) ** 2 <= 30 ** 2
+    image = np.where(ball, 100.0, 0.0) + np.random.RandomState(0).rand(96, 96, 12)
+    slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(image.transpose(2, 1, 0)).astype(np.float32))
+    cord = ((i - 47.5) ** 2 + (j - 47.5) ** 2 <= 25).astype(np.float32)  # an earlier run that found a cord
+    earlier = mrml.segment_volume_node(volume, probability=cord)
+    count = app.scene.GetNumberOfNodes()
+    rows = earlier.csa_table.GetNumberOfRows()
+    csa = slicer.util.arrayFromTableColumn(earlier.csa_table, "csa_mm2").copy()
+
+    try:
+        with pytest.raises(InputError) as error:
+            mrml.segment_volume_node(volume, device="cpu")  # the shipped model, in this process
+    except ModelNotInstalledError as missing:
+        pytest.skip(f"no trained model: {missing}")
+    message = "ball: no spinal cord was found in the image (no voxel reaches p 0.5), so no CSA can be measured"
+    assert str(error.value) == message
+    with pytest.raises(InputError) as error:
+        mrml.segment_volume_node(volume, probability=np.zeros(cord.shape, np.float32))
+    assert str(error.value) == message
+    with pytest.raises(InputError, match=r"no voxel reaches the threshold p 0\.9 \(the most is p 0\.70\).*lower the threshold"):
+        mrml.segment_volume_node(volume, probability=cord * 0.7, threshold=0.9)
+
+    assert app.scene.GetNumberOfNodes() == count
+    for role, node in (("probability", earlier.probability_volume), ("segmentation", earlier.segmentation),
+                       ("csa", earlier.csa_table), ("csa_chart", earlier.csa_chart)):
+        assert mrml.find_output(volume, role) is node
+    np.testing.assert_array_equal(ijk_array(earlier.probability_volume), cord)
+    np.testing.assert_array_equal(segment_labelmap(earlier.segmentation, volume), cord.astype(np.uint8))
+    assert earlier.csa_table.GetNumberOfRows() == rows
+    np.testing.assert_array_equal(slicer.util.arrayFromTableColumn(earlier.csa_table, "csa_mm2"), csa)

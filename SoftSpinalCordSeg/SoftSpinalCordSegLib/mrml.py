@@ -93,6 +93,7 @@ def segment_volume_node(
         probability = segmenter(image, affine, device=device, largest_component=largest_component,
                                 both_polarities=both_polarities, progress=progress)
     probability = _checked_probability(probability, image.shape)
+    _check_cord_found(volume_node, probability, threshold)
     if progress:
         progress(0.95, "building the scene outputs")
 
@@ -283,6 +284,19 @@ def _check_options(threshold, opacity, floor):
         raise InputError(f"opacity must be between 0 and 1, got {opacity}")
     if not 0.0 <= floor < 1.0:
         raise InputError(f"overlay floor must be in [0, 1), got {floor}")
+
+
+def _check_cord_found(volume_node, probability, threshold):
+    """Refuse a probability that marks no cord, before any node is made or changed: its CSA would be the sum
+    of a faint reading (as `softseg segment` refuses it, in the same words), and its segment would be empty."""
+    from .inference import NO_CORD, cord_found
+
+    name = volume_node.GetName()
+    if not cord_found(probability):
+        raise InputError(f"{name}: {NO_CORD}, so no CSA can be measured")
+    if not np.any(probability >= threshold):
+        raise InputError(f"{name}: no voxel reaches the threshold p {threshold:g} (the most is p "
+                         f"{float(probability.max()):.2f}), so the cord segment would be empty: lower the threshold")
 
 
 def _checked_probability(probability, shape):
