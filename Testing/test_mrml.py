@@ -643,3 +643,41 @@ def test_an_image_without_a_cord_is_refused_and_leaves_the_scene_as_it_was(app):
     np.testing.assert_array_equal(segment_labelmap(earlier.segmentation, volume), cord.astype(np.uint8))
     assert earlier.csa_table.GetNumberOfRows() == rows
     np.testing.assert_array_equal(slicer.util.arrayFromTableColumn(earlier.csa_table, "csa_mm2"), csa)
+
+
+def test_a_rerun_without_a_per_level_result_removes_the_old_per_level_table(app, shared_file):
+    """sub-unf01 T2w (its manual segmentation as the probability), measured with disc points on the cord, then
+    again with disc points beyond the image: the old per-level table must not stay on show as if it were this
+    run's. Unedited, it is removed; renamed by the user, it is kept but no longer an output of the input."""
+    volume = app.load_volume(str(shared_file("real/unf01/sub-unf01_T2w.nii.gz")), "unf01")
+    manual = app.load_volume(str(shared_file("real/unf01/sub-unf01_T2w_seg-manual.nii.gz")), "manual", labelmap=True)
+    probability = ijk_array(manual).astype(np.float32).copy()
+    csa = mrml.segment_volume_node(volume, probability=probability).csa
+    x, y, z = (float(np.nanmedian(csa.column(name))) for name in ("x_mm", "y_mm", "z_mm"))
+
+    def disc_points(name, offsets):
+        node = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+        for offset, label in zip(offsets, ("C2/C3", "C3/C4", "C4/C5")):
+            node.AddControlPoint(vtk.vtkVector3d(x, y, z + offset), label)
+        return node
+
+    on_cord, beyond = disc_points("on the cord", (30, 0, -30)), disc_points("beyond the image", (330, 300))
+    first = mrml.segment_volume_node(volume, probability=probability, levels=on_cord)
+    assert [first.level_table.GetCellText(row, 0) for row in range(first.level_table.GetNumberOfRows())] == ["3", "4"]
+    assert mrml.find_output(volume, "csa_levels") is first.level_table
+    table_id = first.level_table.GetID()
+
+    missed = mrml.segment_volume_node(volume, probability=probability, levels=beyond)
+    assert missed.level_table is None and "no per-level table" in missed.level_note
+    assert mrml.find_output(volume, "csa_levels") is None  # the widget shows none
+    assert app.scene.GetNodeByID(table_id) is None  # unedited: removed
+    assert mrml.find_output(volume, "csa") is missed.csa_table is first.csa_table  # the rest updated in place
+    assert app.scene.GetNodeByID(on_cord.GetID()) is on_cord and app.scene.GetNodeByID(beyond.GetID()) is beyond
+
+    again = mrml.segment_volume_node(volume, probability=probability, levels=on_cord)
+    again.level_table.SetName("unf01 levels, my copy")  # the user's now
+    mrml.segment_volume_node(volume, probability=probability)  # no levels at all
+    assert mrml.find_output(volume, "csa_levels") is None
+    assert app.scene.GetNodeByID(again.level_table.GetID()) is again.level_table  # kept, unlinked
+    assert again.level_table.GetAttribute(mrml.ROLE_ATTRIBUTE) is None
+    assert again.level_table.GetNumberOfRows() == 2

@@ -120,11 +120,18 @@ def segment_volume_node(
         except InputError as error:  # levels that miss the cord: the segmentation is still worth keeping
             level_note = f"no per-level table: {error}"
     scene = volume_node.GetScene()
+    # the disc points being re-measured (remeasure_levels) stay this input's, whatever the result
+    remeasured = levels is not None and not automatic and levels is find_output(volume_node, "discs")
     with _removed_on_failure(scene):
         outputs = _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per_level, level_note,
                                  affine)
         if labelling is not None and labelling.ok:
             outputs.disc_points = _update_disc_points(volume_node, discs)
+        # last: a failure above leaves an earlier run's outputs in place
+        if per_level is None:
+            _retire_output(volume_node, "csa_levels")
+        if outputs.disc_points is None and not remeasured:
+            _retire_output(volume_node, "discs")
     if progress:
         progress(1.0, "done")
     return outputs
@@ -243,6 +250,21 @@ def _output_node(volume_node, role: str, class_name: str, name: str):
         node.SetAttribute(ROLE_ATTRIBUTE, role)
         node.SetNodeReferenceID(SOURCE_REFERENCE_ROLE, volume_node.GetID())
     return node
+
+
+def _retire_output(volume_node, role: str) -> None:
+    """An earlier run's output that this run does not make again (a per-level table, automatic disc points) must
+    not stay on show beside the new results: removed where the run wrote it and the user left it as it was;
+    kept, but no longer an output of the input, where the user renamed or edited it (their points are never
+    deleted)."""
+    node = find_output(volume_node, role)
+    while node is not None:
+        if node.GetAttribute(WRITTEN_ATTRIBUTE) == _written_digest(node):
+            volume_node.GetScene().RemoveNode(node)
+        else:
+            node.RemoveAttribute(ROLE_ATTRIBUTE)
+            node.RemoveAttribute(WRITTEN_ATTRIBUTE)
+        node = find_output(volume_node, role)
 
 
 def _written_digest(node) -> str:
