@@ -108,3 +108,22 @@ def test_a_rerun_without_levels_retires_the_automatic_disc_points(app, shared_fi
     assert mrml.find_output(volume, "discs") is None and mrml.find_output(volume, "csa_levels") is None
     assert app.scene.GetNodeByID(moved.GetID()) is moved and moved.GetNumberOfControlPoints() > 2  # the user's points stay
     assert moved.GetAttribute(mrml.ROLE_ATTRIBUTE) is None
+
+
+def test_automatic_disc_points_reloaded_from_mrb_are_replaced_not_duplicated(app, shared_file, tmp_path):
+    """The markups file rounds the points' last bits: after saving and reloading the scene, a new automatic run
+    must still see its own, unmoved points and update them, not keep them as the user's and add a second list."""
+    volume, probability = load_pam50_crop(app, shared_file, tmp_path)
+    mrml.segment_volume_node(volume, probability=probability, levels="auto")
+    bundle = tmp_path / "scene.mrb"
+    assert app.scene.WriteToMRB(str(bundle))
+    with mrml.HeadlessSlicer(str(tmp_path / "cache2")) as loaded:
+        assert loaded.scene.ReadFromMRB(str(bundle))
+        volume2 = loaded.scene.GetFirstNode("t2", "vtkMRMLScalarVolumeNode")
+        discs2 = mrml.find_output(volume2, "discs")
+        assert discs2 is not None
+        rerun = mrml.segment_volume_node(volume2, probability=probability, levels="auto")
+        assert rerun.disc_points is discs2
+        assert loaded.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode") == 1
+        assert rerun.level_table is mrml.find_output(volume2, "csa_levels")
+        assert loaded.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 2  # CSA and per-level, updated in place

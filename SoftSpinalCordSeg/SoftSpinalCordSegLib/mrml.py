@@ -289,7 +289,7 @@ def _written_digest(node) -> str:
         for index in range(node.GetNumberOfControlPoints()):
             position = [0.0, 0.0, 0.0]
             node.GetNthControlPointPosition(index, position)
-            digest.update(f"|{node.GetNthControlPointLabel(index)}:{position}".encode())
+            digest.update(f"|{node.GetNthControlPointLabel(index)}:{_rounded(position)}".encode())
     elif node.IsA("vtkMRMLTableNode"):
         table = node.GetTable()
         for index in range(table.GetNumberOfColumns()):
@@ -297,6 +297,12 @@ def _written_digest(node) -> str:
             digest.update(f"|{column.GetName()}:".encode())
             digest.update(",".join(column.GetVariantValue(row).ToString() for row in range(column.GetNumberOfTuples())).encode())
     return digest.hexdigest()
+
+
+def _rounded(values, decimals: int = 3) -> str:
+    """Numbers as text to `decimals` places (1e-3 mm for positions): a saved and reloaded scene (the markups
+    file changes the last bits of a position) gives the same digest, while any real edit changes it."""
+    return ",".join(f"{round(float(value), decimals) + 0.0:.{decimals}f}" for value in values)  # + 0.0: no -0.000
 
 
 def _check_options(threshold, opacity, floor):
