@@ -681,3 +681,47 @@ def test_a_rerun_without_a_per_level_result_removes_the_old_per_level_table(app,
     assert app.scene.GetNodeByID(again.level_table.GetID()) is again.level_table  # kept, unlinked
     assert again.level_table.GetAttribute(mrml.ROLE_ATTRIBUTE) is None
     assert again.level_table.GetNumberOfRows() == 2
+
+
+def test_level_column_shows_and_exports_as_the_cli_writes_it(app, write_phantom, tmp_path):
+    """The per-slice `level` is a whole number, or none where no level is known: the table shows '3' or an empty
+    cell (not 3.0 or nan), and Export CSV writes the CLI's CSV, also after a .mrb save and reload."""
+    _, volume, probability = phantom_input(app, write_phantom, axcodes="RAS")
+    discs = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "discs")  # levels for the upper half only
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, 30), "C2/C3")
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, 0), "C3/C4")
+    outputs = mrml.segment_volume_node(volume, probability=probability, levels=discs)
+    levels = [row["level"] for row in outputs.csa.rows]
+    assert None in levels and 3 in levels  # some slices with a level, some without
+    table = outputs.csa_table
+    column = table.GetColumnIndex("level")
+    shown = [table.GetCellText(row, column) for row in range(table.GetNumberOfRows())]
+    assert shown == ["" if level is None else str(level) for level in levels]
+    _, other, other_probability = phantom_input(app, write_phantom, axcodes="LPS")
+    other.SetName("other")
+    plain = mrml.segment_volume_node(other, probability=other_probability)  # no levels at all: empty, not nan
+    assert {plain.csa_table.GetCellText(row, column) for row in range(plain.csa_table.GetNumberOfRows())} == {""}
+
+    outputs.csa.write_csv(tmp_path / "cli.csv")  # as `softseg csa --discs` writes it
+    mrml.csa_table_of(table).write_csv(tmp_path / "export.csv")  # Export CSV
+    assert (tmp_path / "export.csv").read_text() == (tmp_path / "cli.csv").read_text()
+    cli_levels = [row["level"] for row in read_csv(tmp_path / "cli.csv")]
+    assert "" in cli_levels and "3" in cli_levels
+
+    bundle = tmp_path / "scene.mrb"
+    assert app.scene.WriteToMRB(str(bundle))
+    with mrml.HeadlessSlicer(str(tmp_path / "cache2")) as loaded:
+        assert loaded.scene.ReadFromMRB(str(bundle))
+        table2 = mrml.find_output(loaded.scene.GetFirstNode("phantom", "vtkMRMLScalarVolumeNode"), "csa")
+        mrml.csa_table_of(table2).write_csv(tmp_path / "reloaded.csv")
+        assert [row["level"] for row in read_csv(tmp_path / "reloaded.csv")] == cli_levels
+        assert [row["slice"] for row in read_csv(tmp_path / "reloaded.csv")] == [row["slice"] for row in read_csv(tmp_path / "cli.csv")]
+
+    # a table saved by an earlier release holds the levels as numbers, NaN where none: exported the same way
+    old = vtk.vtkDoubleArray()
+    old.SetName("level")
+    for level in levels:
+        old.InsertNextValue(np.nan if level is None else float(level))
+    table.GetTable().RemoveColumnByName("level")
+    table.GetTable().AddColumn(old)
+    assert [row["level"] for row in mrml.csa_table_of(table).rows] == levels

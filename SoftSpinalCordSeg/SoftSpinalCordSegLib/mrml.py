@@ -451,7 +451,10 @@ def _update_segmentation(volume_node, mask):
 
 
 def _update_table(volume_node, role, name, table):
-    """Fill a table node with a library Table: numeric columns as numbers (NaN where empty), others as text."""
+    """Fill a table node with a library Table: whole-number columns as integers, other numeric columns as
+    numbers (NaN where empty), the rest as text. A whole-number column with empty cells (the `level` of slices
+    no level reaches) and a column with no value at all are text, an empty cell where the CSV has one: an
+    integer column cannot hold "none", and a number column would show nan and export 3.000000."""
     import vtk
 
     node = _output_node(volume_node, role, "vtkMRMLTableNode", name)
@@ -459,9 +462,10 @@ def _update_table(volume_node, role, name, table):
     for column in table.columns:
         values = [row.get(column) for row in table.rows]
         present = [value for value in values if value is not None]
-        if present and all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in values):
+        whole = all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in present)
+        if present and whole and len(present) == len(values):
             array = vtk.vtkIntArray()
-        elif all(isinstance(value, (int, float, np.number)) for value in present):
+        elif present and not whole and all(isinstance(value, (int, float, np.number)) for value in present):
             array = vtk.vtkDoubleArray()
             values = [np.nan if value is None else value for value in values]
         else:
@@ -481,6 +485,7 @@ def csa_table_of(table_node):
     as `softseg csa` writes it."""
     from .morphometry import CsaTable
 
+    whole_numbers = ("slice", "level")  # as CsaTable.read_csv reads them; text, or numbers in older scenes
     table = table_node.GetTable()
     columns = {table.GetColumnName(index): table.GetColumn(index) for index in range(table.GetNumberOfColumns())}
     rows = []
@@ -494,6 +499,8 @@ def csa_table_of(table_node):
                 value = int(value)
             else:
                 value = None if np.isnan(value) else float(value)
+            if name in whole_numbers and value is not None:
+                value = int(float(value))
             values[name] = value
         rows.append(values)
     return CsaTable(rows)
