@@ -725,3 +725,46 @@ def test_level_column_shows_and_exports_as_the_cli_writes_it(app, write_phantom,
     table.GetTable().RemoveColumnByName("level")
     table.GetTable().AddColumn(old)
     assert [row["level"] for row in mrml.csa_table_of(table).rows] == levels
+
+
+def test_a_rerun_leaves_a_renamed_plot_series_and_an_edited_chart_alone(app, write_phantom, tmp_path):
+    """The plot series and chart are outputs like the others: renamed or restyled, they are the user's and a
+    re-run makes new ones; unedited, they are updated in place, also after a .mrb save and reload. The series
+    is not named as the table is."""
+    _, volume, probability = phantom_input(app, write_phantom)
+    first = mrml.segment_volume_node(volume, probability=probability)
+    series = first.csa_chart.GetNthPlotSeriesNode(0)
+    assert series.GetName() == "phantom CSA series" != first.csa_table.GetName()
+    assert mrml.segment_volume_node(volume, probability=probability).csa_chart.GetNthPlotSeriesNode(0) is series
+    series.SetName("phantom CSA")  # as an earlier release named it, with no digest
+    series.RemoveAttribute(mrml.WRITTEN_ATTRIBUTE)
+    assert mrml.segment_volume_node(volume, probability=probability).csa_chart.GetNthPlotSeriesNode(0) is series
+    assert series.GetName() == "phantom CSA series"
+
+    series.SetName("phantom CSA, before treatment")
+    series.SetColor(0.1, 0.2, 0.9)
+    second = mrml.segment_volume_node(volume, probability=probability)
+    new_series = second.csa_chart.GetNthPlotSeriesNode(0)
+    assert new_series is not series and new_series.GetName() == "phantom CSA series"
+    assert mrml.find_output(volume, "csa_series") is new_series
+    assert series.GetName() == "phantom CSA, before treatment" and series.GetColor() == pytest.approx((0.1, 0.2, 0.9))
+    assert app.scene.GetNodeByID(series.GetID()) is series and series.GetTableNode() is second.csa_table
+
+    second.csa_chart.SetTitle("my comparison")
+    second.csa_chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    third = mrml.segment_volume_node(volume, probability=probability)
+    assert third.csa_chart is not second.csa_chart and mrml.find_output(volume, "csa_chart") is third.csa_chart
+    assert second.csa_chart.GetTitle() == "my comparison" and second.csa_chart.GetNumberOfPlotSeriesNodes() == 2
+    assert third.csa_chart.GetNumberOfPlotSeriesNodes() == 1
+    assert third.csa_chart.GetNthPlotSeriesNode(0) is new_series  # unedited: updated in place
+
+    bundle = tmp_path / "scene.mrb"
+    assert app.scene.WriteToMRB(str(bundle))
+    with mrml.HeadlessSlicer(str(tmp_path / "cache2")) as loaded:
+        assert loaded.scene.ReadFromMRB(str(bundle))
+        volume2 = loaded.scene.GetFirstNode("phantom", "vtkMRMLScalarVolumeNode")
+        chart2, series2 = mrml.find_output(volume2, "csa_chart"), mrml.find_output(volume2, "csa_series")
+        count = loaded.scene.GetNumberOfNodes()
+        rerun = mrml.segment_volume_node(volume2, probability=probability)
+        assert loaded.scene.GetNumberOfNodes() == count
+        assert rerun.csa_chart is chart2 and rerun.csa_chart.GetNthPlotSeriesNode(0) is series2

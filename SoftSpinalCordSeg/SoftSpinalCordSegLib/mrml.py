@@ -268,8 +268,8 @@ def _retire_output(volume_node, role: str) -> None:
 
 
 def _written_digest(node) -> str:
-    """Digest of an output's name and content (voxels, cord segment or table cells): it changes when the user
-    renames or edits the node, and differs on a copy."""
+    """Digest of an output's name and content (voxels, cord segment, disc points, table cells, plot series style,
+    chart titles and series): it changes when the user renames or edits the node, and differs on a copy."""
     import hashlib
 
     import slicer
@@ -290,6 +290,14 @@ def _written_digest(node) -> str:
             position = [0.0, 0.0, 0.0]
             node.GetNthControlPointPosition(index, position)
             digest.update(f"|{node.GetNthControlPointLabel(index)}:{_rounded(position)}".encode())
+    elif node.IsA("vtkMRMLPlotSeriesNode"):
+        digest.update(f"|{node.GetXColumnName()}|{node.GetYColumnName()}|{node.GetPlotType()}|{node.GetMarkerStyle()}|"
+                      f"{node.GetLineStyle()}|{_rounded([node.GetMarkerSize(), node.GetLineWidth(), *node.GetColor()])}"
+                      .encode())
+    elif node.IsA("vtkMRMLPlotChartNode"):
+        series = [node.GetNthPlotSeriesNodeID(index) for index in range(node.GetNumberOfPlotSeriesNodes())]
+        digest.update(f"|{node.GetTitle()}|{node.GetXAxisTitle()}|{node.GetYAxisTitle()}|{node.GetLegendVisibility()}|"
+                      f"{series}".encode())
     elif node.IsA("vtkMRMLTableNode"):
         table = node.GetTable()
         for index in range(table.GetNumberOfColumns()):
@@ -508,7 +516,10 @@ def csa_table_of(table_node):
 
 def _update_chart(volume_node, table_node):
     scene = volume_node.GetScene()
-    series = _output_node(volume_node, "csa_series", "vtkMRMLPlotSeriesNode", f"{volume_node.GetName()} CSA")
+    name = f"{volume_node.GetName()} CSA series"  # not the table's name, "<input> CSA"
+    series = _output_node(volume_node, "csa_series", "vtkMRMLPlotSeriesNode", name)
+    if series.GetAttribute(WRITTEN_ATTRIBUTE) is None:  # new, or named as the table by an earlier release
+        series.SetName(name)
     series.SetAndObserveTableNodeID(table_node.GetID())
     series.SetXColumnName(CSA_X_COLUMN)
     series.SetYColumnName(CSA_Y_COLUMN)
@@ -525,6 +536,8 @@ def _update_chart(volume_node, table_node):
     chart.SetLegendVisibility(False)
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode")):
         scene.GetNthNodeByClass(index, "vtkMRMLPlotViewNode").SetPlotChartNodeID(chart.GetID())
+    for node in (series, chart):  # renamed or restyled by the user, they are left alone by the next run
+        node.SetAttribute(WRITTEN_ATTRIBUTE, _written_digest(node))
     return chart
 
 
