@@ -83,3 +83,47 @@ def test_remeasure_needs_an_earlier_run(app, shared_file, tmp_path):
     discs = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "discs")
     with pytest.raises(InputError, match="run the segmentation first"):
         mrml.remeasure_levels(volume, discs)
+
+
+def test_a_rerun_without_levels_retires_the_automatic_disc_points(app, shared_file, tmp_path):
+    """Disc points of an earlier automatic run do not belong to a run without them (no levels, or other levels):
+    left as the module wrote them they are removed, with the per-level table; moved by the user they are kept
+    but no longer the input's (so Re-measure levels, which uses them, is off)."""
+    volume, probability = load_pam50_crop(app, shared_file, tmp_path)
+    automatic = mrml.segment_volume_node(volume, probability=probability, levels="auto")
+    discs_id, table_id = automatic.disc_points.GetID(), automatic.level_table.GetID()
+    plain = mrml.segment_volume_node(volume, probability=probability)
+    assert plain.level_table is None and plain.disc_points is None
+    assert mrml.find_output(volume, "discs") is None and mrml.find_output(volume, "csa_levels") is None
+    assert app.scene.GetNodeByID(discs_id) is None and app.scene.GetNodeByID(table_id) is None
+
+    moved = mrml.segment_volume_node(volume, probability=probability, levels="auto").disc_points
+    index = point_index(moved, "C3/C4")
+    position = [0.0, 0.0, 0.0]
+    moved.GetNthControlPointPositionWorld(index, position)
+    moved.SetNthControlPointPositionWorld(index, position[0], position[1], position[2] - 5.0)
+    remeasured = mrml.remeasure_levels(volume, moved)
+    assert mrml.find_output(volume, "discs") is moved and remeasured.level_table is not None  # still the input's
+    mrml.segment_volume_node(volume, probability=probability)
+    assert mrml.find_output(volume, "discs") is None and mrml.find_output(volume, "csa_levels") is None
+    assert app.scene.GetNodeByID(moved.GetID()) is moved and moved.GetNumberOfControlPoints() > 2  # the user's points stay
+    assert moved.GetAttribute(mrml.ROLE_ATTRIBUTE) is None
+
+
+def test_automatic_disc_points_reloaded_from_mrb_are_replaced_not_duplicated(app, shared_file, tmp_path):
+    """The markups file rounds the points' last bits: after saving and reloading the scene, a new automatic run
+    must still see its own, unmoved points and update them, not keep them as the user's and add a second list."""
+    volume, probability = load_pam50_crop(app, shared_file, tmp_path)
+    mrml.segment_volume_node(volume, probability=probability, levels="auto")
+    bundle = tmp_path / "scene.mrb"
+    assert app.scene.WriteToMRB(str(bundle))
+    with mrml.HeadlessSlicer(str(tmp_path / "cache2")) as loaded:
+        assert loaded.scene.ReadFromMRB(str(bundle))
+        volume2 = loaded.scene.GetFirstNode("t2", "vtkMRMLScalarVolumeNode")
+        discs2 = mrml.find_output(volume2, "discs")
+        assert discs2 is not None
+        rerun = mrml.segment_volume_node(volume2, probability=probability, levels="auto")
+        assert rerun.disc_points is discs2
+        assert loaded.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode") == 1
+        assert rerun.level_table is mrml.find_output(volume2, "csa_levels")
+        assert loaded.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 2  # CSA and per-level, updated in place

@@ -582,3 +582,189 @@ def test_a_frame_of_a_sequence_is_refused_until_cloned(app, write_phantom):
     assert app.scene.GetNumberOfNodes() == count
     image, _ = mrml.volume_array_and_affine(volume)  # a volume of its own (the clone's case) is read
     assert image.shape == ijk_array(volume).shape
+
+
+def test_a_killed_worker_says_so_without_an_empty_tail(tmp_path):
+    """A worker killed by the system (the OOM killer's SIGKILL) prints nothing: its message ends with the
+    reason, not with ': ' and no text; a worker that printed something before dying still shows it."""
+    import sys
+
+    from SoftSpinalCordSegLib.worker import WorkerProcess
+
+    silent = _executable(tmp_path / "killed_python", f"#!{sys.executable}\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    worker = WorkerProcess(np.ones((4, 4, 4), np.float32), np.eye(4), device="cpu", python=silent)
+    with pytest.raises(InputError) as error:
+        worker.result()
+    assert str(error.value) == "segmentation process failed (exit code -9) (killed by the system: out of memory?)"
+
+    talking = _executable(tmp_path / "talking_python", f"#!{sys.executable}\nimport os, signal\n"
+                          "print('loading the model', flush=True)\nprint('', flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    worker = WorkerProcess(np.ones((4, 4, 4), np.float32), np.eye(4), device="cpu", python=talking)
+    with pytest.raises(InputError) as error:
+        worker.result()
+    assert str(error.value) == ("segmentation process failed (exit code -9) (killed by the system: out of memory?): "
+                                "loading the model")
+
+
+def test_an_image_without_a_cord_is_refused_and_leaves_the_scene_as_it_was(app):
+    """A bright ball in noise: the shipped model reads it at p 0.4 at most, so nothing is cord. Its summed
+    probability (~45 mm² a slice) is no CSA: refused as `softseg segment` refuses it, with no node added and an
+    earlier run's outputs unchanged; the same for an all-zero probability and a threshold nothing reaches."""
+    volume = app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ball")
+    volume.SetSpacing(1, 1, 3)
+    i, j, k = np.indices((96, 96, 12))
+    ball = (i - 47.5) ** 2 + (j - 47.5) ** 2 + (k - 5.5) ** 2 <= 30 ** 2
+    image = np.where(ball, 100.0, 0.0) + np.random.RandomState(0).rand(96, 96, 12)
+    slicer.util.updateVolumeFromArray(volume, np.ascontiguousarray(image.transpose(2, 1, 0)).astype(np.float32))
+    cord = ((i - 47.5) ** 2 + (j - 47.5) ** 2 <= 25).astype(np.float32)  # an earlier run that found a cord
+    earlier = mrml.segment_volume_node(volume, probability=cord)
+    count = app.scene.GetNumberOfNodes()
+    rows = earlier.csa_table.GetNumberOfRows()
+    csa = slicer.util.arrayFromTableColumn(earlier.csa_table, "csa_mm2").copy()
+
+    try:
+        with pytest.raises(InputError) as error:
+            mrml.segment_volume_node(volume, device="cpu")  # the shipped model, in this process
+    except ModelNotInstalledError as missing:
+        pytest.skip(f"no trained model: {missing}")
+    message = "ball: no spinal cord was found in the image (no voxel reaches p 0.5), so no CSA can be measured"
+    assert str(error.value) == message
+    with pytest.raises(InputError) as error:
+        mrml.segment_volume_node(volume, probability=np.zeros(cord.shape, np.float32))
+    assert str(error.value) == message
+    with pytest.raises(InputError, match=r"no voxel reaches the threshold p 0\.9 \(the most is p 0\.70\).*lower the threshold"):
+        mrml.segment_volume_node(volume, probability=cord * 0.7, threshold=0.9)
+
+    assert app.scene.GetNumberOfNodes() == count
+    for role, node in (("probability", earlier.probability_volume), ("segmentation", earlier.segmentation),
+                       ("csa", earlier.csa_table), ("csa_chart", earlier.csa_chart)):
+        assert mrml.find_output(volume, role) is node
+    np.testing.assert_array_equal(ijk_array(earlier.probability_volume), cord)
+    np.testing.assert_array_equal(segment_labelmap(earlier.segmentation, volume), cord.astype(np.uint8))
+    assert earlier.csa_table.GetNumberOfRows() == rows
+    np.testing.assert_array_equal(slicer.util.arrayFromTableColumn(earlier.csa_table, "csa_mm2"), csa)
+
+
+def test_a_rerun_without_a_per_level_result_removes_the_old_per_level_table(app, shared_file):
+    """sub-unf01 T2w (its manual segmentation as the probability), measured with disc points on the cord, then
+    again with disc points beyond the image: the old per-level table must not stay on show as if it were this
+    run's. Unedited, it is removed; renamed by the user, it is kept but no longer an output of the input."""
+    volume = app.load_volume(str(shared_file("real/unf01/sub-unf01_T2w.nii.gz")), "unf01")
+    manual = app.load_volume(str(shared_file("real/unf01/sub-unf01_T2w_seg-manual.nii.gz")), "manual", labelmap=True)
+    probability = ijk_array(manual).astype(np.float32).copy()
+    csa = mrml.segment_volume_node(volume, probability=probability).csa
+    x, y, z = (float(np.nanmedian(csa.column(name))) for name in ("x_mm", "y_mm", "z_mm"))
+
+    def disc_points(name, offsets):
+        node = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+        for offset, label in zip(offsets, ("C2/C3", "C3/C4", "C4/C5")):
+            node.AddControlPoint(vtk.vtkVector3d(x, y, z + offset), label)
+        return node
+
+    on_cord, beyond = disc_points("on the cord", (30, 0, -30)), disc_points("beyond the image", (330, 300))
+    first = mrml.segment_volume_node(volume, probability=probability, levels=on_cord)
+    assert [first.level_table.GetCellText(row, 0) for row in range(first.level_table.GetNumberOfRows())] == ["3", "4"]
+    assert mrml.find_output(volume, "csa_levels") is first.level_table
+    table_id = first.level_table.GetID()
+
+    missed = mrml.segment_volume_node(volume, probability=probability, levels=beyond)
+    assert missed.level_table is None and "no per-level table" in missed.level_note
+    assert mrml.find_output(volume, "csa_levels") is None  # the widget shows none
+    assert app.scene.GetNodeByID(table_id) is None  # unedited: removed
+    assert mrml.find_output(volume, "csa") is missed.csa_table is first.csa_table  # the rest updated in place
+    assert app.scene.GetNodeByID(on_cord.GetID()) is on_cord and app.scene.GetNodeByID(beyond.GetID()) is beyond
+
+    again = mrml.segment_volume_node(volume, probability=probability, levels=on_cord)
+    again.level_table.SetName("unf01 levels, my copy")  # the user's now
+    mrml.segment_volume_node(volume, probability=probability)  # no levels at all
+    assert mrml.find_output(volume, "csa_levels") is None
+    assert app.scene.GetNodeByID(again.level_table.GetID()) is again.level_table  # kept, unlinked
+    assert again.level_table.GetAttribute(mrml.ROLE_ATTRIBUTE) is None
+    assert again.level_table.GetNumberOfRows() == 2
+
+
+def test_level_column_shows_and_exports_as_the_cli_writes_it(app, write_phantom, tmp_path):
+    """The per-slice `level` is a whole number, or none where no level is known: the table shows '3' or an empty
+    cell (not 3.0 or nan), and Export CSV writes the CLI's CSV, also after a .mrb save and reload."""
+    _, volume, probability = phantom_input(app, write_phantom, axcodes="RAS")
+    discs = app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "discs")  # levels for the upper half only
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, 30), "C2/C3")
+    discs.AddControlPoint(vtk.vtkVector3d(0, 0, 0), "C3/C4")
+    outputs = mrml.segment_volume_node(volume, probability=probability, levels=discs)
+    levels = [row["level"] for row in outputs.csa.rows]
+    assert None in levels and 3 in levels  # some slices with a level, some without
+    table = outputs.csa_table
+    column = table.GetColumnIndex("level")
+    shown = [table.GetCellText(row, column) for row in range(table.GetNumberOfRows())]
+    assert shown == ["" if level is None else str(level) for level in levels]
+    _, other, other_probability = phantom_input(app, write_phantom, axcodes="LPS")
+    other.SetName("other")
+    plain = mrml.segment_volume_node(other, probability=other_probability)  # no levels at all: empty, not nan
+    assert {plain.csa_table.GetCellText(row, column) for row in range(plain.csa_table.GetNumberOfRows())} == {""}
+
+    outputs.csa.write_csv(tmp_path / "cli.csv")  # as `softseg csa --discs` writes it
+    mrml.csa_table_of(table).write_csv(tmp_path / "export.csv")  # Export CSV
+    assert (tmp_path / "export.csv").read_text() == (tmp_path / "cli.csv").read_text()
+    cli_levels = [row["level"] for row in read_csv(tmp_path / "cli.csv")]
+    assert "" in cli_levels and "3" in cli_levels
+
+    bundle = tmp_path / "scene.mrb"
+    assert app.scene.WriteToMRB(str(bundle))
+    with mrml.HeadlessSlicer(str(tmp_path / "cache2")) as loaded:
+        assert loaded.scene.ReadFromMRB(str(bundle))
+        table2 = mrml.find_output(loaded.scene.GetFirstNode("phantom", "vtkMRMLScalarVolumeNode"), "csa")
+        mrml.csa_table_of(table2).write_csv(tmp_path / "reloaded.csv")
+        assert [row["level"] for row in read_csv(tmp_path / "reloaded.csv")] == cli_levels
+        assert [row["slice"] for row in read_csv(tmp_path / "reloaded.csv")] == [row["slice"] for row in read_csv(tmp_path / "cli.csv")]
+
+    # a table saved by an earlier release holds the levels as numbers, NaN where none: exported the same way
+    old = vtk.vtkDoubleArray()
+    old.SetName("level")
+    for level in levels:
+        old.InsertNextValue(np.nan if level is None else float(level))
+    table.GetTable().RemoveColumnByName("level")
+    table.GetTable().AddColumn(old)
+    assert [row["level"] for row in mrml.csa_table_of(table).rows] == levels
+
+
+def test_a_rerun_leaves_a_renamed_plot_series_and_an_edited_chart_alone(app, write_phantom, tmp_path):
+    """The plot series and chart are outputs like the others: renamed or restyled, they are the user's and a
+    re-run makes new ones; unedited, they are updated in place, also after a .mrb save and reload. The series
+    is not named as the table is."""
+    _, volume, probability = phantom_input(app, write_phantom)
+    first = mrml.segment_volume_node(volume, probability=probability)
+    series = first.csa_chart.GetNthPlotSeriesNode(0)
+    assert series.GetName() == "phantom CSA series" != first.csa_table.GetName()
+    assert mrml.segment_volume_node(volume, probability=probability).csa_chart.GetNthPlotSeriesNode(0) is series
+    series.SetName("phantom CSA")  # as an earlier release named it, with no digest
+    series.RemoveAttribute(mrml.WRITTEN_ATTRIBUTE)
+    assert mrml.segment_volume_node(volume, probability=probability).csa_chart.GetNthPlotSeriesNode(0) is series
+    assert series.GetName() == "phantom CSA series"
+
+    series.SetName("phantom CSA, before treatment")
+    series.SetColor(0.1, 0.2, 0.9)
+    second = mrml.segment_volume_node(volume, probability=probability)
+    new_series = second.csa_chart.GetNthPlotSeriesNode(0)
+    assert new_series is not series and new_series.GetName() == "phantom CSA series"
+    assert mrml.find_output(volume, "csa_series") is new_series
+    assert series.GetName() == "phantom CSA, before treatment" and series.GetColor() == pytest.approx((0.1, 0.2, 0.9))
+    assert app.scene.GetNodeByID(series.GetID()) is series and series.GetTableNode() is second.csa_table
+
+    second.csa_chart.SetTitle("my comparison")
+    second.csa_chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    third = mrml.segment_volume_node(volume, probability=probability)
+    assert third.csa_chart is not second.csa_chart and mrml.find_output(volume, "csa_chart") is third.csa_chart
+    assert second.csa_chart.GetTitle() == "my comparison" and second.csa_chart.GetNumberOfPlotSeriesNodes() == 2
+    assert third.csa_chart.GetNumberOfPlotSeriesNodes() == 1
+    assert third.csa_chart.GetNthPlotSeriesNode(0) is new_series  # unedited: updated in place
+
+    bundle = tmp_path / "scene.mrb"
+    assert app.scene.WriteToMRB(str(bundle))
+    with mrml.HeadlessSlicer(str(tmp_path / "cache2")) as loaded:
+        assert loaded.scene.ReadFromMRB(str(bundle))
+        volume2 = loaded.scene.GetFirstNode("phantom", "vtkMRMLScalarVolumeNode")
+        chart2, series2 = mrml.find_output(volume2, "csa_chart"), mrml.find_output(volume2, "csa_series")
+        count = loaded.scene.GetNumberOfNodes()
+        rerun = mrml.segment_volume_node(volume2, probability=probability)
+        assert loaded.scene.GetNumberOfNodes() == count
+        assert rerun.csa_chart is chart2 and rerun.csa_chart.GetNthPlotSeriesNode(0) is series2

@@ -93,6 +93,7 @@ def segment_volume_node(
         probability = segmenter(image, affine, device=device, largest_component=largest_component,
                                 both_polarities=both_polarities, progress=progress)
     probability = _checked_probability(probability, image.shape)
+    _check_cord_found(volume_node, probability, threshold)
     if progress:
         progress(0.95, "building the scene outputs")
 
@@ -119,11 +120,18 @@ def segment_volume_node(
         except InputError as error:  # levels that miss the cord: the segmentation is still worth keeping
             level_note = f"no per-level table: {error}"
     scene = volume_node.GetScene()
+    # the disc points being re-measured (remeasure_levels) stay this input's, whatever the result
+    remeasured = levels is not None and not automatic and levels is find_output(volume_node, "discs")
     with _removed_on_failure(scene):
         outputs = _write_outputs(volume_node, probability, threshold, opacity, floor, csa, per_level, level_note,
                                  affine)
         if labelling is not None and labelling.ok:
             outputs.disc_points = _update_disc_points(volume_node, discs)
+        # last: a failure above leaves an earlier run's outputs in place
+        if per_level is None:
+            _retire_output(volume_node, "csa_levels")
+        if outputs.disc_points is None and not remeasured:
+            _retire_output(volume_node, "discs")
     if progress:
         progress(1.0, "done")
     return outputs
@@ -244,9 +252,24 @@ def _output_node(volume_node, role: str, class_name: str, name: str):
     return node
 
 
+def _retire_output(volume_node, role: str) -> None:
+    """An earlier run's output that this run does not make again (a per-level table, automatic disc points) must
+    not stay on show beside the new results: removed where the run wrote it and the user left it as it was;
+    kept, but no longer an output of the input, where the user renamed or edited it (their points are never
+    deleted)."""
+    node = find_output(volume_node, role)
+    while node is not None:
+        if node.GetAttribute(WRITTEN_ATTRIBUTE) == _written_digest(node):
+            volume_node.GetScene().RemoveNode(node)
+        else:
+            node.RemoveAttribute(ROLE_ATTRIBUTE)
+            node.RemoveAttribute(WRITTEN_ATTRIBUTE)
+        node = find_output(volume_node, role)
+
+
 def _written_digest(node) -> str:
-    """Digest of an output's name and content (voxels, cord segment or table cells): it changes when the user
-    renames or edits the node, and differs on a copy."""
+    """Digest of an output's name and content (voxels, cord segment, disc points, table cells, plot series style,
+    chart titles and series): it changes when the user renames or edits the node, and differs on a copy."""
     import hashlib
 
     import slicer
@@ -266,7 +289,15 @@ def _written_digest(node) -> str:
         for index in range(node.GetNumberOfControlPoints()):
             position = [0.0, 0.0, 0.0]
             node.GetNthControlPointPosition(index, position)
-            digest.update(f"|{node.GetNthControlPointLabel(index)}:{position}".encode())
+            digest.update(f"|{node.GetNthControlPointLabel(index)}:{_rounded(position)}".encode())
+    elif node.IsA("vtkMRMLPlotSeriesNode"):
+        digest.update(f"|{node.GetXColumnName()}|{node.GetYColumnName()}|{node.GetPlotType()}|{node.GetMarkerStyle()}|"
+                      f"{node.GetLineStyle()}|{_rounded([node.GetMarkerSize(), node.GetLineWidth(), *node.GetColor()])}"
+                      .encode())
+    elif node.IsA("vtkMRMLPlotChartNode"):
+        series = [node.GetNthPlotSeriesNodeID(index) for index in range(node.GetNumberOfPlotSeriesNodes())]
+        digest.update(f"|{node.GetTitle()}|{node.GetXAxisTitle()}|{node.GetYAxisTitle()}|{node.GetLegendVisibility()}|"
+                      f"{series}".encode())
     elif node.IsA("vtkMRMLTableNode"):
         table = node.GetTable()
         for index in range(table.GetNumberOfColumns()):
@@ -276,6 +307,12 @@ def _written_digest(node) -> str:
     return digest.hexdigest()
 
 
+def _rounded(values, decimals: int = 3) -> str:
+    """Numbers as text to `decimals` places (1e-3 mm for positions): a saved and reloaded scene (the markups
+    file changes the last bits of a position) gives the same digest, while any real edit changes it."""
+    return ",".join(f"{round(float(value), decimals) + 0.0:.{decimals}f}" for value in values)  # + 0.0: no -0.000
+
+
 def _check_options(threshold, opacity, floor):
     if not 0.0 < threshold < 1.0:
         raise InputError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
@@ -283,6 +320,19 @@ def _check_options(threshold, opacity, floor):
         raise InputError(f"opacity must be between 0 and 1, got {opacity}")
     if not 0.0 <= floor < 1.0:
         raise InputError(f"overlay floor must be in [0, 1), got {floor}")
+
+
+def _check_cord_found(volume_node, probability, threshold):
+    """Refuse a probability that marks no cord, before any node is made or changed: its CSA would be the sum
+    of a faint reading (as `softseg segment` refuses it, in the same words), and its segment would be empty."""
+    from .inference import NO_CORD, cord_found
+
+    name = volume_node.GetName()
+    if not cord_found(probability):
+        raise InputError(f"{name}: {NO_CORD}, so no CSA can be measured")
+    if not np.any(probability >= threshold):
+        raise InputError(f"{name}: no voxel reaches the threshold p {threshold:g} (the most is p "
+                         f"{float(probability.max()):.2f}), so the cord segment would be empty: lower the threshold")
 
 
 def _checked_probability(probability, shape):
@@ -409,7 +459,10 @@ def _update_segmentation(volume_node, mask):
 
 
 def _update_table(volume_node, role, name, table):
-    """Fill a table node with a library Table: numeric columns as numbers (NaN where empty), others as text."""
+    """Fill a table node with a library Table: whole-number columns as integers, other numeric columns as
+    numbers (NaN where empty), the rest as text. A whole-number column with empty cells (the `level` of slices
+    no level reaches) and a column with no value at all are text, an empty cell where the CSV has one: an
+    integer column cannot hold "none", and a number column would show nan and export 3.000000."""
     import vtk
 
     node = _output_node(volume_node, role, "vtkMRMLTableNode", name)
@@ -417,9 +470,10 @@ def _update_table(volume_node, role, name, table):
     for column in table.columns:
         values = [row.get(column) for row in table.rows]
         present = [value for value in values if value is not None]
-        if present and all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in values):
+        whole = all(isinstance(value, (int, np.integer)) and not isinstance(value, bool) for value in present)
+        if present and whole and len(present) == len(values):
             array = vtk.vtkIntArray()
-        elif all(isinstance(value, (int, float, np.number)) for value in present):
+        elif present and not whole and all(isinstance(value, (int, float, np.number)) for value in present):
             array = vtk.vtkDoubleArray()
             values = [np.nan if value is None else value for value in values]
         else:
@@ -439,6 +493,7 @@ def csa_table_of(table_node):
     as `softseg csa` writes it."""
     from .morphometry import CsaTable
 
+    whole_numbers = ("slice", "level")  # as CsaTable.read_csv reads them; text, or numbers in older scenes
     table = table_node.GetTable()
     columns = {table.GetColumnName(index): table.GetColumn(index) for index in range(table.GetNumberOfColumns())}
     rows = []
@@ -452,6 +507,8 @@ def csa_table_of(table_node):
                 value = int(value)
             else:
                 value = None if np.isnan(value) else float(value)
+            if name in whole_numbers and value is not None:
+                value = int(float(value))
             values[name] = value
         rows.append(values)
     return CsaTable(rows)
@@ -459,7 +516,10 @@ def csa_table_of(table_node):
 
 def _update_chart(volume_node, table_node):
     scene = volume_node.GetScene()
-    series = _output_node(volume_node, "csa_series", "vtkMRMLPlotSeriesNode", f"{volume_node.GetName()} CSA")
+    name = f"{volume_node.GetName()} CSA series"  # not the table's name, "<input> CSA"
+    series = _output_node(volume_node, "csa_series", "vtkMRMLPlotSeriesNode", name)
+    if series.GetAttribute(WRITTEN_ATTRIBUTE) is None:  # new, or named as the table by an earlier release
+        series.SetName(name)
     series.SetAndObserveTableNodeID(table_node.GetID())
     series.SetXColumnName(CSA_X_COLUMN)
     series.SetYColumnName(CSA_Y_COLUMN)
@@ -476,6 +536,8 @@ def _update_chart(volume_node, table_node):
     chart.SetLegendVisibility(False)
     for index in range(scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode")):
         scene.GetNthNodeByClass(index, "vtkMRMLPlotViewNode").SetPlotChartNodeID(chart.GetID())
+    for node in (series, chart):  # renamed or restyled by the user, they are left alone by the next run
+        node.SetAttribute(WRITTEN_ATTRIBUTE, _written_digest(node))
     return chart
 
 

@@ -238,7 +238,8 @@ class WorkerProcess:
             code = self._process.returncode
             if code != 0 or not self._output.exists():
                 killed = " (killed by the system: out of memory?)" if code is not None and code < 0 else ""
-                raise InputError(f"segmentation process failed (exit code {code}){killed}: " + " | ".join(self.log[-3:]))
+                tail = " | ".join([line for line in self.log if line.strip()][-3:])  # no text: no empty tail
+                raise InputError(f"segmentation process failed (exit code {code}){killed}" + (f": {tail}" if tail else ""))
             with np.load(self._output) as data:
                 self._result = data["probability"]
             return self._result
