@@ -180,6 +180,22 @@ def test_mask_on_another_grid_or_empty_is_rejected(tmp_path):
         load_mask(write_nifti(tmp_path / "percent.nii.gz", np.round(random_image() * 100), OBLIQUE_LEFT_HANDED), image)
 
 
+def test_a_soft_mask_on_another_scale_is_refused_but_resampling_overshoot_is_clipped(tmp_path):
+    """A cord mask zoomed with a windowed sinc overshoots 1 at its edge (about 1.3) but its core stays at 1; a soft
+    mask times 1.4 (its core at 1.4) read 16 % high once clipped."""
+    disc = (np.hypot(*np.meshgrid(np.arange(16) - 7.5, np.arange(16) - 7.5, indexing="ij")) < 5).astype(np.float32)
+    binary = sitk.GetImageFromArray(np.repeat(disc[None], 4, axis=0))
+    zoomed = sitk.Resample(binary, [48, 48, 4], sitk.Transform(), sitk.sitkLanczosWindowedSinc, (0, 0, 0),
+                           (1 / 3, 1 / 3, 1), binary.GetDirection(), 0.0, sitk.sitkFloat32)
+    resampled = np.transpose(sitk.GetArrayFromImage(zoomed), (2, 1, 0))
+    assert resampled.max() > 1.15
+    path = write_nifti(tmp_path / "resampled.nii.gz", resampled, np.diag([1 / 3, 1 / 3, 1, 1]))
+    assert load_mask(path).array.max() == 1.0
+    scaled = write_nifti(tmp_path / "scaled.nii.gz", np.clip(resampled, 0, 1) * 1.4, np.diag([1 / 3, 1 / 3, 1, 1]))
+    with pytest.raises(InputError, match="cord voxels lie around 1.40"):
+        load_mask(scaled)
+
+
 def test_label_map_is_rounded_to_integers(tmp_path):
     reference = load_volume(write_nifti(tmp_path / "image.nii.gz", random_image(), np.eye(4)))
     labels = np.zeros((12, 10, 8), np.float32)
