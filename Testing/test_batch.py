@@ -733,3 +733,30 @@ def test_a_full_disk_fails_the_image_with_what_to_do_and_is_tried_again(tmp_path
     record = batch.process_image(image, outputs, _disk_full, {})
     assert record["reason"] == f"{outputs['probseg']}: No space left on device; free some disk space and run again"
     assert record["status"] == "failed" and not record["bad_input"]
+
+
+def segment_file_that_warns(image_path, output_path, **options):
+    """The stand-in pipeline, with segment's warning about what it marked (as on an image without a cord)."""
+    import dataclasses
+
+    result = segment_file_with_stand_in(image_path, output_path, **options)
+    return dataclasses.replace(result, note="the model is unsure this is a spinal cord") if "sub-02" in str(image_path) else result
+
+
+def test_segments_warnings_reach_the_summary_the_report_and_later_runs(tmp_path, capsys):
+    """`segment` warns where the model is unsure the image holds a cord: a batch names those images (its summary's
+    warning column, a section of the report, a line at the end), also in runs that skip them."""
+    root = tmp_path / "bids"
+    for n in (1, 2):
+        write_image(phantom_mri((16, 16, 6), np.eye(4), n), np.eye(4), root / f"sub-0{n}" / "anat" / f"sub-0{n}_T2w.nii.gz")
+    for run_number in (1, 2):
+        result = batch.run_batch(root, workers=1, segment_file=segment_file_that_warns, quiet=True)
+        assert [r.status for r in result.results] == (["done"] * 2 if run_number == 1 else ["skipped"] * 2)
+        assert [(Path(r.image.path).name, r.note) for r in result.warnings] == [
+            ("sub-02_T2w.nii.gz", "the model is unsure this is a spinal cord")]
+        warnings = {row["subject"]: row["warning"] for row in read_rows(result.summary_csv)}
+        assert warnings == {"01": "", "02": "the model is unsure this is a spinal cord"}
+        assert "Warnings (1)" in result.report_html.read_text()
+    code = cli.main(["batch", str(root), "-q"])
+    assert code == 0 and capsys.readouterr().err.strip().endswith(
+        f"warning: {root / 'sub-02' / 'anat' / 'sub-02_T2w.nii.gz'}: the model is unsure this is a spinal cord")

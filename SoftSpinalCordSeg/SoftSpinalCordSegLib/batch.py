@@ -46,6 +46,7 @@ class ImageResult:
     worker: str = ""
     outputs: Dict[str, str] = field(default_factory=dict)
     bad_input: bool = False  # failed because of the file itself: not retried until the file changes
+    note: str = ""  # segment's warning (inference.low_confidence_note): what was marked is unlike a real cord
     from_record: bool = False  # such a failure recorded by an earlier run, the file unchanged since: not tried again
 
     @property
@@ -69,6 +70,10 @@ class BatchResult:
     def failures(self) -> List[ImageResult]:
         return [r for r in self.results if r.status == "failed"]
 
+    @property
+    def warnings(self) -> List[ImageResult]:
+        return [r for r in self.results if r.status != "failed" and r.note]
+
 
 def default_segment_file():
     from .pipeline import segment_file
@@ -84,9 +89,9 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
     whole batch.
     """
     start = time.perf_counter()
-    reason, bad_input = "", False
+    reason, bad_input, note = "", False, ""
     try:
-        segment_file(
+        segmented = segment_file(
             image.path,
             outputs["probseg"],
             mask_path=outputs["mask"],
@@ -96,6 +101,7 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
             **({"levels_qc_path": outputs["levels_qc"]} if "levels_qc" in outputs else {}),
             **options,
         )
+        note = getattr(segmented, "note", "") or ""
     except ModelNotInstalledError as error:  # returned, not raised: Dask would log a traceback
         return {"status": "model", "reason": str(error)}
     except InputError as error:
@@ -115,6 +121,7 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
         "status": "failed" if reason else "done",
         "reason": reason,
         "bad_input": bad_input,
+        "note": note,
         "seconds": time.perf_counter() - start,
         "peak_rss_mb": peak_rss_mb(),
         "worker": f"{os.uname().nodename}:{os.getpid()}",
@@ -190,15 +197,17 @@ def unchanged_since_recorded(path: str, recorded: Dict[str, dict]) -> bool:
 
 
 def write_input_signatures(output_dir: Path, results: Sequence[ImageResult], earlier: Dict[str, dict]) -> Path:
-    """The signature of each image whose outputs are up to date after this run, and those of `earlier` (read
-    before it) of images still there that this run left out (--include)."""
-    rows = _left_out(earlier, results)
+    """The signature of each image whose outputs are up to date after this run (and segment's warning about them,
+    kept for the runs that skip it), and those of `earlier` (read before it) of images still there that this run
+    left out (--include)."""
+    rows = [{"note": "", **row} for row in _left_out(earlier, results)]  # (no note in records of older versions)
     for result in results:
         if result.status in ("done", "skipped"):
             with contextlib.suppress(OSError):  # gone since: no record, its outputs are judged again next time
-                rows.append({"file": result.image.path, "signature": _file_signature(result.image.path)})
+                rows.append({"file": result.image.path, "signature": _file_signature(result.image.path),
+                             "note": result.note})
     path = output_dir / INPUTS_FILE
-    write_atomically(path, _tsv(rows, ["file", "signature"]))
+    write_atomically(path, _tsv(rows, ["file", "signature", "note"]))
     return path
 
 
@@ -509,7 +518,8 @@ def run_batch(
         as_text = {k: str(v) for k, v in outputs.items()}
         known = known_failures.get(image.path)
         if not overwrite and outputs_up_to_date(image, outputs, since_ns) and unchanged_since_recorded(image.path, earlier_inputs):
-            results[image.path] = ImageResult(image, "skipped", outputs=as_text)
+            results[image.path] = ImageResult(image, "skipped", outputs=as_text,
+                                              note=earlier_inputs.get(image.path, {}).get("note") or "")
         elif known and known["signature"] and known["signature"] == _file_signature(image.path):
             results[image.path] = ImageResult(image, "failed", reason=known["reason"], outputs=as_text, bad_input=True,
                                               from_record=True)
@@ -666,6 +676,8 @@ def main(args) -> int:
             f"{result.count('failed')} failed in {result.seconds:.1f} s\n"
             f"CSA summary: {result.summary_csv}\nreport: {result.report_html}"
         )
+    for warned in result.warnings:
+        print(f"warning: {warned.image.path}: {warned.note}", file=sys.stderr)
     for failure in result.failures:  # errors are not silenced: the exit code alone would not say which
         print(f"failed: {failure.image.path}: {failure.why}", file=sys.stderr)
     return 1 if result.failures else 0

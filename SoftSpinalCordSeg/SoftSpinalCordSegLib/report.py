@@ -22,7 +22,7 @@ from .morphometry import CsaTable
 
 # a summary row of `softseg csa --vert/--slices` (its first columns, same names) with the image it belongs to
 SUMMARY_COLUMNS = ["subject", "session", "contrast", "level", "slices", "n_slices", "z_min_mm", "z_max_mm", "csa_mm2_mean",
-                   "csa_mm2_sd", "slices_to_check", "file"]
+                   "csa_mm2_sd", "slices_to_check", "warning", "file"]
 SPREAD_COLUMNS = ["subject", "session", "level", "z_min_mm", "z_max_mm", "n_contrasts", "contrast_means_mm2", "mean_csa_mm2", "sd_across_contrasts_mm2", "range_mm2", "cv_percent"]
 WHOLE_CORD = "all"
 
@@ -38,8 +38,9 @@ def _levels(table) -> List[int]:
     return sorted({row["level"] for row in table.rows if row["level"] is not None})
 
 
-def summarise(image, table, csa_path) -> List[dict]:
-    """One summary row for the whole cord, plus one per vertebral level when the table has levels."""
+def summarise(image, table, csa_path, warning: str = "") -> List[dict]:
+    """One summary row for the whole cord, plus one per vertebral level when the table has levels; warning:
+    segment's about the image (the model unsure it is a cord), on each of its rows."""
     from .plot import level_name
 
     aggregates = table.summarize().rows
@@ -57,7 +58,7 @@ def summarise(image, table, csa_path) -> List[dict]:
             "z_min_mm": round(aggregate["z_min_mm"], 2), "z_max_mm": round(aggregate["z_max_mm"], 2),
             "csa_mm2_mean": round(aggregate["csa_mm2_mean"], 3), "csa_mm2_sd": _rounded(aggregate["csa_mm2_sd"]),
             "slices_to_check": " ".join(str(row["slice"]) for row in rows if row["slice"] in suspects),
-            "file": str(csa_path),
+            "warning": warning, "file": str(csa_path),
         })
     return summary
 
@@ -127,7 +128,7 @@ def write_cohort_outputs(output_dir: Path, results: Sequence, input_path) -> Tup
         if not len(table):
             no_cord.append(result.image.path)  # listed in the report, no summary row
             continue
-        summary += summarise(result.image, table, csa_path.relative_to(output_dir))
+        summary += summarise(result.image, table, csa_path.relative_to(output_dir), getattr(result, "note", ""))
         tables[(result.image.subject, result.image.session)][contrast_label(result.image)] = table
     spread = contrast_spread(tables)
     summary_csv = write_csv(output_dir / SUMMARY_FILE, summary, SUMMARY_COLUMNS)
@@ -194,6 +195,7 @@ def render_html(results, summary, spread, tables, no_cord, input_path, output_di
     """The self-contained report: failures first, then the cohort tables, then each subject's plot and QC."""
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     failures = [{"file": r.image.path, "reason": r.reason} for r in results if r.status == "failed"]
+    warnings = [{"file": r.image.path, "warning": r.note} for r in results if r.status != "failed" and getattr(r, "note", "")]
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<title>softseg batch report</title>", f"<style>{STYLE}</style></head><body>",
@@ -207,6 +209,8 @@ def render_html(results, summary, spread, tables, no_cord, input_path, output_di
         parts.append("<p>No cord found in: " + ", ".join(f"<code>{html.escape(p)}</code>" for p in no_cord) + "</p>")
     parts += [
         "</section>",
+        f'<section id="warnings"><h2>Warnings ({len(warnings)}): check these masks on their QC mosaic</h2>',
+        _table(warnings, ["file", "warning"], "failed"), "</section>",
         '<section id="spread"><h2>CSA spread across contrasts, per subject</h2>',
         "<p>Mean CSA of each contrast over the z range that all contrasts cover (and per vertebral level when known); "
         "SD is the sample standard deviation across contrasts.</p>",
