@@ -474,7 +474,7 @@ def test_batch_report_opens_offline_and_lists_the_failure(first_run):
     cohort, root, result = first_run
     parsed = parse_report(result.report_html)
     assert "softseg" in parsed.title
-    assert parsed.sections[:3] == ["failures", "spread", "summary"]
+    assert parsed.sections[:4] == ["failures", "warnings", "spread", "summary"]
     assert str(cohort["corrupt"]) in parsed.cells
     assert any(UNREADABLE.search(cell) for cell in parsed.cells)
     assert not parsed.external

@@ -99,8 +99,13 @@ def test_disc_label_image_values_and_blobs():
     points = disc_points_from_labels(labels, np.diag([0.5, 0.5, 2.0, 1.0]))
     assert sorted(points) == [3, 4]
     np.testing.assert_allclose(points[4], [1.0, 0.75, 20.0])
-    labels[2, 2, 16:22] = 3  # 10 mm of S-I: still a (tall) disc blob
+    labels[2, 2, 17:22] = 3  # 10 mm of S-I (5 slices of 2 mm): still a (tall) disc blob
     assert sorted(disc_points_from_labels(labels, np.diag([0.5, 0.5, 2.0, 1.0]))) == [3, 4]
+    levels = np.zeros((5, 5, 12), dtype=np.int16)
+    for level in range(4):  # a level map on 5 mm slices (PAM50_levels warped to a T2*w): 3 slices, 15 mm a level
+        levels[..., 3 * level : 3 * level + 3] = 5 - level
+    with pytest.raises(InputError, match="label 2 spans 15 mm"):
+        disc_points_from_labels(levels, np.diag([0.5, 0.5, 5.0, 1.0]))
 
 
 def test_a_level_map_given_as_disc_labels_is_refused(shared_file, tmp_path, capsys):

@@ -354,6 +354,8 @@ def test_the_last_bits_of_a_spacing_do_not_move_the_1mm_grid(random_model):
                 for spacing in (np.float32(0.41666666), 0.4166666745)]
     assert np.array_equal(*readings)
     assert inference.rounded_count(87.4999986) == inference.rounded_count(87.5000016) == 88
+    # halves round to even as before (no saved output moves): 0.5 mm x 141 px, a 10 mm step of 0.8 mm slices
+    assert [inference.rounded_count(x) for x in (70.5, 10 / np.float32(0.8), 2.5, 87.6)] == [70, 12, 2, 88]
 
 
 def test_cpu_inference_is_deterministic(random_model):

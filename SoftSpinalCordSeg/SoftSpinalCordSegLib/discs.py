@@ -60,9 +60,10 @@ def disc_points_from_labels(labels: np.ndarray, affine: np.ndarray) -> DiscPoint
             continue
         voxels = np.argwhere(labels == number)
         heights = voxels @ np.asarray(affine, dtype=float)[2, :3]  # S of each voxel's centre (mm, up to a shift)
-        if np.ptp(heights) > MAX_DISC_HEIGHT_MM:
-            raise InputError(f"label {number} spans {np.ptp(heights):.0f} mm from foot to head: this is a vertebral "
-                             "level map (`softseg csa --levels`), not disc labels (one voxel or a small blob per disc)")
+        height = np.ptp(heights) + np.abs(np.asarray(affine, dtype=float)[2, :3]).sum()  # centres + one voxel's S extent
+        if np.ptp(heights) > 0 and height > MAX_DISC_HEIGHT_MM:  # (one voxel is a disc, however thick its slice)
+            raise InputError(f"label {number} spans {height:.0f} mm from foot to head: this is a vertebral level map "
+                             "(`softseg csa --levels`), not disc labels (one voxel or a small blob per disc)")
         voxel = voxels.mean(axis=0)
         points[int(number)] = np.asarray(affine, dtype=float)[:3, :3] @ voxel + np.asarray(affine, dtype=float)[:3, 3]
     return points

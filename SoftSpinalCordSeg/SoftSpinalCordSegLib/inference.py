@@ -441,10 +441,11 @@ def _cord_centres(prob_1mm, sample_mm=LOCATE_STEP_MM):
 
 
 def rounded_count(x: float) -> int:
-    """x rounded to a whole number, a half (within 1e-3) always up: readers of one header differ in the last
-    bits of its spacing (0.41666666 or 0.41666667 mm: 210 pixels are 87.4999986 or 87.5000016 mm), and
-    round() would give Slicer and the command line grids a pixel apart."""
-    return int(math.floor(x + 0.5 + 1e-3))
+    """round(x), a half within 1e-3 taken as exactly a half (rounded to even, as round() does): readers of one
+    header differ in the last bits of its spacing (0.41666666 or 0.41666667 mm: 210 pixels are 87.4999986 or
+    87.5000016 mm), and round() gave Slicer and the command line grids a pixel apart."""
+    below = math.floor(x)
+    return round(below + 0.5) if abs(x - below - 0.5) < 1e-3 else round(x)
 
 
 def locate_cord(net, volume, size_1mm, spacing, device="cpu", outside=None):
