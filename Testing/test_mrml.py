@@ -740,6 +740,12 @@ def test_a_rerun_leaves_a_renamed_plot_series_and_an_edited_chart_alone(app, wri
     series.RemoveAttribute(mrml.WRITTEN_ATTRIBUTE)
     assert mrml.segment_volume_node(volume, probability=probability).csa_chart.GetNthPlotSeriesNode(0) is series
     assert series.GetName() == "phantom CSA series"
+    series.SetName("phantom, before treatment")  # an earlier release's series that its user renamed keeps the name
+    series.RemoveAttribute(mrml.WRITTEN_ATTRIBUTE)
+    mrml.segment_volume_node(volume, probability=probability)
+    assert series.GetName() == "phantom, before treatment"
+    series.SetName("phantom CSA series")
+    mrml.segment_volume_node(volume, probability=probability)
 
     series.SetName("phantom CSA, before treatment")
     series.SetColor(0.1, 0.2, 0.9)
@@ -764,7 +770,19 @@ def test_a_rerun_leaves_a_renamed_plot_series_and_an_edited_chart_alone(app, wri
         assert loaded.scene.ReadFromMRB(str(bundle))
         volume2 = loaded.scene.GetFirstNode("phantom", "vtkMRMLScalarVolumeNode")
         chart2, series2 = mrml.find_output(volume2, "csa_chart"), mrml.find_output(volume2, "csa_series")
+        chart2_id, series2_id = chart2.GetID(), series2.GetID()
         count = loaded.scene.GetNumberOfNodes()
         rerun = mrml.segment_volume_node(volume2, probability=probability)
         assert loaded.scene.GetNumberOfNodes() == count
         assert rerun.csa_chart is chart2 and rerun.csa_chart.GetNthPlotSeriesNode(0) is series2
+    with mrml.HeadlessSlicer(str(tmp_path / "cache3")) as busy:  # imported beside other plots: the IDs move
+        while busy.scene.GetNodeByID(chart2_id) is None or busy.scene.GetNodeByID(series2_id) is None:
+            busy.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", "another series")
+            busy.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "another chart")
+        assert busy.scene.ReadFromMRB(str(bundle), False)
+        volume3 = busy.scene.GetFirstNode("phantom", "vtkMRMLScalarVolumeNode")
+        chart3 = mrml.find_output(volume3, "csa_chart")
+        assert chart3.GetID() != chart2_id
+        charts = busy.scene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode")
+        assert mrml.segment_volume_node(volume3, probability=probability).csa_chart is chart3
+        assert busy.scene.GetNumberOfNodesByClass("vtkMRMLPlotChartNode") == charts

@@ -295,7 +295,9 @@ def _written_digest(node) -> str:
                       f"{node.GetLineStyle()}|{_rounded([node.GetMarkerSize(), node.GetLineWidth(), *node.GetColor()])}"
                       .encode())
     elif node.IsA("vtkMRMLPlotChartNode"):
-        series = [node.GetNthPlotSeriesNodeID(index) for index in range(node.GetNumberOfPlotSeriesNodes())]
+        # series by name, not ID: importing a scene renames IDs (vtkMRMLPlotSeriesNode2) but not what the user sees
+        series = [getattr(node.GetNthPlotSeriesNode(index), "GetName", str)()
+                  for index in range(node.GetNumberOfPlotSeriesNodes())]
         digest.update(f"|{node.GetTitle()}|{node.GetXAxisTitle()}|{node.GetYAxisTitle()}|{node.GetLegendVisibility()}|"
                       f"{series}".encode())
     elif node.IsA("vtkMRMLTableNode"):
@@ -518,8 +520,8 @@ def _update_chart(volume_node, table_node):
     scene = volume_node.GetScene()
     name = f"{volume_node.GetName()} CSA series"  # not the table's name, "<input> CSA"
     series = _output_node(volume_node, "csa_series", "vtkMRMLPlotSeriesNode", name)
-    if series.GetAttribute(WRITTEN_ATTRIBUTE) is None:  # new, or named as the table by an earlier release
-        series.SetName(name)
+    if series.GetAttribute(WRITTEN_ATTRIBUTE) is None and series.GetName() == f"{volume_node.GetName()} CSA":
+        series.SetName(name)  # named as the table by an earlier release (a name of the user's stays)
     series.SetAndObserveTableNodeID(table_node.GetID())
     series.SetXColumnName(CSA_X_COLUMN)
     series.SetYColumnName(CSA_Y_COLUMN)
