@@ -757,6 +757,8 @@ def test_segments_warnings_reach_the_summary_the_report_and_later_runs(tmp_path,
         warnings = {row["subject"]: row["warning"] for row in read_rows(result.summary_csv)}
         assert warnings == {"01": "", "02": "the model is unsure this is a spinal cord"}
         assert "Warnings (1)" in result.report_html.read_text()
-    code = cli.main(["batch", str(root), "-q"])
+    capsys.readouterr()
+    code = cli.main(["batch", str(root)])
     assert code == 0 and capsys.readouterr().err.strip().endswith(
         f"warning: {root / 'sub-02' / 'anat' / 'sub-02_T2w.nii.gz'}: the model is unsure this is a spinal cord")
+    assert cli.main(["batch", str(root), "-q"]) == 0 and "warning" not in capsys.readouterr().err  # as segment -q

@@ -647,18 +647,19 @@ def run_case(case: Case) -> Outcome:
 
 
 def _left_by_group(case: Case, folder: Path) -> str:
-    """What a stopped batch's process group left: temporaries anywhere in its derivatives, processes still alive."""
-    temporaries = [p.name for p in folder.rglob(".*.tmp*")]
-    if temporaries:
-        return f"temporaries left: {temporaries}"
-    for _ in range(50):  # the workers close after the batch's own exit
+    """What a stopped batch's process group left: processes still alive, temporaries anywhere in its derivatives
+    (looked for once every process of the group is gone)."""
+    for _ in range(50):
         try:
             os.killpg(case.pid, 0)
         except ProcessLookupError:
-            return ""
+            break
         time.sleep(0.1)
-    os.killpg(case.pid, signal.SIGKILL)
-    return "processes of the group still running 5 s after the batch ended"
+    else:
+        os.killpg(case.pid, signal.SIGKILL)
+        return "processes of the group still running 5 s after the batch ended"
+    temporaries = [p.name for p in folder.rglob(".*.tmp*")]
+    return f"temporaries left: {temporaries}" if temporaries else ""
 
 
 def judge(case: Case, code: int, stderr: str, peak_mb: float, before) -> Outcome:

@@ -15,9 +15,11 @@ def _stop_while_loading(signum, frame):
 
 
 def main():
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN:
-            signal.signal(getattr(signal, name), _stop_while_loading)
+    from .errors import stop_signals  # (a small module: the handlers are in place before the heavy imports)
+
+    for signum in stop_signals():
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _stop_while_loading)
     from .cli import run
 
     run()

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from . import __version__
 from .bids import FAILURES_FILE, INPUTS_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_FILE, SourceImage, default_output_dir, discover
-from .errors import DeviceError, InputError, ModelNotInstalledError, OutputError, describe_os_error
+from .errors import DeviceError, InputError, ModelNotInstalledError, OutputError, describe_os_error, stop_signals
 from .report import write_cohort_outputs
 from .sctcsv import CSA_FORMATS, check_csa_format
 
@@ -363,20 +363,13 @@ def _distributed():
 DASHBOARD_ADDRESS = "127.0.0.1:0"
 
 
-def stop_signals() -> list:
-    """The signals that stop a batch (Ctrl+C, kill, a closed terminal), those this system has."""
-    import signal
-
-    return [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
-
-
 @contextlib.contextmanager
 def _interrupts_ignored_by_children():
     """The stop signals ignored while the local workers start, so that they inherit that (an ignored signal stays
     ignored in a new process, and Python then installs no handler of its own): a Ctrl-C, kill or closed terminal
     sent to every process of the group stops the batch here, which closes the workers, instead of killing each
     one mid-write (temporaries left behind, tracebacks of Dask and of multiprocessing's resource tracker).
-    A signal sent in that half second is lost."""
+    A signal sent in that second or so is lost."""
     import signal
     import threading
 
@@ -676,7 +669,7 @@ def main(args) -> int:
             f"{result.count('failed')} failed in {result.seconds:.1f} s\n"
             f"CSA summary: {result.summary_csv}\nreport: {result.report_html}"
         )
-    for warned in result.warnings:
+    for warned in [] if args.quiet else result.warnings:  # as segment -q: the summary and report still have them
         print(f"warning: {warned.image.path}: {warned.note}", file=sys.stderr)
     for failure in result.failures:  # errors are not silenced: the exit code alone would not say which
         print(f"failed: {failure.image.path}: {failure.why}", file=sys.stderr)

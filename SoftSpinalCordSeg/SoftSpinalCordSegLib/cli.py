@@ -18,7 +18,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from . import __version__
-from .errors import CancelledError, InputError, Interrupted, OutputError, describe_os_error
+from .errors import CancelledError, InputError, Interrupted, OutputError, describe_os_error, stop_signals
 from .morphometry import OVERSIZED_CSA_MM2, STEEP_ANGLE_DEG, SUSPECT_TOLERANCE, SUSPECT_WINDOW_MM, parse_range
 from .sctcsv import CSA_FORMATS
 
@@ -432,15 +432,15 @@ def stop_on_signals():
         raise Interrupted(signum)
 
     previous = {}
-    for name, handler in (("SIGTERM", interrupt), ("SIGHUP", interrupt), ("SIGINT", signal.default_int_handler)):
-        if not hasattr(signal, name) or signal.getsignal(getattr(signal, name)) is signal.SIG_IGN:
+    for signum in stop_signals():
+        if signal.getsignal(signum) is signal.SIG_IGN:
             continue  # an ignored signal (nohup, a background job) stays ignored
         try:
-            previous[name] = signal.signal(getattr(signal, name), handler)
+            previous[signum] = signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else interrupt)
         except ValueError:  # not the main thread: leave signals alone
             pass
     try:
         yield
     finally:
-        for name, handler in previous.items():
-            signal.signal(getattr(signal, name), handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

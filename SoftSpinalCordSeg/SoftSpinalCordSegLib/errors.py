@@ -29,6 +29,13 @@ class CancelledError(Exception):
     """The user cancelled a running job."""
 
 
+def stop_signals() -> list:
+    """The signals that stop a run (Ctrl+C, kill, a closed terminal), those this system has."""
+    import signal
+
+    return [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
+
 class Interrupted(KeyboardInterrupt):
     """The process got SIGTERM or SIGHUP: unwound like Ctrl+C, so that unfinished outputs are removed."""
 

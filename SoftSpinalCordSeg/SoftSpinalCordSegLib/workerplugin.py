@@ -14,7 +14,7 @@ class IgnoreInterrupts(WorkerPlugin):
         import signal
         import threading
 
-        from .batch import stop_signals
+        from .errors import stop_signals
 
         if threading.current_thread() is threading.main_thread():  # where a worker process runs its plugins
             for signum in stop_signals():
