@@ -86,6 +86,14 @@ def test_nibabels_header_fixes_are_not_printed(tmp_path, caplog):
     assert not [record.getMessage() for record in caplog.records] and volume.array.shape == (12, 10, 8)
 
 
+def test_a_header_without_orientation_gets_a_warning(tmp_path):
+    """qform and sform codes 0: nibabel guesses the axes (the third one foot to head), which segment then says."""
+    guessed = load_volume(write_nifti(tmp_path / "bare.nii", random_image(), np.diag([0.5, 0.5, 5.0, 1.0]), 0, 0))
+    assert "no orientation" in io.orientation_note(guessed)
+    oriented = load_volume(write_nifti(tmp_path / "image.nii", random_image(), np.diag([0.5, 0.5, 5.0, 1.0])))
+    assert io.orientation_note(oriented) == "" and io.orientation_note(Volume(random_image(), np.eye(4))) == ""
+
+
 def test_nrrd_is_read_in_ras_and_written_back(tmp_path):
     array = random_image((9, 7, 5))
     image = sitk.GetImageFromArray(np.moveaxis(array, (0, 1, 2), (2, 1, 0)))

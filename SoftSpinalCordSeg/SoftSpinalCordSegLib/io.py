@@ -49,6 +49,16 @@ class Volume:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
 
 
+def orientation_note(volume: Volume) -> str:
+    """A warning where a NIfTI header gives no orientation (qform and sform codes 0), else "": nibabel then
+    takes the file's axes as R-L, A-P and I-S, so the slices along its third axis are read as axial."""
+    header = volume.header
+    if header is None or "qform_code" not in header or int(header["qform_code"]) or int(header["sform_code"]):
+        return ""
+    return ("the header gives no orientation (qform and sform codes 0): the file's third axis was taken as foot to "
+            "head; check on the QC mosaic that its slices are axial")
+
+
 def file_format(path) -> str:
     """'nifti' or 'nrrd' from the file name, else an InputError naming the supported types."""
     name = str(path).lower()

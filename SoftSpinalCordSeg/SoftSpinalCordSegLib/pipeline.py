@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InputError, ModelNotInstalledError, OutputError
 from .io import (all_or_none, check_same_grid, check_writable, file_format, load_labels, load_mask, load_volume,
-                 quiet_warnings, refuse_folder, save_like)
+                 orientation_note, quiet_warnings, refuse_folder, save_like)
 from .discs import load_disc_points
 from .morphometry import CsaTable, Table, compute_csa
 from .sctcsv import check_csa_format
@@ -163,7 +163,8 @@ def segment_file(image_path, output_path, *, mask_path=None, threshold=0.5, csa_
     _report(progress, 1.0, "done")
     return SegmentResult(
         probability_path=Path(output_path), mask_path=_path(mask_path), csa_path=_path(csa_path),
-        plot_path=_path(plot_path), qc_path=_path(qc_path), table=table, note=inference.low_confidence_note(probability, volume.affine),
+        plot_path=_path(plot_path), qc_path=_path(qc_path), table=table,
+        note="; ".join(filter(None, [orientation_note(volume), inference.low_confidence_note(probability, volume.affine)])),
         labelling=labelling,
     )
 
