@@ -257,6 +257,17 @@ def test_contrast_spread_compares_contrasts_over_their_common_z_range():
     assert row["contrast_means_mm2"] == "T1w=80.00 T2star=84.00 T2w=80.00"
 
 
+def test_contrast_spread_keeps_every_slice_of_contrasts_on_one_grid():
+    """A slice's z is its cord centre's, hundredths of a mm apart between two contrasts of one grid: each image
+    keeps its end slices (a 1e-3 mm cut dropped both 5 mm end slices of sub-01's MT-off: 85.09 for 84.71)."""
+    z = np.arange(20) * 5.0
+    ends_smaller = csa_table(z, np.where((z == 0) | (z == 95), 70.0, 80.0))
+    shifted = z.copy()
+    shifted[0], shifted[-1] = 0.04, 94.97
+    (row,) = report.contrast_spread({("01", ""): {"MT-off": ends_smaller, "MT-on": csa_table(shifted, np.full(20, 80.0))}})
+    assert row["contrast_means_mm2"] == "MT-off=79.00 MT-on=80.00"
+
+
 def test_summary_rows_per_level_when_levels_are_known(tmp_path):
     image = bids.describe(tmp_path / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
     table = csa_table(range(6), [70.0 + i for i in range(6)], [2, 2, 2, 3, 3, 3])
