@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # SoftSpinalCordSe
 from SoftSpinalCordSegLib import inference  # noqa: E402
 from SoftSpinalCordSegLib.io import load_mask, load_volume  # noqa: E402
 from SoftSpinalCordSegLib.phantom import rician_noise  # noqa: E402
-from SoftSpinalCordSegLib.morphometry import compute_csa, dice  # noqa: E402
+from SoftSpinalCordSegLib.morphometry import compute_csa, dice, shared_z_range  # noqa: E402
 
 GMC = "real/gmchallenge"
 GMC_LABELS = f"{GMC}/derivatives/labels"
@@ -126,10 +126,10 @@ def paired_difference(first: Path, second: Path) -> tuple:
 
 
 def means_over_shared_range(tables: dict):
-    """(low, high, {name: mean CSA}) of CSA tables of one cord (by name) over the S range (mm) all of them cover."""
+    """(low, high, {name: mean CSA}) of CSA tables of one cord (by name) over the S range (mm) all of them cover
+    (morphometry.shared_z_range: images of one grid keep the same slices)."""
     columns = {name: (t.column("z_mm").astype(float), t.column("csa_mm2").astype(float)) for name, t in tables.items()}
-    low = max(z.min() for z, _ in columns.values())
-    high = min(z.max() for z, _ in columns.values())
+    low, high = shared_z_range(list(tables.values()))
     means = {name: float(np.nanmean(csa[(z >= low) & (z <= high)])) for name, (z, csa) in columns.items()}
     return low, high, means
 

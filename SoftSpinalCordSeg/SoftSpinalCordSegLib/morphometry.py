@@ -465,6 +465,15 @@ def slice_level(labels: np.ndarray, weights: np.ndarray) -> Optional[int]:
     return int(np.argmax(totals))
 
 
+def shared_z_range(tables: Sequence[CsaTable]) -> Tuple[float, float]:
+    """The z range (mm) that every CSA table of one cord covers, widened by half a slice: a slice's z is its cord
+    centre's, which differs by hundredths of a mm between images of one grid, so that a sharp cut would keep an
+    end slice of one image and drop it from another."""
+    zs = [np.sort(table.column("z_mm").astype(float)) for table in tables]
+    slack = 0.5 * min(float(np.median(np.diff(z))) if len(z) > 1 else 0.0 for z in zs)
+    return max(z[0] for z in zs) - slack, min(z[-1] for z in zs) + slack
+
+
 def parse_range(text: str, what: str) -> Tuple[int, int]:
     """'2:3' -> (2, 3), '2' -> (2, 2) (levels and slice indices are whole numbers); a one-line InputError otherwise."""
     parts = text.split(":")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from .bids import REPORT_FILE, SPREAD_FILE, SUMMARY_FILE
-from .morphometry import CsaTable
+from .morphometry import CsaTable, shared_z_range
 
 # a summary row of `softseg csa --vert/--slices` (its first columns, same names) with the image it belongs to
 SUMMARY_COLUMNS = ["subject", "session", "contrast", "level", "slices", "n_slices", "z_min_mm", "z_max_mm", "csa_mm2_mean",
@@ -67,14 +67,6 @@ def _rounded(value, digits=3):
     return "" if value is None or math.isnan(value) else round(value, digits)
 
 
-def _slice_step_mm(table) -> float:
-    """The median distance along z between a table's consecutive slices (0 for a single slice)."""
-    import numpy as np
-
-    z = np.sort(table.column("z_mm").astype(float))
-    return float(np.median(np.diff(z))) if len(z) > 1 else 0.0
-
-
 def contrast_spread(tables: Dict[Tuple[str, str], Dict[str, object]]) -> List[dict]:
     """Per subject (and session), how much the mean CSA varies across contrasts: the contrast-agnostic figure.
 
@@ -90,12 +82,7 @@ def contrast_spread(tables: Dict[Tuple[str, str], Dict[str, object]]) -> List[di
     for (subject, session), by_contrast in sorted(tables.items()):
         if len(by_contrast) < 2:
             continue
-        low = max(table.column("z_mm").min() for table in by_contrast.values())
-        high = min(table.column("z_mm").max() for table in by_contrast.values())
-        # a slice's z is its cord centre's, which moves by hundredths of a mm between contrasts on one grid:
-        # half a slice of slack keeps each image's end slices (a 1e-3 mm cut dropped them from some images only)
-        slack = 0.5 * min(_slice_step_mm(table) for table in by_contrast.values())
-        regions = [(WHOLE_CORD, {"z_range": (low - slack, high + slack)})]
+        regions = [(WHOLE_CORD, {"z_range": shared_z_range(list(by_contrast.values()))})]
         shared = set.intersection(*(set(_levels(table)) for table in by_contrast.values()))
         regions += [(level_name(level), {"levels": (level, level)}) for level in sorted(shared)]
         for level, selection in regions:
