@@ -462,3 +462,18 @@ def test_segment_reads_both_polarities_by_default_and_once_when_asked(random_mod
     assert maps["image", False].max() > 0.05
     np.testing.assert_allclose(maps["image", False], maps["inverse", False], atol=5e-3)
     assert np.abs(maps["image", True] - maps["inverse", True]).max() > 1e-3
+
+
+def test_usage_errors_are_one_line_and_negative_ranges_are_refused(write_phantom, tmp_path, capsys):
+    """A missing or misspelt option reads as every other error, one line (argparse printed the usage text and
+    `softseg csa: error:`); --slices=-5:10 was clipped to 0:10 without a word."""
+    mask, _, _ = write_phantom(CordPhantom(length_mm=20.0), (1.0, 1.0, 1.0))
+    for argv, fragment in ((["csa", mask], "--output/-o (see softseg csa --help)"),
+                           (["segment"], "(see softseg segment --help)"),
+                           (["bogus"], "invalid choice: 'bogus'")):
+        code, out, err = run(argv, capsys)
+        assert err.count("\n") == 1 and out == ""
+        assert_one_line_error(code, err, fragment)
+    code, _, err = run(["csa", mask, "-o", tmp_path / "csa.csv", "--slices=-5:10"], capsys)
+    assert_one_line_error(code, err, "--slices counts from 0 up, not '-5:10'")
+    assert not (tmp_path / "csa.csv").exists()

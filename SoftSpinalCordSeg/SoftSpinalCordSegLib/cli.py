@@ -351,8 +351,17 @@ def run_demo_command(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ main
+class OneLineErrors(argparse.ArgumentParser):
+    """A usage error is one line, as every other error (`softseg: error: ...`), with where to find the options
+    instead of the whole usage text; the subcommands' parsers are of this class too (add_subparsers)."""
+
+    def error(self, message):
+        command = self.prog.split(" ", 1)[1] + " " if " " in self.prog else ""
+        self.exit(2, f"{PROG}: error: {message} (see {PROG} {command}--help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog=PROG, description="Soft spinal-cord segmentation and angle-corrected cord CSA (SoftSpinalCordSeg).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -485,4 +485,6 @@ def parse_range(text: str, what: str) -> Tuple[int, int]:
         values = values * 2
     if len(values) != 2 or values[0] > values[1]:
         raise InputError(f"{what} must be a number or a range like 2:3 (low:high), not {text!r}")
+    if values[0] < 0:  # (levels start at 1, slice indices at 0): a negative one was clipped without a word
+        raise InputError(f"{what} counts from 0 up, not {text!r}")
     return values[0], values[1]
