@@ -773,3 +773,23 @@ def test_segments_warnings_reach_the_summary_the_report_and_later_runs(tmp_path,
     assert code == 0 and capsys.readouterr().err.strip().endswith(
         f"warning: {root / 'sub-02' / 'anat' / 'sub-02_T2w.nii.gz'}: the model is unsure this is a spinal cord")
     assert cli.main(["batch", str(root), "-q"]) == 0 and "warning" not in capsys.readouterr().err  # as segment -q
+
+
+def segment_file_without_levels(image_path, output_path, **options):
+    """The stand-in pipeline with `--levels auto` refused, as on an axial stack or a field without C2."""
+    import dataclasses
+
+    from SoftSpinalCordSegLib.vertebrae import DiscLabelling
+
+    result = segment_file_with_stand_in(image_path, output_path, **options)
+    return dataclasses.replace(result, labelling=DiscLabelling(refusal="the field of view does not show C2"))
+
+
+def test_an_image_left_without_levels_says_why_in_the_summary(tmp_path):
+    """With --levels auto an image whose discs could not be numbered gets the `all` row only: its warning says why
+    (segment prints it; batch kept it in the image's levels picture alone)."""
+    root = tmp_path / "bids"
+    write_image(phantom_mri((16, 16, 6), np.eye(4), 10), np.eye(4), root / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    result = batch.run_batch(root, workers=1, segment_file=segment_file_without_levels, quiet=True)
+    (row,) = read_rows(result.summary_csv)
+    assert row["level"] == "all" and row["warning"] == "no vertebral levels: the field of view does not show C2"

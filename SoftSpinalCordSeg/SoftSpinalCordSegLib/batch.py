@@ -101,7 +101,9 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
             **({"levels_qc_path": outputs["levels_qc"]} if "levels_qc" in outputs else {}),
             **options,
         )
-        note = getattr(segmented, "note", "") or ""
+        labelling = getattr(segmented, "labelling", None)  # --levels auto: why an image has no level rows
+        refusal = f"no vertebral levels: {labelling.refusal}" if labelling is not None and not labelling.ok else ""
+        note = "; ".join(filter(None, [getattr(segmented, "note", ""), refusal]))
     except ModelNotInstalledError as error:  # returned, not raised: Dask would log a traceback
         return {"status": "model", "reason": str(error)}
     except InputError as error:
