@@ -61,21 +61,22 @@ def plot_csa(table: CsaTable, path, title: Optional[str] = None, reference: Opti
     angle_axes.set_ylabel("angle (deg)")
     angle_axes.set_xlabel("S position of the slice (mm), inferior → superior")
     angle_axes.legend(loc="best", fontsize="small")
-    _mark_levels(table, z, [csa_axes, angle_axes])
+    named = _mark_levels(table, z, [csa_axes, angle_axes])
     for axes in (csa_axes, angle_axes):
         axes.grid(alpha=0.3)
-    csa_axes.set_title(title or "Cord cross-sectional area along the cord")
+    # the level names sit just above the panel: the title goes above them
+    csa_axes.set_title(title or "Cord cross-sectional area along the cord", pad=16 if named else 6)
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(str(temporary), format="png")
 
 
-def _mark_levels(table: CsaTable, z: np.ndarray, axes_list) -> None:
-    """Shade every other vertebral level and name each one at the top of the CSA panel."""
+def _mark_levels(table: CsaTable, z: np.ndarray, axes_list) -> bool:
+    """Shade every other vertebral level and name each one at the top of the CSA panel; whether any was."""
     levels = [row["level"] for row in table.rows]
     known = [level for level in levels if level is not None]
     if not known:
-        return
+        return False
     for rank, level in enumerate(sorted(set(known))):
         positions = z[[value == level for value in levels]]
         low, high = positions.min(), positions.max()
@@ -84,3 +85,4 @@ def _mark_levels(table: CsaTable, z: np.ndarray, axes_list) -> None:
                 axes.axvspan(low, high, color="grey", alpha=0.12, linewidth=0)
         axes_list[0].text((low + high) / 2, 1.0, level_name(level), transform=axes_list[0].get_xaxis_transform(),
                           ha="center", va="bottom", fontsize="small")
+    return True
