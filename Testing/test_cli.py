@@ -470,6 +470,8 @@ def test_usage_errors_are_one_line_and_negative_ranges_are_refused(write_phantom
     mask, _, _ = write_phantom(CordPhantom(length_mm=20.0), (1.0, 1.0, 1.0))
     for argv, fragment in ((["csa", mask], "--output/-o (see softseg csa --help)"),
                            (["segment"], "(see softseg segment --help)"),
+                           (["csa", mask, "-o", tmp_path / "c.csv", "--bogus"], "--bogus (see softseg csa --help)"),
+                           (["csa", mask, "-o", tmp_path / "c.csv", "--vert", "0:3"], "--vert counts from 1 up (C1)"),
                            (["bogus"], "invalid choice: 'bogus'")):
         code, out, err = run(argv, capsys)
         assert err.count("\n") == 1 and out == ""

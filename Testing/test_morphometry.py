@@ -274,3 +274,20 @@ def test_orientation_summary_averages_axes_not_numbers():
     assert abs(abs(mean) - 90.0) < 1e-6 and sd < 2.0  # not 0 +- 89
     mean, sd = summary([10.0, 20.0])
     assert mean == pytest.approx(15.0) and sd == pytest.approx(np.std([10.0, 20.0]), rel=0.05)
+
+
+def test_the_shared_z_range_keeps_same_grid_slices_and_stays_clear_of_other_grids():
+    """A quarter slice of slack: images of one grid (cord centres 0.04 mm apart) keep the same slices, and a grid
+    shifted by half a slice does not decide by tenths of a mm which end slices the others keep."""
+    from SoftSpinalCordSegLib.morphometry import CsaTable, shared_z_range
+
+    def table(z):
+        return CsaTable([{"slice": i, "z_mm": v, "csa_mm2": 70.0} for i, v in enumerate(z)])
+
+    grid = np.arange(10) * 5.0
+    low, high = shared_z_range([table(grid), table(grid + np.r_[0.04, np.zeros(8), -0.03])])
+    assert low <= 0 and high >= 45 and low > -5 and high < 50
+    low, high = shared_z_range([table(grid), table(grid[:-1] + 2.5)])  # ends at 42.5: 45 is out, 40 in
+    assert 40 < high < 45 - 1.2 and low > 0
+    assert shared_z_range([table([12.0]), table(grid)]) == (10.75, 13.25)  # a single slice: the slack of the others
+    assert shared_z_range([table(np.r_[grid, np.nan]), table(grid)]) == pytest.approx((-1.25, 46.25))  # NaN ignored

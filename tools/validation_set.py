@@ -126,12 +126,14 @@ def paired_difference(first: Path, second: Path) -> tuple:
 
 
 def means_over_shared_range(tables: dict):
-    """(low, high, {name: mean CSA}) of CSA tables of one cord (by name) over the S range (mm) all of them cover
-    (morphometry.shared_z_range: images of one grid keep the same slices)."""
+    """(lowest, highest z of the slices compared, {name: mean CSA}) of CSA tables of one cord (by name) over the
+    S range (mm) all of them cover (morphometry.shared_z_range: images of one grid keep the same slices)."""
     columns = {name: (t.column("z_mm").astype(float), t.column("csa_mm2").astype(float)) for name, t in tables.items()}
     low, high = shared_z_range(list(tables.values()))
-    means = {name: float(np.nanmean(csa[(z >= low) & (z <= high)])) for name, (z, csa) in columns.items()}
-    return low, high, means
+    used = {name: (z >= low) & (z <= high) for name, (z, _) in columns.items()}
+    means = {name: float(np.nanmean(columns[name][1][inside])) for name, inside in used.items()}
+    z_used = np.concatenate([columns[name][0][inside] for name, inside in used.items()])
+    return float(z_used.min()), float(z_used.max()), means  # the slices compared, not the widened bounds
 
 
 def evaluate(data: Path, rescans: bool = True, verbose: bool = True):

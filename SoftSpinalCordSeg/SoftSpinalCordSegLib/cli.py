@@ -69,7 +69,7 @@ def add_csa_parser(subparsers, common) -> None:
 def run_csa(args) -> int:
     from .pipeline import measure_file
 
-    vert = None if args.vert is None else parse_range(args.vert, "--vert")
+    vert = None if args.vert is None else parse_range(args.vert, "--vert", lowest=1)
     slices = None if args.slices is None else parse_range(args.slices, "--slices")
     result = measure_file(args.mask, args.output, levels_path=args.levels, discs_path=args.discs, csa_format=args.format,
                           perlevel=args.perlevel, plot_path=args.plot, vert=vert, slices=slices,
@@ -368,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", "-q", action="store_true", help="no progress or summary output")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.subcommands = subparsers  # its choices: each subcommand's parser
     add_csa_parser(subparsers, common)
     add_segment_parser(subparsers, common)
     add_demo_parser(subparsers, common)
@@ -387,7 +388,9 @@ def run() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # said by the subcommand's parser, whose --help lists its options (argparse: the top one's)
+            parser.subcommands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exit_request:  # --help, --version, usage errors: argparse already printed
         return int(exit_request.code or 0)
     from .inference import tune_cpu_allocator

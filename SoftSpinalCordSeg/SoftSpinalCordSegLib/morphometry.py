@@ -466,16 +466,22 @@ def slice_level(labels: np.ndarray, weights: np.ndarray) -> Optional[int]:
 
 
 def shared_z_range(tables: Sequence[CsaTable]) -> Tuple[float, float]:
-    """The z range (mm) that every CSA table of one cord covers, widened by half a slice: a slice's z is its cord
-    centre's, which differs by hundredths of a mm between images of one grid, so that a sharp cut would keep an
-    end slice of one image and drop it from another."""
-    zs = [np.sort(table.column("z_mm").astype(float)) for table in tables]
-    slack = 0.5 * min(float(np.median(np.diff(z))) if len(z) > 1 else 0.0 for z in zs)
+    """The z range (mm) that every CSA table of one cord covers, widened by a quarter of a slice: a slice's z is
+    its cord centre's, which differs by tenths of a mm at most between images of one grid, so that a sharp cut
+    would keep an end slice of one image and drop it from another; a quarter (not a half) stays clear of a grid
+    shifted by half a slice."""
+    zs = [np.sort(z[np.isfinite(z)]) for z in (table.column("z_mm").astype(float) for table in tables)]
+    zs = [z for z in zs if len(z)]
+    if not zs:
+        raise InputError("no slice with a cord to compare")
+    steps = [float(np.median(np.diff(z))) for z in zs if len(z) > 1]
+    slack = 0.25 * min(steps) if steps else 0.0
     return max(z[0] for z in zs) - slack, min(z[-1] for z in zs) + slack
 
 
-def parse_range(text: str, what: str) -> Tuple[int, int]:
-    """'2:3' -> (2, 3), '2' -> (2, 2) (levels and slice indices are whole numbers); a one-line InputError otherwise."""
+def parse_range(text: str, what: str, lowest: int = 0) -> Tuple[int, int]:
+    """'2:3' -> (2, 3), '2' -> (2, 2) (levels and slice indices are whole numbers, from `lowest` up); a one-line
+    InputError otherwise."""
     parts = text.split(":")
     try:
         values = [int(part) for part in parts]
@@ -485,6 +491,6 @@ def parse_range(text: str, what: str) -> Tuple[int, int]:
         values = values * 2
     if len(values) != 2 or values[0] > values[1]:
         raise InputError(f"{what} must be a number or a range like 2:3 (low:high), not {text!r}")
-    if values[0] < 0:  # (levels start at 1, slice indices at 0): a negative one was clipped without a word
-        raise InputError(f"{what} counts from 0 up, not {text!r}")
+    if values[0] < lowest:  # a bound below the first slice or level was clipped without a word
+        raise InputError(f"{what} counts from {lowest} up{' (C1)' if lowest == 1 else ''}, not {text!r}")
     return values[0], values[1]
