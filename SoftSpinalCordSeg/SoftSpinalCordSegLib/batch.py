@@ -26,6 +26,7 @@ from .bids import FAILURES_FILE, INPUTS_FILE, REPORT_FILE, SPREAD_FILE, SUMMARY_
 from .errors import DeviceError, InputError, ModelNotInstalledError, OutputError, describe_os_error, stop_signals
 from .report import write_cohort_outputs
 from .sctcsv import CSA_FORMATS, check_csa_format
+from .vertebrae import describe as describe_levels
 
 DEFAULT_WORKERS = 2
 # Bumped where the same weights and options give other masks (4: zeros along a slice's edge are outside the field).
@@ -46,7 +47,7 @@ class ImageResult:
     worker: str = ""
     outputs: Dict[str, str] = field(default_factory=dict)
     bad_input: bool = False  # failed because of the file itself: not retried until the file changes
-    note: str = ""  # segment's warning (inference.low_confidence_note): what was marked is unlike a real cord
+    note: str = ""  # segment's warning (an unsure cord, a header without orientation) and why no levels: "" if failed
     from_record: bool = False  # such a failure recorded by an earlier run, the file unchanged since: not tried again
 
     @property
@@ -72,7 +73,7 @@ class BatchResult:
 
     @property
     def warnings(self) -> List[ImageResult]:
-        return [r for r in self.results if r.status != "failed" and r.note]
+        return [r for r in self.results if r.note]
 
 
 def default_segment_file():
@@ -102,7 +103,7 @@ def process_image(image: SourceImage, outputs: Dict[str, str], segment_file: Cal
             **options,
         )
         labelling = getattr(segmented, "labelling", None)  # --levels auto: why an image has no level rows
-        refusal = f"no vertebral levels: {labelling.refusal}" if labelling is not None and not labelling.ok else ""
+        refusal = "" if labelling is None or labelling.ok else describe_levels(labelling)
         note = "; ".join(filter(None, [getattr(segmented, "note", ""), refusal]))
     except ModelNotInstalledError as error:  # returned, not raised: Dask would log a traceback
         return {"status": "model", "reason": str(error)}

@@ -126,7 +126,7 @@ def write_cohort_outputs(output_dir: Path, results: Sequence, input_path) -> Tup
         if not len(table):
             no_cord.append(result.image.path)  # listed in the report, no summary row
             continue
-        summary += summarise(result.image, table, csa_path.relative_to(output_dir), getattr(result, "note", ""))
+        summary += summarise(result.image, table, csa_path.relative_to(output_dir), result.note)
         tables[(result.image.subject, result.image.session)][contrast_label(result.image)] = table
     spread = contrast_spread(tables)
     summary_csv = write_csv(output_dir / SUMMARY_FILE, summary, SUMMARY_COLUMNS)
@@ -193,7 +193,7 @@ def render_html(results, summary, spread, tables, no_cord, input_path, output_di
     """The self-contained report: failures first, then the cohort tables, then each subject's plot and QC."""
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     failures = [{"file": r.image.path, "reason": r.reason} for r in results if r.status == "failed"]
-    warnings = [{"file": r.image.path, "warning": r.note} for r in results if r.status != "failed" and getattr(r, "note", "")]
+    warnings = [{"file": r.image.path, "warning": r.note} for r in results if r.note]
     parts = [
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<title>softseg batch report</title>", f"<style>{STYLE}</style></head><body>",
